@@ -1,0 +1,177 @@
+"""FastAPI application: health, readiness, metrics and the first log endpoints."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import structlog
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse, ORJSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+
+from logkeep import metrics
+from logkeep.api.schemas import LogEntryCreate, LogEntryCreated, RecentLogsPublic
+from logkeep.config import Settings
+from logkeep.db import migrate
+from logkeep.db.database import Database
+from logkeep.db.repositories import LogRepository, SourceRepository, UnknownSource
+from logkeep.domain.entry import EntryLimits, InvalidLogEntry, Level
+
+log = structlog.get_logger("logkeep.api")
+
+
+def entry_limits(settings: Settings) -> EntryLimits:
+    return EntryLimits(
+        max_age=timedelta(days=settings.max_entry_age_days),
+        max_future=timedelta(seconds=settings.max_entry_future_s),
+    )
+
+
+def get_logs(request: Request) -> LogRepository:
+    repo: LogRepository = request.app.state.logs
+    return repo
+
+
+def get_sources(request: Request) -> SourceRepository:
+    repo: SourceRepository = request.app.state.sources
+    return repo
+
+
+def get_db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
+    """The API; it owns `database` unless one is passed in already initialised."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = database or Database(settings)
+        owned = database is None
+        if owned:
+            await db.initialize()
+        app.state.db = db
+        app.state.logs = LogRepository(
+            db.pool, db.redis_client, cache=db.cache, limits=entry_limits(settings),
+            ttl_recent_s=settings.cache_ttl_recent_s, ttl_summary_s=settings.cache_ttl_summary_s,
+        )
+        app.state.sources = SourceRepository(db.pool)
+        try:
+            yield
+        finally:
+            if owned:
+                await db.close()
+
+    app = FastAPI(
+        title="logkeep", version="0.1.0", lifespan=lifespan, default_response_class=ORJSONResponse
+    )
+
+    @app.middleware("http")
+    async def access_log(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            duration = time.perf_counter() - started
+            route = request.scope.get("route")
+            route_path = getattr(route, "path", "unmatched")
+            metrics.HTTP_REQUESTS.labels(request.method, route_path, str(status)).observe(duration)
+            log.info(
+                "http_request", method=request.method, path=request.url.path,
+                status=status, duration_ms=round(duration * 1000, 2),
+            )
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(db: Annotated[Database, Depends(get_db)]) -> JSONResponse:
+        problems: dict[str, str] = {}
+        try:
+            async with db.pool.acquire(timeout=2) as conn:
+                state = await conn.fetchval("SELECT 1") and await migrate.status(conn)
+                if state and state.pending:
+                    problems["schema"] = (
+                        f"at migration {state.current:04d}, "
+                        f"{len(state.pending)} pending (run `logkeep db migrate`)"
+                    )
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"; reported
+            problems["postgres"] = f"{type(exc).__name__}: {exc}"
+        try:
+            started = time.perf_counter()
+            await db.redis.ping()
+            metrics.REDIS_RTT_SECONDS.set(time.perf_counter() - started)
+        except (RedisError, OSError) as exc:
+            problems["redis"] = f"{type(exc).__name__}: {exc}"
+        if problems:
+            return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics")
+    async def prometheus_metrics(db: Annotated[Database, Depends(get_db)]) -> Response:
+        pool = db.pg_pool
+        if pool is not None:
+            metrics.PG_POOL_SIZE.set(pool.get_size())
+            metrics.PG_POOL_IN_USE.set(pool.get_size() - pool.get_idle_size())
+            metrics.PG_POOL_MAX.set(pool.get_max_size())
+        try:
+            started = time.perf_counter()
+            await db.redis.ping()
+            metrics.REDIS_RTT_SECONDS.set(time.perf_counter() - started)
+        except (RedisError, OSError):
+            metrics.REDIS_RTT_SECONDS.set(float("nan"))
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/api/v1/logs", status_code=201)
+    async def create_log(
+        body: LogEntryCreate,
+        logs: Annotated[LogRepository, Depends(get_logs)],
+        sources: Annotated[SourceRepository, Depends(get_sources)],
+    ) -> LogEntryCreated:
+        source = await sources.resolve(body.source)
+        if source is None or not source["is_active"]:
+            raise HTTPException(422, f"source: no active source named or numbered {body.source!r}")
+        entry: dict[str, Any] = {
+            "message": body.message, "source_id": source["id"], "level": body.level,
+            "metadata": body.metadata, "timestamp": body.timestamp,
+        }
+        try:
+            entry_id = await logs.save_log_entry(entry)
+        except (InvalidLogEntry, UnknownSource) as exc:
+            raise HTTPException(422, str(exc)) from None
+        return LogEntryCreated(id=entry_id, source_id=source["id"])
+
+    @app.get("/api/v1/logs/recent")
+    async def recent_logs(
+        logs: Annotated[LogRepository, Depends(get_logs)],
+        sources: Annotated[SourceRepository, Depends(get_sources)],
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        source: Annotated[str | None, Query(max_length=64)] = None,
+        level: Annotated[str | None, Query(max_length=16)] = None,
+    ) -> RecentLogsPublic:
+        source_id = None
+        if source is not None:
+            found = await sources.resolve(source)
+            if found is None:
+                raise HTTPException(422, f"source: no source named or numbered {source!r}")
+            source_id = found["id"]
+        try:
+            parsed_level = None if level is None else Level.parse(level)
+        except InvalidLogEntry as exc:
+            raise HTTPException(422, str(exc)) from None
+        items = await logs.get_recent_logs(limit=limit, source_id=source_id, level=parsed_level)
+        return RecentLogsPublic.model_validate({"items": items})
+
+    return app

@@ -1,0 +1,290 @@
+"""The `logkeep` command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Coroutine, Iterator
+from types import FrameType
+from typing import Annotated, Any, TypeVar
+
+import asyncpg
+import typer
+import uvicorn
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from logkeep import __version__
+from logkeep.config import Environment, Settings, SettingsError
+from logkeep.db import migrate as migrations
+from logkeep.db.database import Database, StoreUnavailable, describe_pg_target
+from logkeep.db.partitions import MaintenanceReport, maintain
+from logkeep.db.seed import SeedReport, seed
+from logkeep.embedded import EmbeddedError, EmbeddedStack
+from logkeep.logging import configure_logging
+
+T = TypeVar("T")
+
+app = typer.Typer(help="logkeep: a log store on PostgreSQL and Redis.", no_args_is_help=True)
+db_app = typer.Typer(help="Schema, partitions and seed data.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+err = Console(stderr=True)
+
+
+def load_settings() -> Settings:
+    try:
+        settings = Settings()
+        settings.check_for_startup()
+    except (ValidationError, SettingsError) as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    return settings
+
+
+@contextlib.contextmanager
+def stores(settings: Settings) -> Iterator[tuple[Settings, EmbeddedStack | None]]:
+    """Settings pointing at real stores: the configured ones, else embedded servers."""
+    if settings.database_url and settings.redis_url:
+        yield settings, None
+        return
+    stack = EmbeddedStack(settings.resolved_data_dir)
+    try:
+        stack.start(postgres=not settings.database_url, redis=not settings.redis_url)
+    except EmbeddedError as exc:
+        err.print(f"[red]could not start embedded servers:[/red] {exc}")
+        raise typer.Exit(1) from None
+    update = {
+        "database_url": settings.database_url or stack.postgres.dsn(),
+        "redis_url": settings.redis_url or stack.redis.url(),
+    }
+    try:
+        yield settings.model_copy(update=update), stack
+    finally:
+        stack.stop()
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine, turning store failures into one clear line and exit code 1."""
+    try:
+        return asyncio.run(coro)
+    except (StoreUnavailable, migrations.MigrationError, EmbeddedError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+async def _connect(settings: Settings) -> asyncpg.Connection:
+    assert settings.database_url is not None
+    try:
+        conn: asyncpg.Connection = await asyncpg.connect(
+            settings.database_url, timeout=settings.connect_deadline_s
+        )
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise StoreUnavailable(
+            f"PostgreSQL at {describe_pg_target(settings.database_url)}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    return conn
+
+
+async def _migrate(settings: Settings) -> list[migrations.Migration]:
+    conn = await _connect(settings)
+    try:
+        return await migrations.migrate(conn)
+    finally:
+        await conn.close()
+
+
+async def _maintain(settings: Settings) -> MaintenanceReport:
+    conn = await _connect(settings)
+    try:
+        return await maintain(
+            conn,
+            retention_days=settings.retention_days,
+            days_ahead=settings.partition_days_ahead,
+            max_entry_age_days=settings.max_entry_age_days,
+        )
+    finally:
+        await conn.close()
+
+
+async def _seed(settings: Settings, env: Environment, rows: int | None) -> SeedReport:
+    async with Database(settings) as db:
+        return await seed(db.pool, settings, env, rows=rows, cache=db.cache)
+
+
+def print_migrations(applied: list[migrations.Migration]) -> None:
+    if not applied:
+        console.print("schema is up to date")
+    for migration in applied:
+        console.print(f"applied {migration.filename}")
+
+
+def print_maintenance(report: MaintenanceReport) -> None:
+    console.print(
+        f"partitions: created {len(report.created)}, dropped {len(report.dropped)}"
+        + (f" ({', '.join(report.dropped)})" if report.dropped else "")
+    )
+    if report.moved_from_default:
+        console.print(f"moved {report.moved_from_default} rows from the DEFAULT partition")
+    if report.default_rows:
+        console.print(
+            f"[yellow]DEFAULT partition holds {report.default_rows} rows "
+            f"({report.default_oldest} .. {report.default_newest}): their timestamps are "
+            "outside every daily partition[/yellow]"
+        )
+    else:
+        console.print("DEFAULT partition is empty")
+
+
+def print_seed(report: SeedReport) -> None:
+    console.print(f"seed ({report.env}): {report.sources_created} sources created, "
+                  f"users created: {', '.join(report.users_created) or 'none'}")
+    if report.entries_loaded:
+        console.print(f"loaded {report.entries_loaded} log entries")
+    elif report.entries_already_loaded:
+        console.print("log entries were already loaded")
+    if report.generated_passwords:
+        table = Table(title="generated passwords (shown once; store them now)")
+        table.add_column("user")
+        table.add_column("password")
+        for user, password in report.generated_passwords.items():
+            table.add_row(user, password)
+        console.print(table)
+
+
+@app.command()
+def version() -> None:
+    """Print the logkeep version."""
+    console.print(__version__)
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending schema migrations (safe to run twice, or twice at once)."""
+    settings = load_settings()
+    with stores(settings) as (resolved, _):
+        print_migrations(run_async(_migrate(resolved)))
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Show applied and pending migrations."""
+    settings = load_settings()
+
+    async def _status() -> migrations.MigrationStatus:
+        conn = await _connect(resolved)
+        try:
+            return await migrations.status(conn)
+        finally:
+            await conn.close()
+
+    with stores(settings) as (resolved, _):
+        state = run_async(_status())
+    console.print(f"current migration: {state.current:04d}")
+    for pending in state.pending:
+        console.print(f"pending: {pending.filename}")
+
+
+@db_app.command("maintain")
+def db_maintain() -> None:
+    """Create partitions ahead, drop expired ones, report DEFAULT-partition rows."""
+    settings = load_settings()
+    with stores(settings) as (resolved, _):
+        print_maintenance(run_async(_maintain(resolved)))
+
+
+@db_app.command("seed")
+def db_seed(
+    env: Annotated[Environment | None, typer.Option(help="data set; defaults to LOGKEEP_ENV")] = None,
+    rows: Annotated[int | None, typer.Option(min=0, help="dev log entries to generate")] = None,
+) -> None:
+    """Load the environment's seed data; a second run adds nothing."""
+    settings = load_settings()
+    with stores(settings) as (resolved, _):
+        print_seed(run_async(_seed(resolved, env or settings.env, rows)))
+
+
+def _serve(settings: Settings, host: str, port: int) -> None:
+    from logkeep.api.app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings), host=host, port=port, loop="uvloop", log_config=None,
+        access_log=False, lifespan="on",
+    )
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal against the
+    # handler it found. With the default handler that kills us before `finally` blocks
+    # stop the embedded servers; this handler turns it into a normal exit instead.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port")] = None,
+) -> None:
+    """Run the HTTP API against the configured stores."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    if not (settings.database_url and settings.redis_url):
+        err.print("[red]error:[/red] set LOGKEEP_DATABASE_URL and LOGKEEP_REDIS_URL, "
+                  "or use `logkeep up` to start embedded servers")
+        raise typer.Exit(2)
+    _serve(settings, host or settings.http_host, port or settings.http_port)
+
+
+@app.command()
+def up(
+    host: Annotated[str | None, typer.Option(help="bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port")] = None,
+    seed_rows: Annotated[
+        int | None, typer.Option(min=0, help="dev log entries on first start")
+    ] = None,
+) -> None:
+    """Start everything: PostgreSQL and Redis (unless configured), migrate, seed, serve."""
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    started = time.monotonic()
+    with stores(settings) as (resolved, stack):
+
+        async def prepare() -> tuple[list[migrations.Migration], MaintenanceReport, SeedReport]:
+            applied = await _migrate(resolved)
+            report = await _maintain(resolved)
+            seeded = await _seed(resolved, resolved.env, seed_rows)
+            return applied, report, seeded
+
+        applied, maintenance, seeded = run_async(prepare())
+        print_migrations(applied)
+        print_maintenance(maintenance)
+        print_seed(seeded)
+        bind_host = host or settings.http_host
+        bind_port = port or settings.http_port
+        console.rule("logkeep is up")
+        if stack is not None and not settings.database_url:
+            console.print(f"PostgreSQL  {stack.postgres.psql_hint()}"
+                          + ("  (already running)" if stack.postgres.reused else ""))
+        else:
+            console.print(f"PostgreSQL  {describe_pg_target(resolved.database_url or '')}")
+        if stack is not None and not settings.redis_url:
+            console.print(f"Redis       {stack.redis.cli_hint()}"
+                          + ("  (already running)" if stack.redis.reused else ""))
+        console.print(f"data        {settings.resolved_data_dir}")
+        console.print(f"API         http://{bind_host}:{bind_port}  (/readyz, /metrics, "
+                      "/api/v1/logs/recent, /docs)")
+        console.print(f"ready in    {time.monotonic() - started:.1f}s; Ctrl-C stops everything")
+        _serve(resolved, bind_host, bind_port)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,124 @@
+"""One typed settings object, read from LOGKEEP_* environment variables and `.env`."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["dev", "test", "prod"]
+
+# Values that must never reach production: the empty string and the usual placeholders.
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "changethis", "secret", "password", "admin", "logkeep"}
+)
+MIN_PROD_SECRET_LENGTH = 12
+
+
+class SettingsError(ValueError):
+    """A setting is missing or unsafe for the environment; the message names it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LOGKEEP_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    env: Environment = "dev"
+
+    # Stores. Unset means "start embedded servers under data_dir" (dev and test only).
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = Path(".logkeep")
+
+    # PostgreSQL pool.
+    pg_pool_min_size: int = Field(default=2, ge=0)
+    pg_pool_max_size: int = Field(default=10, ge=1)
+    statement_timeout_ms: int = Field(default=30_000, ge=0)
+    connect_deadline_s: float = Field(default=15.0, gt=0)
+    application_name: str = "logkeep"
+
+    # Redis client.
+    redis_max_connections: int = Field(default=64, ge=1)
+    redis_socket_timeout_s: float = Field(default=2.0, gt=0)
+    redis_health_check_interval_s: int = Field(default=15, ge=0)
+    redis_key_prefix: str = "logkeep:"
+    # After a Redis failure, reads skip the cache for this long instead of paying a
+    # connect timeout on every request.
+    redis_backoff_s: float = Field(default=2.0, ge=0)
+
+    # Cache TTLs per kind of query (seconds).
+    cache_enabled: bool = True
+    cache_ttl_recent_s: int = Field(default=30, ge=1)
+    cache_ttl_summary_s: int = Field(default=60, ge=1)
+
+    # Retention and partitions.
+    retention_days: int = Field(default=30, ge=1)
+    partition_days_ahead: int = Field(default=3, ge=1)
+
+    # Accepted timestamp window for entries, relative to now.
+    max_entry_age_days: int = Field(default=30, ge=1)
+    max_entry_future_s: int = Field(default=3600, ge=0)
+
+    # HTTP API.
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Secrets and seed accounts.
+    secret_key: SecretStr = SecretStr("")
+    admin_username: str = "admin"
+    admin_email: str = "admin@logkeep.local"
+    admin_password: SecretStr = SecretStr("")
+    analyst_password: SecretStr = SecretStr("")
+    viewer_password: SecretStr = SecretStr("")
+    seed_rows: int = Field(default=100_000, ge=0)
+
+    @model_validator(mode="after")
+    def _check_pool(self) -> Settings:
+        if self.pg_pool_min_size > self.pg_pool_max_size:
+            raise ValueError(
+                "LOGKEEP_PG_POOL_MIN_SIZE must not exceed LOGKEEP_PG_POOL_MAX_SIZE "
+                f"({self.pg_pool_min_size} > {self.pg_pool_max_size})"
+            )
+        return self
+
+    @cached_property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    def check_for_startup(self) -> None:
+        """Refuse settings that are unsafe for the environment.
+
+        Called by every long-running command before it touches a store, so that a
+        production process never starts with a placeholder secret.
+        """
+        if self.env != "prod":
+            return
+        problems: list[str] = []
+        for name in ("secret_key", "admin_password"):
+            value: SecretStr = getattr(self, name)
+            raw = value.get_secret_value()
+            env_name = f"LOGKEEP_{name.upper()}"
+            if raw.strip().lower() in PLACEHOLDER_SECRETS:
+                problems.append(f"{env_name} is empty or a placeholder")
+            elif len(raw) < MIN_PROD_SECRET_LENGTH:
+                problems.append(
+                    f"{env_name} is shorter than {MIN_PROD_SECRET_LENGTH} characters"
+                )
+        for name in ("database_url", "redis_url"):
+            if not getattr(self, name):
+                problems.append(
+                    f"LOGKEEP_{name.upper()} must be set in prod (embedded servers are "
+                    "for dev and test)"
+                )
+        if problems:
+            raise SettingsError(
+                "refusing to start with LOGKEEP_ENV=prod: " + "; ".join(problems)
+            )

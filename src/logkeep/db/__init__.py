@@ -1,0 +1,1 @@
+"""PostgreSQL: pool, migrations, named SQL, repositories, partition maintenance."""

@@ -1,0 +1,198 @@
+"""The connection owner: one asyncpg pool and one redis-py asyncio client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+import orjson
+import redis.asyncio as aioredis
+import structlog
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from logkeep.cache.keys import Keys
+from logkeep.cache.query_cache import QueryCache
+from logkeep.config import Settings
+
+log = structlog.get_logger(__name__)
+
+# Connection failures a freshly started server can produce while it comes up.
+PG_STARTUP_ERRORS = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InvalidCatalogNameError,
+)
+
+
+class StoreUnavailable(RuntimeError):
+    """PostgreSQL or Redis could not be reached before the start-up deadline."""
+
+
+def describe_pg_target(dsn: str) -> str:
+    """host:port/database of a DSN, without credentials, for error messages."""
+    parts = urlsplit(dsn)
+    query = parse_qs(parts.query)
+    host = parts.hostname or query.get("host", ["localhost"])[0]
+    port = parts.port or query.get("port", ["5432"])[0]
+    return f"{host}:{port}{parts.path or '/'}"
+
+
+def describe_redis_target(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or ''}"
+
+
+def _encode_jsonb(value: Any) -> bytes:
+    # Binary jsonb is a version byte followed by the JSON text. Pre-encoded bytes (from
+    # LogEntry) pass through untouched.
+    return b"\x01" + (value if isinstance(value, bytes) else orjson.dumps(value))
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    return orjson.loads(data[1:])
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb", schema="pg_catalog", encoder=_encode_jsonb, decoder=_decode_jsonb,
+        format="binary",
+    )
+
+
+class Database:
+    """Owns the PostgreSQL pool and the Redis client; `async with Database(...)`."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.database_url or not settings.redis_url:
+            raise StoreUnavailable(
+                "LOGKEEP_DATABASE_URL and LOGKEEP_REDIS_URL must be set "
+                "(`logkeep up` sets them for its embedded servers)"
+            )
+        self.settings = settings
+        self.database_url: str = settings.database_url
+        self.redis_url: str = settings.redis_url
+        self.pg_pool: asyncpg.Pool | None = None
+        self.redis_client: aioredis.Redis | None = None
+        self.keys = Keys(settings.redis_key_prefix)
+        self.cache: QueryCache = QueryCache(None, self.keys)
+
+    async def __aenter__(self) -> Database:
+        await self.initialize()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def initialize(self) -> None:
+        try:
+            self.pg_pool = await self._connect_postgres()
+            self.redis_client = await self._connect_redis()
+        except BaseException:
+            await self.close()
+            raise
+        self.cache = QueryCache(
+            self.redis_client,
+            self.keys,
+            enabled=self.settings.cache_enabled,
+            backoff_s=self.settings.redis_backoff_s,
+        )
+
+    async def _connect_postgres(self) -> asyncpg.Pool:
+        s = self.settings
+        deadline = time.monotonic() + s.connect_deadline_s
+        delay = 0.1
+        while True:
+            try:
+                pool: asyncpg.Pool = await asyncpg.create_pool(
+                    self.database_url,
+                    min_size=s.pg_pool_min_size,
+                    max_size=s.pg_pool_max_size,
+                    init=_init_connection,
+                    timeout=min(10.0, s.connect_deadline_s),
+                    server_settings={
+                        "application_name": s.application_name,
+                        "timezone": "UTC",
+                        "statement_timeout": str(s.statement_timeout_ms),
+                    },
+                )
+                return pool
+            except PG_STARTUP_ERRORS as exc:
+                if time.monotonic() + delay > deadline:
+                    raise StoreUnavailable(
+                        f"PostgreSQL at {describe_pg_target(self.database_url)} did not accept "
+                        f"connections within {s.connect_deadline_s:.0f}s: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+                log.info("postgres_connect_retry", error=str(exc), delay_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except asyncpg.PostgresError as exc:
+                raise StoreUnavailable(
+                    f"PostgreSQL at {describe_pg_target(self.database_url)} refused the "
+                    f"connection: {type(exc).__name__}: {exc}"
+                ) from exc
+
+    async def _connect_redis(self) -> aioredis.Redis:
+        s = self.settings
+        client: aioredis.Redis = aioredis.from_url(
+            self.redis_url,
+            max_connections=s.redis_max_connections,
+            socket_timeout=s.redis_socket_timeout_s,
+            socket_connect_timeout=s.redis_socket_timeout_s,
+            health_check_interval=s.redis_health_check_interval_s,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
+        deadline = time.monotonic() + s.connect_deadline_s
+        delay = 0.1
+        while True:
+            try:
+                await client.ping()
+                return client
+            except RedisError as exc:
+                if time.monotonic() + delay > deadline:
+                    await client.aclose()
+                    raise StoreUnavailable(
+                        f"Redis at {describe_redis_target(self.redis_url)} did not answer "
+                        f"within {s.connect_deadline_s:.0f}s: {type(exc).__name__}: {exc}"
+                    ) from exc
+                log.info("redis_connect_retry", error=str(exc), delay_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def close(self) -> None:
+        if self.redis_client is not None:
+            await self.redis_client.aclose()
+            self.redis_client = None
+        if self.pg_pool is not None:
+            await self.pg_pool.close()
+            self.pg_pool = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self.pg_pool is None:
+            raise StoreUnavailable("Database.initialize() has not been called")
+        return self.pg_pool
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        if self.redis_client is None:
+            raise StoreUnavailable("Database.initialize() has not been called")
+        return self.redis_client

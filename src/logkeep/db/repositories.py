@@ -1,0 +1,322 @@
+"""Repositories: the questions the product asks of PostgreSQL, behind named SQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from logkeep import metrics
+from logkeep.cache.keys import Keys
+from logkeep.cache.query_cache import QueryCache
+from logkeep.db.queries import q
+from logkeep.domain.entry import DEFAULT_LIMITS, EntryLimits, InvalidLogEntry, Level, LogEntry
+from logkeep.domain.rollup import as_columns, minute_counts
+
+ENTRY_FIELDS = frozenset({"message", "source_id", "level", "metadata", "timestamp"})
+COPY_COLUMNS = ["source_id", "timestamp", "level", "message", "metadata"]
+MAX_RECENT_LIMIT = 1000
+
+
+class UnknownSource(ValueError):
+    """An entry names a source that does not exist or is inactive."""
+
+
+@asynccontextmanager
+async def timed(query_name: str) -> AsyncIterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        metrics.QUERY_SECONDS.labels(query_name).observe(time.perf_counter() - started)
+
+
+def _json_ready(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row as JSON types, so fresh and cached answers are identical."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        out[key] = value.isoformat() if isinstance(value, datetime) else value
+    return out
+
+
+def entry_from_mapping(data: Mapping[str, Any] | LogEntry, limits: EntryLimits) -> LogEntry:
+    if isinstance(data, LogEntry):
+        return data
+    if not isinstance(data, Mapping):
+        raise InvalidLogEntry("entry", f"must be an object, got {type(data).__name__}")
+    unknown = set(data) - ENTRY_FIELDS
+    if unknown:
+        raise InvalidLogEntry("entry", f"unknown field(s): {', '.join(sorted(unknown))}")
+    if "message" not in data or "source_id" not in data:
+        raise InvalidLogEntry("entry", "message and source_id are required")
+    return LogEntry(
+        data["message"],
+        data["source_id"],
+        level=data.get("level") or Level.INFO,
+        metadata=data.get("metadata"),
+        timestamp=data.get("timestamp"),
+        limits=limits,
+    )
+
+
+async def copy_entries(conn: asyncpg.Connection, entries: Sequence[LogEntry]) -> None:
+    """COPY entries and add their rollups; the caller owns the transaction."""
+    await conn.copy_records_to_table(
+        "log_entries", records=[e.copy_record() for e in entries], columns=COPY_COLUMNS
+    )
+    await conn.execute(q("add_minute_counts"), *as_columns(minute_counts(entries)))
+
+
+class LogRepository:
+    """Writes entries (with their rollups) and answers the recent-entries questions."""
+
+    def __init__(
+        self,
+        pg_pool: asyncpg.Pool,
+        redis_client: aioredis.Redis | None = None,
+        *,
+        cache: QueryCache | None = None,
+        limits: EntryLimits = DEFAULT_LIMITS,
+        ttl_recent_s: int = 30,
+        ttl_summary_s: int = 60,
+    ) -> None:
+        self._pool = pg_pool
+        self._cache = cache or QueryCache(redis_client, Keys())
+        self._limits = limits
+        self._ttl_recent_s = ttl_recent_s
+        self._ttl_summary_s = ttl_summary_s
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def _check_sources(self, conn: asyncpg.Connection, source_ids: set[int]) -> None:
+        rows = await conn.fetch(
+            "SELECT id FROM log_sources WHERE id = ANY($1::integer[]) AND is_active",
+            sorted(source_ids),
+        )
+        missing = source_ids - {row["id"] for row in rows}
+        if missing:
+            raise UnknownSource(
+                "source_id: no active source with id " + ", ".join(map(str, sorted(missing)))
+            )
+
+    async def save_log_entry(self, entry: Mapping[str, Any] | LogEntry) -> int:
+        """Validate and store one entry; it is committed when this returns its id."""
+        valid = entry_from_mapping(entry, self._limits)
+        async with timed("insert_log_entry"), self._pool.acquire() as conn:
+            async with conn.transaction():
+                await self._check_sources(conn, {valid.source_id})
+                entry_id: int = await conn.fetchval(q("insert_log_entry"), *valid.copy_record())
+                await conn.execute(q("add_minute_counts"), *as_columns(minute_counts([valid])))
+        await self._cache.invalidate_sources([valid.source_id])
+        return entry_id
+
+    async def save_many(self, entries: Iterable[Mapping[str, Any] | LogEntry]) -> int:
+        """Validate every entry, then COPY them all in one transaction: all or nothing."""
+        valid: list[LogEntry] = []
+        for index, item in enumerate(entries):
+            try:
+                valid.append(entry_from_mapping(item, self._limits))
+            except InvalidLogEntry as exc:
+                raise InvalidLogEntry(f"entries[{index}].{exc.field}", exc.reason) from None
+        if not valid:
+            return 0
+        source_ids = {e.source_id for e in valid}
+        async with timed("copy_log_entries"), self._pool.acquire() as conn:
+            async with conn.transaction():
+                await self._check_sources(conn, source_ids)
+                await copy_entries(conn, valid)
+        await self._cache.invalidate_sources(sorted(source_ids))
+        return len(valid)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def get_recent_logs(
+        self,
+        limit: int = 100,
+        source_id: int | None = None,
+        level: Level | str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Newest entries first, optionally of one source and one level."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not (
+            1 <= limit <= MAX_RECENT_LIMIT
+        ):
+            raise ValueError(f"limit must be an integer from 1 to {MAX_RECENT_LIMIT}")
+        level_value = None if level is None else Level.parse(level).value
+        params = {"limit": limit, "source_id": source_id, "level": level_value}
+
+        async def load() -> list[dict[str, Any]]:
+            async with timed("recent_logs"), self._pool.acquire() as conn:
+                rows = await conn.fetch(q("recent_logs"), source_id, level_value, limit)
+            return [_json_ready(row) for row in rows]
+
+        sources = None if source_id is None else [source_id]
+        result: list[dict[str, Any]] = await self._cache.get_or_load(
+            "recent", params, sources, self._ttl_recent_s, load
+        )
+        return result
+
+    async def get_error_summary(self, hours: int = 24) -> dict[str, Any]:
+        """Per source over the last `hours`: entries, errors, fatals and error rate."""
+        if isinstance(hours, bool) or not isinstance(hours, int) or not (1 <= hours <= 24 * 366):
+            raise ValueError("hours must be an integer from 1 to 8784")
+
+        async def load() -> dict[str, Any]:
+            since = (datetime.now(UTC) - timedelta(hours=hours)).replace(second=0, microsecond=0)
+            async with timed("error_summary"), self._pool.acquire() as conn:
+                rows = await conn.fetch(q("error_summary"), since)
+            sources = []
+            for row in rows:
+                item = _json_ready(row)
+                total = item["total"]
+                item["error_rate"] = round((item["errors"] + item["fatal"]) / total, 6) if total else 0.0
+                sources.append(item)
+            return {"hours": hours, "since": since.isoformat(), "sources": sources}
+
+        result: dict[str, Any] = await self._cache.get_or_load(
+            "error_summary", {"hours": hours}, None, self._ttl_summary_s, load
+        )
+        return result
+
+
+class SourceRepository:
+    """Log sources and their parsing rules."""
+
+    def __init__(self, pg_pool: asyncpg.Pool) -> None:
+        self._pool = pg_pool
+
+    async def create(
+        self,
+        name: str,
+        *,
+        source_type: str,
+        format_type: str,
+        description: str = "",
+        parsing_rules: Mapping[str, Any] | None = None,
+        configuration: Mapping[str, Any] | None = None,
+        is_active: bool = True,
+    ) -> dict[str, Any]:
+        async with timed("insert_source"), self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                q("insert_source"), name, description, source_type, format_type,
+                dict(parsing_rules or {}), dict(configuration or {}), is_active,
+            )
+        return dict(row)
+
+    async def get(self, source_id: int) -> dict[str, Any] | None:
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(q("source_by_id"), source_id)
+        return None if row is None else dict(row)
+
+    async def get_by_name(self, name: str) -> dict[str, Any] | None:
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(q("source_by_name"), name)
+        return None if row is None else dict(row)
+
+    async def resolve(self, name_or_id: str | int) -> dict[str, Any] | None:
+        """A source by id (an int or a string of digits) or by name."""
+        if isinstance(name_or_id, int) or (
+            isinstance(name_or_id, str) and name_or_id.isdigit() and len(name_or_id) < 10
+        ):
+            return await self.get(int(name_or_id))
+        return await self.get_by_name(name_or_id)
+
+    async def list(self, *, active_only: bool = True) -> list[dict[str, Any]]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(q("list_sources"), active_only)
+        return [dict(row) for row in rows]
+
+    async def update_rules(
+        self, source_id: int, parsing_rules: Mapping[str, Any], format_type: str | None = None
+    ) -> dict[str, Any] | None:
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                q("update_source_rules"), source_id, dict(parsing_rules), format_type
+            )
+        return None if row is None else dict(row)
+
+    async def set_active(self, source_id: int, active: bool) -> dict[str, Any] | None:
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(q("set_source_active"), source_id, active)
+        return None if row is None else dict(row)
+
+
+class UserRepository:
+    """Users, with argon2id password hashes."""
+
+    def __init__(self, pg_pool: asyncpg.Pool, hasher: PasswordHasher | None = None) -> None:
+        self._pool = pg_pool
+        self._hasher = hasher or PasswordHasher()
+        # Verified against when the user is unknown, so both failures cost the same time.
+        self._dummy_hash = self._hasher.hash("logkeep-timing-equaliser")
+
+    def hash_password(self, password: str) -> str:
+        if not password:
+            raise ValueError("password must not be empty")
+        return self._hasher.hash(password)
+
+    async def create(
+        self, username: str, email: str, password: str, role: str = "viewer"
+    ) -> dict[str, Any]:
+        password_hash = self.hash_password(password)
+        async with timed("insert_user"), self._pool.acquire() as conn:
+            row = await conn.fetchrow(q("insert_user"), username, email, password_hash, role)
+        return dict(row)
+
+    async def create_if_missing(
+        self, username: str, email: str, password: str, role: str
+    ) -> int | None:
+        """Create the user unless the username or email exists; the new id, or None."""
+        password_hash = self.hash_password(password)
+        async with self._pool.acquire() as conn:
+            user_id: int | None = await conn.fetchval(
+                q("insert_user_if_missing"), username, email, password_hash, role
+            )
+        return user_id
+
+    async def get(self, user_id: int) -> dict[str, Any] | None:
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(q("user_by_id"), user_id)
+        return None if row is None else dict(row)
+
+    async def get_by_username(self, username: str) -> dict[str, Any] | None:
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(q("user_by_username"), username)
+        if row is None:
+            return None
+        user = dict(row)
+        user.pop("password_hash")
+        return user
+
+    async def list(self) -> list[dict[str, Any]]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(q("list_users"))
+        return [dict(row) for row in rows]
+
+    async def authenticate(self, username: str, password: str) -> dict[str, Any] | None:
+        """The user if the password matches and the account is active, else None."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(q("user_by_username"), username)
+        stored = row["password_hash"] if row is not None else self._dummy_hash
+        try:
+            # argon2 takes tens of milliseconds of CPU: keep it off the event loop.
+            await asyncio.to_thread(self._hasher.verify, stored, password)
+        except (VerificationError, InvalidHashError):
+            return None
+        if row is None or not row["is_active"]:
+            return None
+        async with self._pool.acquire() as conn:
+            await conn.execute(q("record_login"), row["id"])
+            if self._hasher.check_needs_rehash(stored):
+                new_hash = await asyncio.to_thread(self._hasher.hash, password)
+                await conn.execute(q("update_password_hash"), row["id"], new_hash)
+        user = dict(row)
+        user.pop("password_hash")
+        return user

@@ -1,0 +1,130 @@
+-- Named queries. Each block starts with "-- name: <name>"; parameters are positional.
+
+-- name: insert_log_entry
+INSERT INTO log_entries (source_id, "timestamp", level, message, metadata)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING id;
+
+-- name: add_minute_counts
+-- Rollups for a batch: parallel arrays of (source, minute, level, count).
+INSERT INTO log_metrics (source_id, bucket, level, count)
+SELECT * FROM unnest($1::integer[], $2::timestamptz[], $3::log_level[], $4::bigint[])
+ON CONFLICT (source_id, bucket, level) DO UPDATE SET count = log_metrics.count + EXCLUDED.count;
+
+-- name: recent_logs
+-- Newest entries, walking each source's (source_id, timestamp) key backwards, so the cost
+-- is sources x limit index reads, never a scan of the table.
+SELECT e.id, e.source_id, s.name AS source, e."timestamp", e.level, e.message, e.metadata,
+       e.ingested_at
+FROM log_sources s
+CROSS JOIN LATERAL (
+    SELECT le.id, le.source_id, le."timestamp", le.level, le.message, le.metadata,
+           le.ingested_at
+    FROM log_entries le
+    WHERE le.source_id = s.id AND ($2::log_level IS NULL OR le.level = $2::log_level)
+    ORDER BY le."timestamp" DESC, le.id DESC
+    LIMIT $3
+) e
+WHERE ($1::integer IS NULL OR s.id = $1::integer)
+ORDER BY e."timestamp" DESC, e.id DESC
+LIMIT $3;
+
+-- name: error_summary
+-- Per source over a window, from the per-minute rollups (never a scan of log_entries).
+SELECT s.id AS source_id, s.name AS source,
+       coalesce(sum(m.count), 0)::bigint AS total,
+       coalesce(sum(m.count) FILTER (WHERE m.level = 'ERROR'), 0)::bigint AS errors,
+       coalesce(sum(m.count) FILTER (WHERE m.level = 'FATAL'), 0)::bigint AS fatal,
+       max(m.bucket) FILTER (WHERE m.level IN ('ERROR', 'FATAL')) AS last_error_minute
+FROM log_sources s
+JOIN log_metrics m ON m.source_id = s.id AND m.bucket >= $1
+GROUP BY s.id, s.name
+ORDER BY errors + fatal DESC, s.name;
+
+-- name: count_entries
+SELECT count(*) FROM log_entries;
+
+-- name: insert_source
+INSERT INTO log_sources (name, description, source_type, format_type, parsing_rules,
+                         configuration, is_active)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING *;
+
+-- name: upsert_source
+-- Seeding: create the source, or leave an existing one untouched.
+INSERT INTO log_sources (name, description, source_type, format_type, parsing_rules,
+                         configuration)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (name) DO NOTHING;
+
+-- name: source_by_id
+SELECT * FROM log_sources WHERE id = $1;
+
+-- name: source_by_name
+SELECT * FROM log_sources WHERE name = $1;
+
+-- name: list_sources
+SELECT * FROM log_sources WHERE is_active OR NOT $1::boolean ORDER BY name;
+
+-- name: update_source_rules
+UPDATE log_sources SET parsing_rules = $2, format_type = coalesce($3, format_type)
+WHERE id = $1
+RETURNING *;
+
+-- name: set_source_active
+UPDATE log_sources SET is_active = $2 WHERE id = $1 RETURNING *;
+
+-- name: insert_user
+INSERT INTO users (username, email, password_hash, role)
+VALUES ($1, $2, $3, $4)
+RETURNING id, username, email, role, is_active, created_at, updated_at, last_login;
+
+-- name: insert_user_if_missing
+INSERT INTO users (username, email, password_hash, role)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT DO NOTHING
+RETURNING id;
+
+-- name: user_by_username
+SELECT * FROM users WHERE username = $1;
+
+-- name: user_by_id
+SELECT id, username, email, role, is_active, created_at, updated_at, last_login
+FROM users WHERE id = $1;
+
+-- name: list_users
+SELECT id, username, email, role, is_active, created_at, updated_at, last_login
+FROM users ORDER BY username;
+
+-- name: record_login
+UPDATE users SET last_login = now() WHERE id = $1;
+
+-- name: update_password_hash
+UPDATE users SET password_hash = $2 WHERE id = $1;
+
+-- name: ensure_partition
+SELECT ensure_log_partition($1::date);
+
+-- name: drop_partition
+SELECT drop_log_partition($1::date);
+
+-- name: list_partitions
+SELECT c.relname AS name
+FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'log_entries'::regclass AND c.relname ~ '^log_entries_p[0-9]{8}$'
+ORDER BY c.relname;
+
+-- name: default_partition_rows
+SELECT count(*) AS rows, min("timestamp") AS oldest, max("timestamp") AS newest
+FROM log_entries_default;
+
+-- name: delete_old_rollups
+-- log_metrics is small (one row per source, level and minute) and unpartitioned.
+DELETE FROM log_metrics WHERE bucket < $1;
+
+-- name: seed_run_exists
+SELECT rows FROM seed_runs WHERE name = $1;
+
+-- name: record_seed_run
+INSERT INTO seed_runs (name, rows) VALUES ($1, $2);

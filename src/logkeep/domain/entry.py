@@ -1,0 +1,212 @@
+"""Log entries and their validation: pure, no I/O."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+
+class Level(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARN = "WARN"
+    ERROR = "ERROR"
+    FATAL = "FATAL"
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self]
+
+    @classmethod
+    def parse(cls, value: object) -> Level:
+        """Accept a level name in any case, plus the common aliases shippers send."""
+        if isinstance(value, Level):
+            return value
+        if not isinstance(value, str):
+            raise InvalidLogEntry("level", f"must be a string, got {type(value).__name__}")
+        name = value.strip().upper()
+        level = _ALIASES.get(name)
+        if level is None:
+            try:
+                level = cls(name)
+            except ValueError:
+                allowed = ", ".join(m.value for m in cls)
+                raise InvalidLogEntry(
+                    "level", f"unknown level {value[:40]!r} (expected one of {allowed})"
+                ) from None
+        return level
+
+
+_SEVERITY = {Level.DEBUG: 10, Level.INFO: 20, Level.WARN: 30, Level.ERROR: 40, Level.FATAL: 50}
+_ALIASES = {
+    "TRACE": Level.DEBUG,
+    "NOTICE": Level.INFO,
+    "WARNING": Level.WARN,
+    "ERR": Level.ERROR,
+    "CRITICAL": Level.FATAL,
+    "CRIT": Level.FATAL,
+    "EMERG": Level.FATAL,
+    "ALERT": Level.FATAL,
+    "PANIC": Level.FATAL,
+}
+
+
+class InvalidLogEntry(ValueError):
+    """An entry field is invalid; `field` names it and the message says why."""
+
+    def __init__(self, field_name: str, reason: str) -> None:
+        super().__init__(f"{field_name}: {reason}")
+        self.field = field_name
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class EntryLimits:
+    """How far from now a timestamp may be, and how large an entry may grow."""
+
+    max_age: timedelta = timedelta(days=30)
+    max_future: timedelta = timedelta(hours=1)
+    max_message_chars: int = 256 * 1024
+    max_metadata_bytes: int = 64 * 1024
+
+
+DEFAULT_LIMITS = EntryLimits()
+
+
+def parse_timestamp(value: object) -> datetime:
+    """RFC 3339 text, epoch seconds (or milliseconds), or a datetime; naive means UTC."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, bool):
+        raise InvalidLogEntry("timestamp", "must be RFC 3339 text or epoch seconds, not a boolean")
+    elif isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise InvalidLogEntry("timestamp", "epoch value is not a finite number")
+        seconds = value / 1000 if abs(value) >= 1e11 else value  # milliseconds from JS shippers
+        try:
+            parsed = datetime.fromtimestamp(seconds, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            raise InvalidLogEntry("timestamp", f"epoch value {value!r} is out of range") from None
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        except ValueError:
+            raise InvalidLogEntry(
+                "timestamp", f"{value[:64]!r} is not an RFC 3339 timestamp"
+            ) from None
+    else:
+        raise InvalidLogEntry(
+            "timestamp", f"must be RFC 3339 text or epoch seconds, got {type(value).__name__}"
+        )
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _check_text(field_name: str, text: str) -> None:
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise InvalidLogEntry(field_name, f"contains a NUL byte at character {nul}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidLogEntry(
+            field_name, f"is not valid UTF-8 (undecodable data at character {exc.start})"
+        ) from None
+
+
+def _encode_metadata(metadata: Mapping[str, Any], limits: EntryLimits) -> bytes:
+    try:
+        encoded = orjson.dumps(metadata)
+    except TypeError as exc:
+        raise InvalidLogEntry("metadata", f"is not JSON-serialisable: {exc}") from None
+    # PostgreSQL's jsonb cannot store the NUL character, escaped or not.
+    if b"\\u0000" in encoded:
+        raise InvalidLogEntry("metadata", "contains a NUL character")
+    if len(encoded) > limits.max_metadata_bytes:
+        raise InvalidLogEntry(
+            "metadata", f"is {len(encoded)} bytes encoded, over the {limits.max_metadata_bytes} limit"
+        )
+    return encoded
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class LogEntry:
+    """One validated log event. Construction raises InvalidLogEntry on bad input."""
+
+    message: str
+    source_id: int
+    level: Level
+    metadata: Mapping[str, Any]
+    timestamp: datetime
+    metadata_json: bytes = field(repr=False, compare=False)
+
+    def __init__(
+        self,
+        message: str,
+        source_id: int,
+        level: Level | str = Level.INFO,
+        metadata: Mapping[str, Any] | None = None,
+        timestamp: datetime | str | float | None = None,
+        *,
+        limits: EntryLimits = DEFAULT_LIMITS,
+        now: datetime | None = None,
+    ) -> None:
+        if not isinstance(message, str):
+            raise InvalidLogEntry("message", f"must be a string, got {type(message).__name__}")
+        if not message.strip():
+            raise InvalidLogEntry("message", "must not be empty")
+        if len(message) > limits.max_message_chars:
+            raise InvalidLogEntry(
+                "message",
+                f"is {len(message)} characters, over the {limits.max_message_chars} limit",
+            )
+        _check_text("message", message)
+        if isinstance(source_id, bool) or not isinstance(source_id, int) or source_id <= 0:
+            raise InvalidLogEntry("source_id", f"must be a positive integer, got {source_id!r}")
+        parsed_level = Level.parse(level)
+        if metadata is None:
+            metadata = {}
+        if not isinstance(metadata, Mapping):
+            raise InvalidLogEntry("metadata", f"must be an object, got {type(metadata).__name__}")
+        metadata_json = _encode_metadata(metadata, limits)
+        current = now or datetime.now(UTC)
+        ts = current if timestamp is None else parse_timestamp(timestamp)
+        if ts < current - limits.max_age:
+            raise InvalidLogEntry(
+                "timestamp",
+                f"{ts.isoformat()} is more than {limits.max_age.days} days in the past",
+            )
+        if ts > current + limits.max_future:
+            raise InvalidLogEntry(
+                "timestamp",
+                f"{ts.isoformat()} is more than {int(limits.max_future.total_seconds())}s "
+                "in the future",
+            )
+        set_ = object.__setattr__
+        set_(self, "message", message)
+        set_(self, "source_id", source_id)
+        set_(self, "level", parsed_level)
+        set_(self, "metadata", dict(metadata))
+        set_(self, "timestamp", ts)
+        set_(self, "metadata_json", metadata_json)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "message": self.message,
+            "source_id": self.source_id,
+            "level": self.level.value,
+            "metadata": dict(self.metadata),
+            "timestamp": self.timestamp.isoformat(),
+        }
+
+    def copy_record(self) -> tuple[int, datetime, str, str, bytes]:
+        """The row for COPY into log_entries (source_id, timestamp, level, message, metadata)."""
+        return (self.source_id, self.timestamp, self.level.value, self.message, self.metadata_json)

