@@ -22,6 +22,7 @@ from logkeep.config import Environment, Settings, SettingsError
 from logkeep.db import migrate as migrations
 from logkeep.db.database import Database, StoreUnavailable, describe_pg_target
 from logkeep.db.partitions import MaintenanceReport, maintain
+from logkeep.db.schema_dump import describe_schema
 from logkeep.db.seed import SeedReport, seed
 from logkeep.embedded import EmbeddedError, EmbeddedStack
 from logkeep.logging import configure_logging
@@ -141,8 +142,10 @@ def print_maintenance(report: MaintenanceReport) -> None:
 
 
 def print_seed(report: SeedReport) -> None:
-    console.print(f"seed ({report.env}): {report.sources_created} sources created, "
-                  f"users created: {', '.join(report.users_created) or 'none'}")
+    console.print(
+        f"seed ({report.env}): {report.sources_created} sources created, "
+        f"users created: {', '.join(report.users_created) or 'none'}"
+    )
     if report.entries_loaded:
         console.print(f"loaded {report.entries_loaded} log entries")
     elif report.entries_already_loaded:
@@ -189,6 +192,23 @@ def db_status() -> None:
         console.print(f"pending: {pending.filename}")
 
 
+@db_app.command("schema")
+def db_schema() -> None:
+    """Print the canonical schema (what db/schema.sql holds)."""
+    settings = load_settings()
+
+    async def _describe() -> str:
+        conn = await _connect(resolved)
+        try:
+            return await describe_schema(conn)
+        finally:
+            await conn.close()
+
+    with stores(settings) as (resolved, _):
+        text = run_async(_describe())
+    print(text, end="")
+
+
 @db_app.command("maintain")
 def db_maintain() -> None:
     """Create partitions ahead, drop expired ones, report DEFAULT-partition rows."""
@@ -199,7 +219,9 @@ def db_maintain() -> None:
 
 @db_app.command("seed")
 def db_seed(
-    env: Annotated[Environment | None, typer.Option(help="data set; defaults to LOGKEEP_ENV")] = None,
+    env: Annotated[
+        Environment | None, typer.Option(help="data set; defaults to LOGKEEP_ENV")
+    ] = None,
     rows: Annotated[int | None, typer.Option(min=0, help="dev log entries to generate")] = None,
 ) -> None:
     """Load the environment's seed data; a second run adds nothing."""
@@ -212,8 +234,13 @@ def _serve(settings: Settings, host: str, port: int) -> None:
     from logkeep.api.app import create_app
 
     config = uvicorn.Config(
-        create_app(settings), host=host, port=port, loop="uvloop", log_config=None,
-        access_log=False, lifespan="on",
+        create_app(settings),
+        host=host,
+        port=port,
+        loop="uvloop",
+        log_config=None,
+        access_log=False,
+        lifespan="on",
     )
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal against the
     # handler it found. With the default handler that kills us before `finally` blocks
@@ -238,8 +265,10 @@ def serve(
     settings = load_settings()
     configure_logging(settings.log_level)
     if not (settings.database_url and settings.redis_url):
-        err.print("[red]error:[/red] set LOGKEEP_DATABASE_URL and LOGKEEP_REDIS_URL, "
-                  "or use `logkeep up` to start embedded servers")
+        err.print(
+            "[red]error:[/red] set LOGKEEP_DATABASE_URL and LOGKEEP_REDIS_URL, "
+            "or use `logkeep up` to start embedded servers"
+        )
         raise typer.Exit(2)
     _serve(settings, host or settings.http_host, port or settings.http_port)
 
@@ -272,16 +301,22 @@ def up(
         bind_port = port or settings.http_port
         console.rule("logkeep is up")
         if stack is not None and not settings.database_url:
-            console.print(f"PostgreSQL  {stack.postgres.psql_hint()}"
-                          + ("  (already running)" if stack.postgres.reused else ""))
+            console.print(
+                f"PostgreSQL  {stack.postgres.psql_hint()}"
+                + ("  (already running)" if stack.postgres.reused else "")
+            )
         else:
             console.print(f"PostgreSQL  {describe_pg_target(resolved.database_url or '')}")
         if stack is not None and not settings.redis_url:
-            console.print(f"Redis       {stack.redis.cli_hint()}"
-                          + ("  (already running)" if stack.redis.reused else ""))
+            console.print(
+                f"Redis       {stack.redis.cli_hint()}"
+                + ("  (already running)" if stack.redis.reused else "")
+            )
         console.print(f"data        {settings.resolved_data_dir}")
-        console.print(f"API         http://{bind_host}:{bind_port}  (/readyz, /metrics, "
-                      "/api/v1/logs/recent, /docs)")
+        console.print(
+            f"API         http://{bind_host}:{bind_port}  (/readyz, /metrics, "
+            "/api/v1/logs/recent, /docs)"
+        )
         console.print(f"ready in    {time.monotonic() - started:.1f}s; Ctrl-C stops everything")
         _serve(resolved, bind_host, bind_port)
 

@@ -109,9 +109,7 @@ class Settings(BaseSettings):
             if raw.strip().lower() in PLACEHOLDER_SECRETS:
                 problems.append(f"{env_name} is empty or a placeholder")
             elif len(raw) < MIN_PROD_SECRET_LENGTH:
-                problems.append(
-                    f"{env_name} is shorter than {MIN_PROD_SECRET_LENGTH} characters"
-                )
+                problems.append(f"{env_name} is shorter than {MIN_PROD_SECRET_LENGTH} characters")
         for name in ("database_url", "redis_url"):
             if not getattr(self, name):
                 problems.append(
@@ -119,6 +117,4 @@ class Settings(BaseSettings):
                     "for dev and test)"
                 )
         if problems:
-            raise SettingsError(
-                "refusing to start with LOGKEEP_ENV=prod: " + "; ".join(problems)
-            )
+            raise SettingsError("refusing to start with LOGKEEP_ENV=prod: " + "; ".join(problems))

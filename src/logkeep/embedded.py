@@ -185,11 +185,6 @@ class EmbeddedPostgres:
     def psql_hint(self) -> str:
         return f"psql -h {self.socket_dir} -p {PG_PORT} -U {PG_SUPERUSER} {PG_DATABASE}"
 
-    def _run_kwargs(self, run_as: RunAs | None) -> dict[str, object]:
-        if run_as is None:
-            return {}
-        return {"user": run_as.uid, "group": run_as.gid, "extra_groups": []}
-
     def start(self, deadline_s: float = 60.0) -> None:
         run_as = RunAs.for_postgres()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -228,7 +223,9 @@ class EmbeddedPostgres:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C reaches us, and we stop it in order
-                **self._run_kwargs(run_as),  # type: ignore[arg-type]
+                user=run_as.uid if run_as else None,
+                group=run_as.gid if run_as else None,
+                extra_groups=[] if run_as else None,
             )
         self._wait_ready(deadline_s)
         self._ensure_database()
@@ -241,9 +238,12 @@ class EmbeddedPostgres:
             os.chown(self.pgdata, run_as.uid, run_as.gid)
         argv = [
             str(self.bin_dir / "initdb"),
-            "-D", str(self.pgdata),
-            "-U", PG_SUPERUSER,
-            "-E", "UTF8",
+            "-D",
+            str(self.pgdata),
+            "-U",
+            PG_SUPERUSER,
+            "-E",
+            "UTF8",
             "--locale=C",
             # Only the socket exists, in a 0700 directory: only our account gets in.
             "--auth-local=trust",
@@ -252,7 +252,12 @@ class EmbeddedPostgres:
         if self.ephemeral:
             argv.append("--no-sync")
         result = subprocess.run(
-            argv, capture_output=True, check=False, **self._run_kwargs(run_as)  # type: ignore[call-overload]
+            argv,
+            capture_output=True,
+            check=False,
+            user=run_as.uid if run_as else None,
+            group=run_as.gid if run_as else None,
+            extra_groups=[] if run_as else None,
         )
         if result.returncode != 0:
             raise EmbeddedError(
@@ -264,8 +269,18 @@ class EmbeddedPostgres:
         if not (self.socket_dir / f".s.PGSQL.{PG_PORT}").exists():
             return False
         result = subprocess.run(
-            [str(pg_isready), "-q", "-h", str(self.socket_dir), "-p", str(PG_PORT),
-             "-U", PG_SUPERUSER, "-d", "postgres"],
+            [
+                str(pg_isready),
+                "-q",
+                "-h",
+                str(self.socket_dir),
+                "-p",
+                str(PG_PORT),
+                "-U",
+                PG_SUPERUSER,
+                "-d",
+                "postgres",
+            ],
             check=False,
         )
         return result.returncode == 0
@@ -293,9 +308,25 @@ class EmbeddedPostgres:
         """Run one statement with psql when present; used for bootstrap only."""
         psql = self.bin_dir / "psql"
         result = subprocess.run(
-            [str(psql), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-             "-h", str(self.socket_dir), "-p", str(PG_PORT), "-U", PG_SUPERUSER,
-             "-d", database, "-c", sql],
+            [
+                str(psql),
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                str(self.socket_dir),
+                "-p",
+                str(PG_PORT),
+                "-U",
+                PG_SUPERUSER,
+                "-d",
+                database,
+                "-c",
+                sql,
+            ],
             capture_output=True,
             check=False,
         )
@@ -355,15 +386,23 @@ class EmbeddedRedis:
             return
         argv = [
             str(self.server),
-            "--port", "0",
-            "--unixsocket", str(self.socket),
-            "--unixsocketperm", "700",
-            "--dir", str(self.root),
-            "--logfile", str(self.log_file),
-            "--daemonize", "no",
-            "--save", "",
+            "--port",
+            "0",
+            "--unixsocket",
+            str(self.socket),
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            str(self.root),
+            "--logfile",
+            str(self.log_file),
+            "--daemonize",
+            "no",
+            "--save",
+            "",
             # The ingest stream and sessions live here: never evict them.
-            "--maxmemory-policy", "noeviction",
+            "--maxmemory-policy",
+            "noeviction",
         ]
         if self.ephemeral:
             argv += ["--appendonly", "no"]

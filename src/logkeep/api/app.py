@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Annotated, Any
 
 import structlog
@@ -58,8 +58,12 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
             await db.initialize()
         app.state.db = db
         app.state.logs = LogRepository(
-            db.pool, db.redis_client, cache=db.cache, limits=entry_limits(settings),
-            ttl_recent_s=settings.cache_ttl_recent_s, ttl_summary_s=settings.cache_ttl_summary_s,
+            db.pool,
+            db.redis_client,
+            cache=db.cache,
+            limits=entry_limits(settings),
+            ttl_recent_s=settings.cache_ttl_recent_s,
+            ttl_summary_s=settings.cache_ttl_summary_s,
         )
         app.state.sources = SourceRepository(db.pool)
         try:
@@ -88,8 +92,11 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
             route_path = getattr(route, "path", "unmatched")
             metrics.HTTP_REQUESTS.labels(request.method, route_path, str(status)).observe(duration)
             log.info(
-                "http_request", method=request.method, path=request.url.path,
-                status=status, duration_ms=round(duration * 1000, 2),
+                "http_request",
+                method=request.method,
+                path=request.url.path,
+                status=status,
+                duration_ms=round(duration * 1000, 2),
             )
 
     @app.get("/healthz")
@@ -144,8 +151,11 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
         if source is None or not source["is_active"]:
             raise HTTPException(422, f"source: no active source named or numbered {body.source!r}")
         entry: dict[str, Any] = {
-            "message": body.message, "source_id": source["id"], "level": body.level,
-            "metadata": body.metadata, "timestamp": body.timestamp,
+            "message": body.message,
+            "source_id": source["id"],
+            "level": body.level,
+            "metadata": body.metadata,
+            "timestamp": body.timestamp,
         }
         try:
             entry_id = await logs.save_log_entry(entry)

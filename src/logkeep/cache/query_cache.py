@@ -70,7 +70,7 @@ class QueryCache:
                     pipe.set(key, _initial_generation(), nx=True)
                 await pipe.execute()
             values = await client.mget(keys)
-        return [int(v) for v in values]
+        return [int(v or 0) for v in values]
 
     async def get_or_load(
         self,

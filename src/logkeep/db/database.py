@@ -66,7 +66,10 @@ def _decode_jsonb(data: bytes) -> Any:
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(
-        "jsonb", schema="pg_catalog", encoder=_encode_jsonb, decoder=_decode_jsonb,
+        "jsonb",
+        schema="pg_catalog",
+        encoder=_encode_jsonb,
+        decoder=_decode_jsonb,
         format="binary",
     )
 

@@ -16,6 +16,8 @@ from importlib import resources
 
 import asyncpg
 
+from logkeep.db.types import Conn
+
 # Key of the advisory lock held while migrating (an arbitrary constant: "logkeep" in hex).
 MIGRATION_LOCK_KEY = 0x6C6F676B656570
 FILE_PATTERN = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
@@ -75,7 +77,7 @@ class MigrationStatus:
         return max(self.applied, default=0)
 
 
-async def _applied(conn: asyncpg.Connection) -> dict[int, str]:
+async def _applied(conn: Conn) -> dict[int, str]:
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     if not exists:
         return {}
@@ -102,13 +104,13 @@ def _verify(applied: dict[int, str], migrations: list[Migration]) -> list[Migrat
     return [m for m in migrations if m.version not in applied]
 
 
-async def status(conn: asyncpg.Connection) -> MigrationStatus:
+async def status(conn: Conn) -> MigrationStatus:
     applied = await _applied(conn)
     pending = _verify(applied, load_migrations())
     return MigrationStatus(sorted(applied), pending)
 
 
-async def migrate(conn: asyncpg.Connection) -> list[Migration]:
+async def migrate(conn: Conn) -> list[Migration]:
     """Apply pending migrations; safe to run twice and from two processes at once."""
     migrations = load_migrations()
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)

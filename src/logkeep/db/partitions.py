@@ -6,9 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-import asyncpg
-
 from logkeep.db.queries import q
+from logkeep.db.types import Conn
 from logkeep.domain.partitions import (
     expired_days,
     partition_day,
@@ -36,7 +35,7 @@ class MaintenanceReport:
         return bool(self.created or self.dropped or self.moved_from_default or self.rollups_deleted)
 
 
-async def ensure_partitions(conn: asyncpg.Connection, days: Iterable[date]) -> tuple[list[str], int]:
+async def ensure_partitions(conn: Conn, days: Iterable[date]) -> tuple[list[str], int]:
     """Create the partitions of `days` that are missing; (created names, rows moved)."""
     created: list[str] = []
     moved_total = 0
@@ -53,13 +52,13 @@ async def ensure_partitions(conn: asyncpg.Connection, days: Iterable[date]) -> t
     return created, moved_total
 
 
-async def existing_partition_days(conn: asyncpg.Connection) -> list[date]:
+async def existing_partition_days(conn: Conn) -> list[date]:
     rows = await conn.fetch(q("list_partitions"))
     return [d for row in rows if (d := partition_day(row["name"])) is not None]
 
 
 async def maintain(
-    conn: asyncpg.Connection,
+    conn: Conn,
     *,
     retention_days: int,
     days_ahead: int,
@@ -90,6 +89,7 @@ async def maintain(
         await conn.execute("SELECT pg_advisory_unlock($1)", MAINTENANCE_LOCK_KEY)
 
     default = await conn.fetchrow(q("default_partition_rows"))
+    assert default is not None  # an aggregate always returns one row
     report.default_rows = default["rows"]
     report.default_oldest = default["oldest"]
     report.default_newest = default["newest"]

@@ -18,6 +18,7 @@ from logkeep import metrics
 from logkeep.cache.keys import Keys
 from logkeep.cache.query_cache import QueryCache
 from logkeep.db.queries import q
+from logkeep.db.types import Conn
 from logkeep.domain.entry import DEFAULT_LIMITS, EntryLimits, InvalidLogEntry, Level, LogEntry
 from logkeep.domain.rollup import as_columns, minute_counts
 
@@ -39,7 +40,7 @@ async def timed(query_name: str) -> AsyncIterator[None]:
         metrics.QUERY_SECONDS.labels(query_name).observe(time.perf_counter() - started)
 
 
-def _json_ready(row: Mapping[str, Any]) -> dict[str, Any]:
+def _json_ready(row: Mapping[str, Any] | asyncpg.Record) -> dict[str, Any]:
     """A row as JSON types, so fresh and cached answers are identical."""
     out: dict[str, Any] = {}
     for key, value in row.items():
@@ -67,7 +68,7 @@ def entry_from_mapping(data: Mapping[str, Any] | LogEntry, limits: EntryLimits) 
     )
 
 
-async def copy_entries(conn: asyncpg.Connection, entries: Sequence[LogEntry]) -> None:
+async def copy_entries(conn: Conn, entries: Sequence[LogEntry]) -> None:
     """COPY entries and add their rollups; the caller owns the transaction."""
     await conn.copy_records_to_table(
         "log_entries", records=[e.copy_record() for e in entries], columns=COPY_COLUMNS
@@ -96,7 +97,7 @@ class LogRepository:
 
     # -- writes ---------------------------------------------------------------------------
 
-    async def _check_sources(self, conn: asyncpg.Connection, source_ids: set[int]) -> None:
+    async def _check_sources(self, conn: Conn, source_ids: set[int]) -> None:
         rows = await conn.fetch(
             "SELECT id FROM log_sources WHERE id = ANY($1::integer[]) AND is_active",
             sorted(source_ids),
@@ -110,11 +111,14 @@ class LogRepository:
     async def save_log_entry(self, entry: Mapping[str, Any] | LogEntry) -> int:
         """Validate and store one entry; it is committed when this returns its id."""
         valid = entry_from_mapping(entry, self._limits)
-        async with timed("insert_log_entry"), self._pool.acquire() as conn:
-            async with conn.transaction():
-                await self._check_sources(conn, {valid.source_id})
-                entry_id: int = await conn.fetchval(q("insert_log_entry"), *valid.copy_record())
-                await conn.execute(q("add_minute_counts"), *as_columns(minute_counts([valid])))
+        async with (
+            timed("insert_log_entry"),
+            self._pool.acquire() as conn,
+            conn.transaction(),
+        ):
+            await self._check_sources(conn, {valid.source_id})
+            entry_id: int = await conn.fetchval(q("insert_log_entry"), *valid.copy_record())
+            await conn.execute(q("add_minute_counts"), *as_columns(minute_counts([valid])))
         await self._cache.invalidate_sources([valid.source_id])
         return entry_id
 
@@ -129,10 +133,13 @@ class LogRepository:
         if not valid:
             return 0
         source_ids = {e.source_id for e in valid}
-        async with timed("copy_log_entries"), self._pool.acquire() as conn:
-            async with conn.transaction():
-                await self._check_sources(conn, source_ids)
-                await copy_entries(conn, valid)
+        async with (
+            timed("copy_log_entries"),
+            self._pool.acquire() as conn,
+            conn.transaction(),
+        ):
+            await self._check_sources(conn, source_ids)
+            await copy_entries(conn, valid)
         await self._cache.invalidate_sources(sorted(source_ids))
         return len(valid)
 
@@ -145,8 +152,10 @@ class LogRepository:
         level: Level | str | None = None,
     ) -> list[dict[str, Any]]:
         """Newest entries first, optionally of one source and one level."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or not (
-            1 <= limit <= MAX_RECENT_LIMIT
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not (1 <= limit <= MAX_RECENT_LIMIT)
         ):
             raise ValueError(f"limit must be an integer from 1 to {MAX_RECENT_LIMIT}")
         level_value = None if level is None else Level.parse(level).value
@@ -175,8 +184,8 @@ class LogRepository:
             sources = []
             for row in rows:
                 item = _json_ready(row)
-                total = item["total"]
-                item["error_rate"] = round((item["errors"] + item["fatal"]) / total, 6) if total else 0.0
+                failures, total = item["errors"] + item["fatal"], item["total"]
+                item["error_rate"] = round(failures / total, 6) if total else 0.0
                 sources.append(item)
             return {"hours": hours, "since": since.isoformat(), "sources": sources}
 
@@ -205,9 +214,16 @@ class SourceRepository:
     ) -> dict[str, Any]:
         async with timed("insert_source"), self._pool.acquire() as conn:
             row = await conn.fetchrow(
-                q("insert_source"), name, description, source_type, format_type,
-                dict(parsing_rules or {}), dict(configuration or {}), is_active,
+                q("insert_source"),
+                name,
+                description,
+                source_type,
+                format_type,
+                dict(parsing_rules or {}),
+                dict(configuration or {}),
+                is_active,
             )
+        assert row is not None  # INSERT ... RETURNING returns the row or raises
         return dict(row)
 
     async def get(self, source_id: int) -> dict[str, Any] | None:
@@ -268,6 +284,7 @@ class UserRepository:
         password_hash = self.hash_password(password)
         async with timed("insert_user"), self._pool.acquire() as conn:
             row = await conn.fetchrow(q("insert_user"), username, email, password_hash, role)
+        assert row is not None  # INSERT ... RETURNING returns the row or raises
         return dict(row)
 
     async def create_if_missing(
@@ -313,10 +330,11 @@ class UserRepository:
         if row is None or not row["is_active"]:
             return None
         async with self._pool.acquire() as conn:
-            await conn.execute(q("record_login"), row["id"])
+            last_login = await conn.fetchval(q("record_login"), row["id"])
             if self._hasher.check_needs_rehash(stored):
                 new_hash = await asyncio.to_thread(self._hasher.hash, password)
                 await conn.execute(q("update_password_hash"), row["id"], new_hash)
         user = dict(row)
         user.pop("password_hash")
+        user["last_login"] = last_login
         return user

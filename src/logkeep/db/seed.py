@@ -14,12 +14,17 @@ from logkeep.config import Environment, Settings
 from logkeep.db.partitions import ensure_partitions
 from logkeep.db.queries import q
 from logkeep.db.repositories import UserRepository, copy_entries
+from logkeep.db.types import Conn
 from logkeep.domain.entry import EntryLimits, LogEntry
 from logkeep.domain.samples import SOURCES, SampleEntry, SampleGenerator, fixed_test_entries
 
 log = structlog.get_logger(__name__)
 
-TEST_PASSWORDS = {"admin": "test-admin-pw", "analyst": "test-analyst-pw", "viewer": "test-viewer-pw"}
+TEST_PASSWORDS = {
+    "admin": "test-admin-pw",
+    "analyst": "test-analyst-pw",
+    "viewer": "test-viewer-pw",
+}
 SEED_BATCH = 10_000
 
 
@@ -33,12 +38,17 @@ class SeedReport:
     entries_already_loaded: bool = False
 
 
-async def _seed_sources(conn: asyncpg.Connection) -> tuple[int, dict[str, int]]:
+async def _seed_sources(conn: Conn) -> tuple[int, dict[str, int]]:
     created = 0
     for spec in SOURCES:
         status = await conn.execute(
-            q("upsert_source"), spec.name, spec.description, spec.source_type,
-            spec.format_type, spec.parsing_rules, {"seeded": True},
+            q("upsert_source"),
+            spec.name,
+            spec.description,
+            spec.source_type,
+            spec.format_type,
+            spec.parsing_rules,
+            {"seeded": True},
         )
         created += int(status.split()[-1])
     rows = await conn.fetch(q("list_sources"), False)
@@ -46,7 +56,11 @@ async def _seed_sources(conn: asyncpg.Connection) -> tuple[int, dict[str, int]]:
 
 
 async def _seed_user(
-    users: UserRepository, report: SeedReport, username: str, email: str, role: str,
+    users: UserRepository,
+    report: SeedReport,
+    username: str,
+    email: str,
+    role: str,
     password: str | None,
 ) -> None:
     generated = not password
@@ -59,8 +73,13 @@ async def _seed_user(
 
 
 async def _load_entries(
-    pool: asyncpg.Pool, run_name: str, samples: list[SampleEntry], source_ids: dict[str, int],
-    limits: EntryLimits, now: datetime, report: SeedReport,
+    pool: asyncpg.Pool,
+    run_name: str,
+    samples: list[SampleEntry],
+    source_ids: dict[str, int],
+    limits: EntryLimits,
+    now: datetime,
+    report: SeedReport,
 ) -> None:
     async with pool.acquire() as conn:
         if await conn.fetchval(q("seed_run_exists"), run_name) is not None:
@@ -68,8 +87,15 @@ async def _load_entries(
             return
         await ensure_partitions(conn, {s.timestamp.date() for s in samples})
         entries = [
-            LogEntry(s.message, source_ids[s.source], s.level, s.metadata, s.timestamp,
-                     limits=limits, now=now)
+            LogEntry(
+                s.message,
+                source_ids[s.source],
+                s.level,
+                s.metadata,
+                s.timestamp,
+                limits=limits,
+                now=now,
+            )
             for s in samples
         ]
         try:
@@ -99,18 +125,19 @@ async def seed(
     users = UserRepository(pool)
     limits = EntryLimits()
     if env == "prod":
-        password = settings.admin_password.get_secret_value()
-        if not password:
+        admin_password = settings.admin_password.get_secret_value()
+        if not admin_password:
             raise ValueError("LOGKEEP_ADMIN_PASSWORD must be set to seed prod")
-        await _seed_user(users, report, settings.admin_username, settings.admin_email,
-                         "admin", password)
+        await _seed_user(
+            users, report, settings.admin_username, settings.admin_email, "admin", admin_password
+        )
         return report
 
     async with pool.acquire() as conn:
         report.sources_created, source_ids = await _seed_sources(conn)
     for role in ("admin", "analyst", "viewer"):
-        configured = getattr(settings, f"{role}_password").get_secret_value()
-        password = configured or (TEST_PASSWORDS[role] if env == "test" else None)
+        configured: str = getattr(settings, f"{role}_password").get_secret_value()
+        password: str | None = configured or (TEST_PASSWORDS[role] if env == "test" else None)
         username = settings.admin_username if role == "admin" else role
         email = settings.admin_email if role == "admin" else f"{role}@logkeep.local"
         await _seed_user(users, report, username, email, role, password)

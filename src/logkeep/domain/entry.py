@@ -132,7 +132,8 @@ def _encode_metadata(metadata: Mapping[str, Any], limits: EntryLimits) -> bytes:
         raise InvalidLogEntry("metadata", "contains a NUL character")
     if len(encoded) > limits.max_metadata_bytes:
         raise InvalidLogEntry(
-            "metadata", f"is {len(encoded)} bytes encoded, over the {limits.max_metadata_bytes} limit"
+            "metadata",
+            f"is {len(encoded)} bytes encoded, over the {limits.max_metadata_bytes} limit",
         )
     return encoded
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from faker import Faker
@@ -62,14 +62,32 @@ SLOW_QUERIES = SourceSpec(
 SOURCES = (NGINX, APP, SLOW_QUERIES)
 
 _PATHS = [
-    "/", "/login", "/logout", "/api/v1/orders", "/api/v1/orders/{id}", "/api/v1/cart",
-    "/api/v1/products", "/api/v1/products/{id}", "/api/v1/search", "/static/app.js",
-    "/static/app.css", "/healthz", "/checkout", "/account/settings", "/images/{id}.webp",
+    "/",
+    "/login",
+    "/logout",
+    "/api/v1/orders",
+    "/api/v1/orders/{id}",
+    "/api/v1/cart",
+    "/api/v1/products",
+    "/api/v1/products/{id}",
+    "/api/v1/search",
+    "/static/app.js",
+    "/static/app.css",
+    "/healthz",
+    "/checkout",
+    "/account/settings",
+    "/images/{id}.webp",
 ]
 _METHODS = ["GET"] * 16 + ["POST"] * 3 + ["PUT", "DELETE"]
-_STATUSES = [200] * 80 + [201] * 3 + [204] * 2 + [301, 302, 304] * 2 + [400, 401, 403] + [404] * 4 + [
-    429, 500, 502, 503
-]
+_STATUSES = (
+    [200] * 80
+    + [201] * 3
+    + [204] * 2
+    + [301, 302, 304] * 2
+    + [400, 401, 403]
+    + [404] * 4
+    + [429, 500, 502, 503]
+)
 _SERVICES = ["checkout", "payments", "inventory", "auth", "search", "notifications"]
 _FAILURES = [
     ("TimeoutError", "upstream {svc} did not answer within {n}s"),
@@ -77,7 +95,7 @@ _FAILURES = [
     ("KeyError", "missing field 'customer_id' in payload from {svc}"),
     ("ValueError", "invalid quantity {n} for SKU {sku}"),
     ("PaymentDeclined", "card declined for order {order} (code {n})"),
-    ("IntegrityError", "duplicate key value violates unique constraint \"orders_pkey\""),
+    ("IntegrityError", 'duplicate key value violates unique constraint "orders_pkey"'),
     ("OutOfMemoryError", "worker {svc}-{n} exceeded its memory limit and was killed"),
 ]
 _TABLES = ["orders", "order_items", "customers", "products", "inventory", "payments", "sessions"]
@@ -104,7 +122,7 @@ class SampleGenerator:
     """Generates entries spread over a window, busier by day than by night."""
 
     def __init__(self, seed: int = 5) -> None:
-        self._rng = random.Random(seed)
+        self._rng = random.Random(seed)  # noqa: S311 - sample data, not secrets
         fake = Faker()
         fake.seed_instance(seed)
         self._ips = [fake.ipv4_public() for _ in range(400)]
@@ -152,31 +170,52 @@ class SampleGenerator:
         request_time = round(r.lognormvariate(-3.0, 1.1), 3)
         stamp = ts.strftime("%d/%b/%Y:%H:%M:%S +0000")
         message = (
-            f'{ip} - - [{stamp}] "{method} {path} HTTP/1.1" {status} {size} '
-            f'"{referer}" "{agent}"'
+            f'{ip} - - [{stamp}] "{method} {path} HTTP/1.1" {status} {size} "{referer}" "{agent}"'
         )
         level = Level.ERROR if status >= 500 else Level.WARN if status >= 400 else Level.INFO
-        return SampleEntry(NGINX.name, ts, level, message, {
-            "client_ip": ip, "method": method, "path": path, "status": status,
-            "bytes": size, "referer": referer, "user_agent": agent,
-            "request_time": request_time,
-        })
+        return SampleEntry(
+            NGINX.name,
+            ts,
+            level,
+            message,
+            {
+                "client_ip": ip,
+                "method": method,
+                "path": path,
+                "status": status,
+                "bytes": size,
+                "referer": referer,
+                "user_agent": agent,
+                "request_time": request_time,
+            },
+        )
 
     def _app(self, ts: datetime) -> SampleEntry:
         r = self._rng
         svc = r.choice(_SERVICES)
         exception, template = r.choice(_FAILURES)
         message = template.format(
-            svc=svc, n=r.randint(1, 60), sku=f"SKU-{r.randint(1000, 9999)}",
+            svc=svc,
+            n=r.randint(1, 60),
+            sku=f"SKU-{r.randint(1000, 9999)}",
             order=f"ORD-{r.randint(100_000, 999_999)}",
         )
         level = r.choices(
             [Level.DEBUG, Level.INFO, Level.WARN, Level.ERROR, Level.FATAL], [3, 12, 25, 55, 5]
         )[0]
-        return SampleEntry(APP.name, ts, level, f"{exception}: {message}", {
-            "service": svc, "host": r.choice(self._hosts), "exception": exception,
-            "trace_id": f"{r.getrandbits(128):032x}", "user_id": r.choice(self._users),
-        })
+        return SampleEntry(
+            APP.name,
+            ts,
+            level,
+            f"{exception}: {message}",
+            {
+                "service": svc,
+                "host": r.choice(self._hosts),
+                "exception": exception,
+                "trace_id": f"{r.getrandbits(128):032x}",
+                "user_id": r.choice(self._users),
+            },
+        )
 
     def _slow(self, ts: datetime) -> SampleEntry:
         r = self._rng
@@ -186,11 +225,19 @@ class SampleGenerator:
         )
         duration = round(500 + r.lognormvariate(6.5, 1.0), 1)
         level = Level.ERROR if duration >= 5000 else Level.WARN if duration >= 1000 else Level.INFO
-        return SampleEntry(SLOW_QUERIES.name, ts, level,
-                           f"duration: {duration} ms  statement: {statement}", {
-            "duration_ms": duration, "database": "shop", "user": "app", "table": table,
-            "rows": r.randint(0, 200_000),
-        })
+        return SampleEntry(
+            SLOW_QUERIES.name,
+            ts,
+            level,
+            f"duration: {duration} ms  statement: {statement}",
+            {
+                "duration_ms": duration,
+                "database": "shop",
+                "user": "app",
+                "table": table,
+                "rows": r.randint(0, 200_000),
+            },
+        )
 
 
 def fixed_test_entries(now: datetime) -> list[SampleEntry]:
@@ -202,8 +249,13 @@ def fixed_test_entries(now: datetime) -> list[SampleEntry]:
         for n in range(20):
             ts = (now - timedelta(minutes=n + 1)).replace(microsecond=0)
             level = levels[n % len(levels)]
-            entries.append(SampleEntry(
-                spec.name, ts, level, f"{spec.name} test entry {n:02d} ({level.value})",
-                {"seq": n, "source_index": index, "test": True},
-            ))
+            entries.append(
+                SampleEntry(
+                    spec.name,
+                    ts,
+                    level,
+                    f"{spec.name} test entry {n:02d} ({level.value})",
+                    {"seq": n, "source_index": index, "test": True},
+                )
+            )
     return sorted(entries, key=lambda e: e.timestamp)

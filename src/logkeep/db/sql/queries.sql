@@ -39,7 +39,7 @@ SELECT s.id AS source_id, s.name AS source,
 FROM log_sources s
 JOIN log_metrics m ON m.source_id = s.id AND m.bucket >= $1
 GROUP BY s.id, s.name
-ORDER BY errors + fatal DESC, s.name;
+ORDER BY coalesce(sum(m.count) FILTER (WHERE m.level IN ('ERROR', 'FATAL')), 0) DESC, s.name;
 
 -- name: count_entries
 SELECT count(*) FROM log_entries;
@@ -97,7 +97,7 @@ SELECT id, username, email, role, is_active, created_at, updated_at, last_login
 FROM users ORDER BY username;
 
 -- name: record_login
-UPDATE users SET last_login = now() WHERE id = $1;
+UPDATE users SET last_login = now() WHERE id = $1 RETURNING last_login;
 
 -- name: update_password_hash
 UPDATE users SET password_hash = $2 WHERE id = $1;

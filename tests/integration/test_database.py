@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import time
+
+import asyncpg
+import pytest
+
+from logkeep import Database
+from logkeep.config import Settings
+from logkeep.db.database import StoreUnavailable
+from tests.conftest import Stores, make_settings
+
+
+async def test_initialize_and_close(settings: Settings) -> None:
+    database = Database(settings)
+    assert database.pg_pool is None and database.redis_client is None
+    await database.initialize()
+    try:
+        assert database.pg_pool is not None and database.redis_client is not None
+        async with database.pg_pool.acquire() as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+        await database.redis_client.set(f"{settings.redis_key_prefix}k", "v")
+        assert await database.redis_client.get(f"{settings.redis_key_prefix}k") == b"v"
+    finally:
+        await database.close()
+    assert database.pg_pool is None and database.redis_client is None
+
+
+async def test_session_settings_are_applied(stores: Stores, database_url_fixture: str) -> None:
+    settings = make_settings(
+        database_url_fixture, stores.redis_url, statement_timeout_ms=1234,
+        application_name="logkeep-test",
+    )
+    async with Database(settings) as db, db.pool.acquire() as conn:
+        assert await conn.fetchval("SHOW TimeZone") == "UTC"
+        assert await conn.fetchval("SHOW statement_timeout") == "1234ms"
+        assert await conn.fetchval("SELECT current_setting('application_name')") == "logkeep-test"
+        with pytest.raises(asyncpg.QueryCanceledError):
+            await conn.execute("SELECT pg_sleep(3)")
+
+
+async def test_unreachable_postgres_is_reported_with_its_address(stores: Stores) -> None:
+    settings = make_settings(
+        "postgresql://logkeep@127.0.0.1:1/logkeep", stores.redis_url, connect_deadline_s=1.0
+    )
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match=r"PostgreSQL at 127\.0\.0\.1:1/logkeep") as info:
+        await Database(settings).initialize()
+    assert time.monotonic() - started < 10
+    assert "within 1s" in str(info.value)
+
+
+async def test_unreachable_redis_is_reported_with_its_address(
+    stores: Stores, database_url_fixture: str
+) -> None:
+    settings = make_settings(
+        database_url_fixture, "redis://127.0.0.1:1/0", connect_deadline_s=1.0
+    )
+    database = Database(settings)
+    with pytest.raises(StoreUnavailable, match=r"Redis at 127\.0\.0\.1:1/0"):
+        await database.initialize()
+    assert database.pg_pool is None  # nothing half-open is left behind
+
+
+async def test_missing_urls_are_refused() -> None:
+    with pytest.raises(StoreUnavailable, match="LOGKEEP_DATABASE_URL"):
+        Database(Settings(_env_file=None, database_url=None, redis_url=None))  # type: ignore[call-arg]
