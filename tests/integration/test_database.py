@@ -28,7 +28,9 @@ async def test_initialize_and_close(settings: Settings) -> None:
 
 async def test_session_settings_are_applied(stores: Stores, database_url_fixture: str) -> None:
     settings = make_settings(
-        database_url_fixture, stores.redis_url, statement_timeout_ms=1234,
+        database_url_fixture,
+        stores.redis_url,
+        statement_timeout_ms=1234,
         application_name="logkeep-test",
     )
     async with Database(settings) as db, db.pool.acquire() as conn:
@@ -53,9 +55,7 @@ async def test_unreachable_postgres_is_reported_with_its_address(stores: Stores)
 async def test_unreachable_redis_is_reported_with_its_address(
     stores: Stores, database_url_fixture: str
 ) -> None:
-    settings = make_settings(
-        database_url_fixture, "redis://127.0.0.1:1/0", connect_deadline_s=1.0
-    )
+    settings = make_settings(database_url_fixture, "redis://127.0.0.1:1/0", connect_deadline_s=1.0)
     database = Database(settings)
     with pytest.raises(StoreUnavailable, match=r"Redis at 127\.0\.0\.1:1/0"):
         await database.initialize()
@@ -64,4 +64,4 @@ async def test_unreachable_redis_is_reported_with_its_address(
 
 async def test_missing_urls_are_refused() -> None:
     with pytest.raises(StoreUnavailable, match="LOGKEEP_DATABASE_URL"):
-        Database(Settings(_env_file=None, database_url=None, redis_url=None))  # type: ignore[call-arg]
+        Database(Settings(_env_file=None, database_url=None, redis_url=None))

@@ -70,7 +70,7 @@ async def test_failed_migration_leaves_no_trace(empty_database_url: str) -> None
         # A conflicting object makes 0001 fail part-way; its transaction must roll back
         # everything it did, including the objects created before the failure.
         await conn.execute("CREATE TABLE log_metrics (x int)")
-        with pytest.raises(MigrationError, match="0001_initial.sql failed"):
+        with pytest.raises(MigrationError, match=r"0001_initial\.sql failed"):
             await migrate(conn)
         assert await conn.fetchval("SELECT to_regtype('log_level')") is None
         assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 0

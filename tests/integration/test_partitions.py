@@ -57,7 +57,7 @@ async def test_default_partition_rows_are_reported_then_moved(database_url_fixtu
         far_day = TODAY + timedelta(days=10)  # beyond the days created ahead
         stamp = datetime(far_day.year, far_day.month, far_day.day, 8, tzinfo=UTC)
         await conn.execute(
-            "INSERT INTO log_entries (source_id, \"timestamp\", message) "
+            'INSERT INTO log_entries (source_id, "timestamp", message) '
             "VALUES (1, $1, 'early'), (2, $1, 'early')",
             stamp,
         )

@@ -31,8 +31,12 @@ async def test_save_log_entry_returns_id_of_a_committed_row(
 ) -> None:
     source_id = await _source_id(db, "app_errors")
     entry_id = await log_repo.save_log_entry(
-        {"message": "disk full", "source_id": source_id, "level": "error",
-         "metadata": {"host": "db-1", "free_bytes": 0}}
+        {
+            "message": "disk full",
+            "source_id": source_id,
+            "level": "error",
+            "metadata": {"host": "db-1", "free_bytes": 0},
+        }
     )
     async with db.pool.acquire() as conn:
         row = await conn.fetchrow("SELECT * FROM log_entries WHERE id = $1", entry_id)
@@ -143,16 +147,19 @@ async def test_save_many_copies_everything_in_one_go(db: Database, log_repo: Log
     before = await _count(db)
     now = datetime.now(UTC)
     batch = [
-        {"message": f"line {n}", "source_id": source_id, "level": "INFO",
-         "timestamp": (now - timedelta(seconds=n)).isoformat(), "metadata": {"n": n}}
+        {
+            "message": f"line {n}",
+            "source_id": source_id,
+            "level": "INFO",
+            "timestamp": (now - timedelta(seconds=n)).isoformat(),
+            "metadata": {"n": n},
+        }
         for n in range(2500)
     ]
     assert await log_repo.save_many(batch) == 2500
     assert await _count(db) == before + 2500
     async with db.pool.acquire() as conn:
-        metadata = await conn.fetchval(
-            "SELECT metadata FROM log_entries WHERE message = 'line 42'"
-        )
+        metadata = await conn.fetchval("SELECT metadata FROM log_entries WHERE message = 'line 42'")
     assert metadata == {"n": 42}
 
 
@@ -164,8 +171,9 @@ async def test_save_many_is_all_or_nothing(db: Database, log_repo: LogRepository
     with pytest.raises(InvalidLogEntry, match=r"entries\[5\]\.message: contains a NUL"):
         await log_repo.save_many(batch)
     with pytest.raises(UnknownSource, match="9999"):
-        await log_repo.save_many([{"message": "ok", "source_id": source_id},
-                                  {"message": "ok", "source_id": 9999}])
+        await log_repo.save_many(
+            [{"message": "ok", "source_id": source_id}, {"message": "ok", "source_id": 9999}]
+        )
     assert await _count(db) == before
 
 
@@ -208,7 +216,9 @@ async def test_injection_strings_are_stored_verbatim(db: Database, log_repo: Log
         {"message": nasty, "source_id": source_id, "metadata": {nasty: nasty}}
     )
     async with db.pool.acquire() as conn:
-        row = await conn.fetchrow("SELECT message, metadata FROM log_entries WHERE id = $1", entry_id)
+        row = await conn.fetchrow(
+            "SELECT message, metadata FROM log_entries WHERE id = $1", entry_id
+        )
     assert row is not None
     assert row["message"] == nasty and row["metadata"] == {nasty: nasty}
 
@@ -232,7 +242,9 @@ async def test_reads_work_without_redis(db: Database, settings: Any) -> None:
 
 async def test_source_repository(source_repo: SourceRepository) -> None:
     created = await source_repo.create(
-        "edge.proxy-2", source_type="web", format_type="nginx_combined",
+        "edge.proxy-2",
+        source_type="web",
+        format_type="nginx_combined",
         parsing_rules={"pattern": "combined"},
     )
     assert (await source_repo.resolve("edge.proxy-2"))["id"] == created["id"]  # type: ignore[index]

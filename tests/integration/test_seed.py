@@ -82,7 +82,10 @@ async def test_generated_passwords_verify_against_stored_hashes(
     async with Database(settings) as db:
         report = await seed(db.pool, settings, "dev", rows=0)
         async with db.pool.acquire() as conn:
-            hashes = dict(await conn.fetch("SELECT username, password_hash FROM users"))
+            hashes: dict[str, str] = {
+                r["username"]: r["password_hash"]
+                for r in await conn.fetch("SELECT username, password_hash FROM users")
+            }
     hasher = PasswordHasher()
     assert "analyst" not in report.generated_passwords
     assert hasher.verify(hashes["analyst"], "given-pw-123")
@@ -123,12 +126,16 @@ async def test_concurrent_seeds_load_entries_once(migrated_url: str, stores: Sto
 
 async def test_test_seed_is_the_documented_fixed_set(db: Database) -> None:
     async with db.pool.acquire() as conn:
-        per_source = dict(
-            await conn.fetch(
+        per_source = {
+            r["name"]: r["count"]
+            for r in await conn.fetch(
                 "SELECT s.name, count(*) FROM log_entries e JOIN log_sources s "
                 "ON s.id = e.source_id GROUP BY s.name"
             )
-        )
-        per_level = dict(await conn.fetch("SELECT level, count(*) FROM log_entries GROUP BY 1"))
+        }
+        per_level = {
+            r["level"]: r["count"]
+            for r in await conn.fetch("SELECT level, count(*) FROM log_entries GROUP BY 1")
+        }
     assert per_source == {"nginx_access": 20, "app_errors": 20, "db_slow_queries": 20}
     assert per_level == {"DEBUG": 12, "INFO": 12, "WARN": 12, "ERROR": 12, "FATAL": 12}

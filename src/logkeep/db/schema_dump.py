@@ -12,7 +12,8 @@ from __future__ import annotations
 from logkeep.db.types import Conn
 
 ENUMS = """
-SELECT t.typname AS name, array_agg(quote_literal(e.enumlabel) ORDER BY e.enumsortorder) AS labels
+SELECT t.typname AS name,
+       array_agg(quote_literal(e.enumlabel) ORDER BY e.enumsortorder) AS labels
 FROM pg_type t JOIN pg_enum e ON e.enumtypid = t.oid
 JOIN pg_namespace n ON n.oid = t.typnamespace AND n.nspname = 'public'
 GROUP BY t.typname ORDER BY t.typname
@@ -37,7 +38,8 @@ WHERE c.relkind IN ('r', 'p')
 ORDER BY c.relname
 """
 COLUMNS = """
-SELECT quote_ident(a.attname) AS name, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull AS not_null,
+SELECT quote_ident(a.attname) AS name, format_type(a.atttypid, a.atttypmod) AS type,
+       a.attnotnull AS not_null,
        pg_get_expr(d.adbin, d.adrelid) AS default_expr, a.attidentity::text AS identity
 FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
