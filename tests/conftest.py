@@ -99,6 +99,7 @@ def make_settings(database_url: str, redis_url: str, **overrides: object) -> Set
         "pg_pool_min_size": 1,
         "pg_pool_max_size": 4,
         "seed_rows": 0,
+        "maintenance_interval_s": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]

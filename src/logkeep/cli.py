@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import signal
 import time
@@ -13,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 import asyncpg
 import typer
 import uvicorn
+import uvloop
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
@@ -71,7 +71,7 @@ def stores(settings: Settings) -> Iterator[tuple[Settings, EmbeddedStack | None]
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine, turning store failures into one clear line and exit code 1."""
     try:
-        return asyncio.run(coro)
+        return uvloop.run(coro)
     except (StoreUnavailable, migrations.MigrationError, EmbeddedError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
@@ -230,30 +230,44 @@ def db_seed(
         print_seed(run_async(_seed(resolved, env or settings.env, rows)))
 
 
-def _serve(settings: Settings, host: str, port: int) -> None:
+class ShutdownRequested(BaseException):
+    """Raised by our SIGINT/SIGTERM handler once uvicorn has finished its graceful stop."""
+
+
+def _request_shutdown(signum: int, frame: FrameType | None) -> None:
+    raise ShutdownRequested(signum)
+
+
+async def _serve_async(settings: Settings, host: str, port: int) -> None:
     from logkeep.api.app import create_app
 
-    config = uvicorn.Config(
-        create_app(settings),
-        host=host,
-        port=port,
-        loop="uvloop",
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-    )
-    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal against the
-    # handler it found. With the default handler that kills us before `finally` blocks
-    # stop the embedded servers; this handler turns it into a normal exit instead.
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # Connect before serving, so an unreachable store is one clear line, not a traceback.
+    async with Database(settings) as db:
+        config = uvicorn.Config(
+            create_app(settings, database=db),
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+        )
+        await uvicorn.Server(config).serve()
+
+
+def _serve(settings: Settings, host: str, port: int) -> None:
+    # uvicorn stops gracefully on SIGINT/SIGTERM, then re-raises the signal against the
+    # handler it found. With the default SIGTERM handler that would kill us before the
+    # `finally` blocks stop the embedded servers; ours turns it into a normal return.
+    previous = {
+        sig: signal.signal(sig, _request_shutdown) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
-        uvicorn.Server(config).run()
+        run_async(_serve_async(settings, host, port))
+    except ShutdownRequested:
+        console.print("stopped")
     finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @app.command()

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     # Retention and partitions.
     retention_days: int = Field(default=30, ge=1)
     partition_days_ahead: int = Field(default=3, ge=1)
+    # How often a running API process runs partition maintenance; 0 turns it off.
+    maintenance_interval_s: int = Field(default=3600, ge=0)
 
     # Accepted timestamp window for entries, relative to now.
     max_entry_age_days: int = Field(default=30, ge=1)

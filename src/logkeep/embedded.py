@@ -176,6 +176,10 @@ class EmbeddedPostgres:
     process: subprocess.Popen[bytes] | None = None
     reused: bool = False
 
+    def __post_init__(self) -> None:
+        # postgres resolves relative paths against its data directory: always go absolute.
+        self.root = self.root.absolute()
+
     @property
     def pgdata(self) -> Path:
         return self.root / "pgdata"
@@ -372,6 +376,9 @@ class EmbeddedRedis:
     server: Path = field(default_factory=find_redis_server)
     process: subprocess.Popen[bytes] | None = None
     reused: bool = False
+
+    def __post_init__(self) -> None:
+        self.root = self.root.absolute()
 
     @property
     def socket(self) -> Path:

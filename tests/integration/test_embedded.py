@@ -70,3 +70,17 @@ def test_socket_path_too_long_is_refused(short_tmp: Path) -> None:
     deep = short_tmp / ("d" * 120)
     with pytest.raises(EmbeddedError, match="longer than"):
         EmbeddedStack(deep).start()
+
+
+def test_relative_data_dir_works(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(short_tmp)
+    stack = EmbeddedStack(Path("rel"))
+    stack.start()
+    try:
+        assert stack.postgres.socket_dir.is_absolute()
+        assert "rel_db" not in stack.postgres.psql("SELECT datname FROM pg_database")
+        stack.postgres.create_database("rel_db")
+        assert "rel_db" in stack.postgres.psql("SELECT datname FROM pg_database")
+        assert redis.Redis.from_url(stack.redis.url()).ping()
+    finally:
+        stack.stop()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Annotated, Any
 
+import asyncpg
 import structlog
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse, ORJSONResponse
@@ -19,6 +22,7 @@ from logkeep.api.schemas import LogEntryCreate, LogEntryCreated, RecentLogsPubli
 from logkeep.config import Settings
 from logkeep.db import migrate
 from logkeep.db.database import Database
+from logkeep.db.partitions import maintain
 from logkeep.db.repositories import LogRepository, SourceRepository, UnknownSource
 from logkeep.domain.entry import EntryLimits, InvalidLogEntry, Level
 
@@ -47,6 +51,31 @@ def get_db(request: Request) -> Database:
     return db
 
 
+async def maintenance_loop(db: Database, settings: Settings) -> None:
+    """Keep partitions ahead of time while the API runs (serialised across processes)."""
+    while True:
+        try:
+            async with db.pool.acquire() as conn:
+                report = await maintain(
+                    conn,
+                    retention_days=settings.retention_days,
+                    days_ahead=settings.partition_days_ahead,
+                    max_entry_age_days=settings.max_entry_age_days,
+                )
+            log.info(
+                "partition_maintenance",
+                created=report.created,
+                dropped=report.dropped,
+                moved_from_default=report.moved_from_default,
+                default_rows=report.default_rows,
+            )
+            if report.default_rows:
+                log.warning("default_partition_not_empty", rows=report.default_rows)
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.error("partition_maintenance_failed", error=str(exc))
+        await asyncio.sleep(settings.maintenance_interval_s)
+
+
 def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
     """The API; it owns `database` unless one is passed in already initialised."""
 
@@ -66,9 +95,16 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
             ttl_summary_s=settings.cache_ttl_summary_s,
         )
         app.state.sources = SourceRepository(db.pool)
+        maintenance = None
+        if settings.maintenance_interval_s:
+            maintenance = asyncio.create_task(maintenance_loop(db, settings))
         try:
             yield
         finally:
+            if maintenance is not None:
+                maintenance.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await maintenance
             if owned:
                 await db.close()
 

@@ -117,7 +117,7 @@ CREATE TABLE log_entries (
     ingested_at timestamp with time zone NOT NULL DEFAULT now(),
     CONSTRAINT log_entries_pkey PRIMARY KEY (source_id, "timestamp", id)
 ) PARTITION BY RANGE ("timestamp");
-CREATE INDEX log_entries_metadata_gin ON ONLY public.log_entries USING gin (metadata jsonb_path_ops);
+CREATE INDEX log_entries_metadata_gin ON ONLY public.log_entries USING gin (metadata jsonb_path_ops) WITH (gin_pending_list_limit='32768');
 CREATE INDEX log_entries_timestamp_brin ON ONLY public.log_entries USING brin ("timestamp") WITH (pages_per_range='32');
 
 CREATE TABLE log_entries_default PARTITION OF log_entries DEFAULT;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -77,6 +78,7 @@ class EntryLimits:
 
 
 DEFAULT_LIMITS = EntryLimits()
+MAX_SOURCE_ID = 2**31 - 1  # log_sources.id is a PostgreSQL integer
 
 
 def parse_timestamp(value: object) -> datetime:
@@ -86,17 +88,21 @@ def parse_timestamp(value: object) -> datetime:
     elif isinstance(value, bool):
         raise InvalidLogEntry("timestamp", "must be RFC 3339 text or epoch seconds, not a boolean")
     elif isinstance(value, int | float):
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise InvalidLogEntry("timestamp", "epoch value is not a finite number")
-        seconds = value / 1000 if abs(value) >= 1e11 else value  # milliseconds from JS shippers
         try:
+            # Values this large are milliseconds, as JavaScript shippers send them.
+            seconds = value / 1000 if abs(value) >= 1e11 else value
             parsed = datetime.fromtimestamp(seconds, tz=UTC)
         except (OverflowError, OSError, ValueError):
-            raise InvalidLogEntry("timestamp", f"epoch value {value!r} is out of range") from None
+            shown = str(value) if len(str(value)) <= 32 else f"{str(value)[:32]}..."
+            raise InvalidLogEntry("timestamp", f"epoch value {shown} is out of range") from None
     elif isinstance(value, str):
         text = value.strip()
+        if text[-1:] in ("Z", "z"):  # RFC 3339 allows either case
+            text = text[:-1] + "+00:00"
         try:
-            parsed = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+            parsed = datetime.fromisoformat(text)
         except ValueError:
             raise InvalidLogEntry(
                 "timestamp", f"{value[:64]!r} is not an RFC 3339 timestamp"
@@ -107,7 +113,10 @@ def parse_timestamp(value: object) -> datetime:
         )
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise InvalidLogEntry("timestamp", f"{parsed.isoformat()} is out of range") from None
 
 
 def _check_text(field_name: str, text: str) -> None:
@@ -122,13 +131,17 @@ def _check_text(field_name: str, text: str) -> None:
         ) from None
 
 
+_ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def _encode_metadata(metadata: Mapping[str, Any], limits: EntryLimits) -> bytes:
     try:
         encoded = orjson.dumps(metadata)
     except TypeError as exc:
         raise InvalidLogEntry("metadata", f"is not JSON-serialisable: {exc}") from None
-    # PostgreSQL's jsonb cannot store the NUL character, escaped or not.
-    if b"\\u0000" in encoded:
+    # PostgreSQL's jsonb cannot store the NUL character. orjson writes it as \u0000; an
+    # even number of backslashes before it means the text "\u0000", which is fine.
+    if _ESCAPED_NUL.search(encoded):
         raise InvalidLogEntry("metadata", "contains a NUL character")
     if len(encoded) > limits.max_metadata_bytes:
         raise InvalidLogEntry(
@@ -170,15 +183,21 @@ class LogEntry:
                 f"is {len(message)} characters, over the {limits.max_message_chars} limit",
             )
         _check_text("message", message)
-        if isinstance(source_id, bool) or not isinstance(source_id, int) or source_id <= 0:
-            raise InvalidLogEntry("source_id", f"must be a positive integer, got {source_id!r}")
+        if (
+            isinstance(source_id, bool)
+            or not isinstance(source_id, int)
+            or not 0 < source_id <= MAX_SOURCE_ID
+        ):
+            raise InvalidLogEntry(
+                "source_id", f"must be an integer from 1 to {MAX_SOURCE_ID}, got {source_id!r}"
+            )
         parsed_level = Level.parse(level)
         if metadata is None:
             metadata = {}
         if not isinstance(metadata, Mapping):
             raise InvalidLogEntry("metadata", f"must be an object, got {type(metadata).__name__}")
         metadata_json = _encode_metadata(metadata, limits)
-        current = now or datetime.now(UTC)
+        current = datetime.now(UTC) if now is None else parse_timestamp(now)
         ts = current if timestamp is None else parse_timestamp(timestamp)
         if ts < current - limits.max_age:
             raise InvalidLogEntry(

@@ -16,7 +16,10 @@ def partition_day(name: str) -> date | None:
     match = PARTITION_NAME.match(name)
     if match is None:
         return None
-    return date(int(match[1]), int(match[2]), int(match[3]))
+    try:
+        return date(int(match[1]), int(match[2]), int(match[3]))
+    except ValueError:  # shaped like ours but not a calendar day: not one of ours
+        return None
 
 
 def retention_cutoff(today: date, retention_days: int) -> date:
