@@ -25,6 +25,8 @@ from logkeep.domain.entry import EntryLimits, LogEntry
 from logkeep.domain.samples import SampleGenerator
 from logkeep.embedded import EmbeddedPostgres
 
+Record = tuple[int, datetime, str, str, bytes]  # LogEntry.copy_record()
+
 TABLE = """
 CREATE TABLE {t} (
     id bigint NOT NULL DEFAULT nextval('bench_seq'), source_id integer NOT NULL,
@@ -73,7 +75,7 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
 }
 
 
-def make_records(rows: int) -> list[tuple[object, ...]]:
+def make_records(rows: int) -> list[Record]:
     end = datetime.now(UTC)
     limits = EntryLimits(max_age=timedelta(days=30))
     ids = {"nginx_access": 1, "app_errors": 2, "db_slow_queries": 3}
@@ -85,7 +87,7 @@ def make_records(rows: int) -> list[tuple[object, ...]]:
     ]
 
 
-async def load(conn: asyncpg.Connection, table: str, records: list[tuple[object, ...]]) -> float:
+async def load(conn: asyncpg.Connection, table: str, records: list[Record]) -> float:
     """Seconds to COPY `records` into `table` in 5,000-row transactions."""
     started = time.perf_counter()
     for offset in range(0, len(records), 5000):
@@ -117,7 +119,7 @@ async def create_variant(
 
 async def run(url: str, rows: int, rounds: int) -> None:
     records = make_records(rows)
-    days = sorted({r[1].date() for r in records})  # type: ignore[attr-defined]
+    days = sorted({r[1].date() for r in records})
     conn = await asyncpg.connect(url)
     await _init_connection(conn)
     await conn.execute("DROP SCHEMA IF EXISTS bench CASCADE; CREATE SCHEMA bench")
@@ -125,7 +127,7 @@ async def run(url: str, rows: int, rounds: int) -> None:
     await conn.execute("CREATE SEQUENCE bench_seq")
     await conn.execute("CREATE TABLE bench_sources (id integer PRIMARY KEY)")
     await conn.execute("INSERT INTO bench_sources VALUES (1), (2), (3)")
-    raw_bytes = sum(len(r[3]) + len(r[4]) for r in records)  # type: ignore[arg-type]
+    raw_bytes = sum(len(r[3]) + len(r[4]) for r in records)
     print(f"{rows} rows, {raw_bytes / rows:.0f} bytes of message+metadata per row")
     print(f"{rounds} rounds over all variants; each figure is the best round")
     print(f"{'variant':34} {'rows/s':>9} {'vs bare':>8} {'bytes/row':>10}")
