@@ -1,5 +1,5 @@
 # Sourced by scripts/run and scripts/test: make .venv and install logkeep into it.
-# Usage: . scripts/_venv.sh [extras]   (re-installs only when pyproject.toml changes)
+# Usage: set VENV_EXTRAS (e.g. dev) then `. scripts/_venv.sh`; re-installs only when pyproject.toml changes
 
 PYTHON="${PYTHON:-python3}"
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
@@ -7,7 +7,7 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
     exit 2
 fi
 
-extras="${1:-}"
+extras="${VENV_EXTRAS:-}"
 spec="."
 [ -n "$extras" ] && spec=".[$extras]"
 

@@ -13,8 +13,9 @@ from typing import Annotated, Any
 import asyncpg
 import structlog
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import JSONResponse, ORJSONResponse
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from logkeep import metrics
@@ -76,6 +77,19 @@ async def maintenance_loop(db: Database, settings: Settings) -> None:
         await asyncio.sleep(settings.maintenance_interval_s)
 
 
+def parse_body(raw: bytes) -> LogEntryCreate:
+    """Validate a JSON body ourselves, so that undecodable bytes get the same 422 with
+    field-level reasons as any other invalid body (FastAPI answers those with a bare 400)."""
+    try:
+        return LogEntryCreate.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        raise HTTPException(
+            422,
+            [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in errors],
+        ) from None
+
+
 def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
     """The API; it owns `database` unless one is passed in already initialised."""
 
@@ -108,9 +122,7 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
             if owned:
                 await db.close()
 
-    app = FastAPI(
-        title="logkeep", version="0.1.0", lifespan=lifespan, default_response_class=ORJSONResponse
-    )
+    app = FastAPI(title="logkeep", version="0.1.0", lifespan=lifespan)
 
     @app.middleware("http")
     async def access_log(
@@ -177,12 +189,22 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
             metrics.REDIS_RTT_SECONDS.set(float("nan"))
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/api/v1/logs", status_code=201)
+    @app.post(
+        "/api/v1/logs",
+        status_code=201,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": LogEntryCreate.model_json_schema()}},
+            }
+        },
+    )
     async def create_log(
-        body: LogEntryCreate,
+        request: Request,
         logs: Annotated[LogRepository, Depends(get_logs)],
         sources: Annotated[SourceRepository, Depends(get_sources)],
     ) -> LogEntryCreated:
+        body = parse_body(await request.body())
         source = await sources.resolve(body.source)
         if source is None or not source["is_active"]:
             raise HTTPException(422, f"source: no active source named or numbered {body.source!r}")

@@ -5,16 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 
 class LogEntryCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    source: str | int = Field(description="source name or id")
-    message: str
-    level: str | None = None
-    timestamp: datetime | str | int | float | None = None
+    # Strict: `true` must not become source 1, nor `1.5` a message.
+    source: StrictStr | StrictInt = Field(description="source name or id")
+    message: StrictStr
+    level: StrictStr | None = None
+    timestamp: StrictStr | StrictInt | StrictFloat | None = Field(
+        default=None, description="RFC 3339 text or epoch seconds/milliseconds"
+    )
     metadata: dict[str, Any] | None = None
 
 
