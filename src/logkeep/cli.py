@@ -55,7 +55,7 @@ def stores(settings: Settings) -> Iterator[tuple[Settings, EmbeddedStack | None]
     stack = EmbeddedStack(settings.resolved_data_dir)
     try:
         stack.start(postgres=not settings.database_url, redis=not settings.redis_url)
-    except EmbeddedError as exc:
+    except (EmbeddedError, OSError) as exc:
         err.print(f"[red]could not start embedded servers:[/red] {exc}")
         raise typer.Exit(1) from None
     update = {
@@ -74,6 +74,9 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         return uvloop.run(coro)
     except (StoreUnavailable, migrations.MigrationError, EmbeddedError) as exc:
         err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except asyncpg.PostgresError as exc:
+        err.print(f"[red]PostgreSQL error:[/red] {type(exc).__name__}: {exc}")
         raise typer.Exit(1) from None
 
 
@@ -106,7 +109,7 @@ async def _maintain(settings: Settings) -> MaintenanceReport:
             conn,
             retention_days=settings.retention_days,
             days_ahead=settings.partition_days_ahead,
-            max_entry_age_days=settings.max_entry_age_days,
+            max_entry_age_days=settings.entry_max_age_days,
         )
     finally:
         await conn.close()
@@ -255,14 +258,22 @@ async def _serve_async(settings: Settings, host: str, port: int) -> None:
 
 
 def _serve(settings: Settings, host: str, port: int) -> None:
-    # uvicorn stops gracefully on SIGINT/SIGTERM, then re-raises the signal against the
-    # handler it found. With the default SIGTERM handler that would kill us before the
-    # `finally` blocks stop the embedded servers; ours turns it into a normal return.
-    previous = {
-        sig: signal.signal(sig, _request_shutdown) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+    run_async(_serve_async(settings, host, port))
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Turn SIGINT, SIGTERM and SIGHUP into an orderly exit through `finally` blocks.
+
+    uvicorn stops gracefully on SIGINT/SIGTERM, then re-raises the signal against the
+    handler it found; with the default SIGTERM (or SIGHUP) handler that would kill us
+    before the embedded servers are stopped. Installed before anything starts, so a
+    signal during migration or seeding stops everything too.
+    """
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, _request_shutdown) for sig in signals}
     try:
-        run_async(_serve_async(settings, host, port))
+        yield
     except ShutdownRequested:
         console.print("stopped")
     finally:
@@ -284,7 +295,8 @@ def serve(
             "or use `logkeep up` to start embedded servers"
         )
         raise typer.Exit(2)
-    _serve(settings, host or settings.http_host, port or settings.http_port)
+    with stop_on_signals():
+        _serve(settings, host or settings.http_host, port or settings.http_port)
 
 
 @app.command()
@@ -299,7 +311,7 @@ def up(
     settings = load_settings()
     configure_logging(settings.log_level)
     started = time.monotonic()
-    with stores(settings) as (resolved, stack):
+    with stop_on_signals(), stores(settings) as (resolved, stack):
 
         async def prepare() -> tuple[list[migrations.Migration], MaintenanceReport, SeedReport]:
             applied = await _migrate(resolved)

@@ -65,10 +65,12 @@ class Settings(BaseSettings):
     maintenance_interval_s: int = Field(default=3600, ge=0)
 
     # Accepted timestamp window for entries, relative to now.
-    max_entry_age_days: int = Field(default=30, ge=1)
+    # Unset: the retention period. Never more, or old entries would escape retention.
+    max_entry_age_days: int | None = Field(default=None, ge=1)
     max_entry_future_s: int = Field(default=3600, ge=0)
 
     # HTTP API.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -83,13 +85,24 @@ class Settings(BaseSettings):
     seed_rows: int = Field(default=100_000, ge=0)
 
     @model_validator(mode="after")
-    def _check_pool(self) -> Settings:
+    def _check_consistency(self) -> Settings:
         if self.pg_pool_min_size > self.pg_pool_max_size:
             raise ValueError(
                 "LOGKEEP_PG_POOL_MIN_SIZE must not exceed LOGKEEP_PG_POOL_MAX_SIZE "
                 f"({self.pg_pool_min_size} > {self.pg_pool_max_size})"
             )
+        if self.max_entry_age_days is not None and self.max_entry_age_days > self.retention_days:
+            # Entries older than retention would land in no partition (DEFAULT) and
+            # escape retention.
+            raise ValueError(
+                "LOGKEEP_MAX_ENTRY_AGE_DAYS must not exceed LOGKEEP_RETENTION_DAYS "
+                f"({self.max_entry_age_days} > {self.retention_days})"
+            )
         return self
+
+    @property
+    def entry_max_age_days(self) -> int:
+        return self.max_entry_age_days or self.retention_days
 
     @cached_property
     def resolved_data_dir(self) -> Path:

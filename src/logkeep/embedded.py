@@ -19,6 +19,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
@@ -129,13 +130,6 @@ class RunAs:
             )
 
 
-def _chown_tree(path: Path, run_as: RunAs) -> None:
-    os.chown(path, run_as.uid, run_as.gid)
-    for root, dirs, files in os.walk(path):
-        for name in dirs + files:
-            os.chown(Path(root) / name, run_as.uid, run_as.gid, follow_symlinks=False)
-
-
 def _check_socket_path(path: Path) -> None:
     if len(str(path)) > UNIX_SOCKET_PATH_MAX:
         raise EmbeddedError(
@@ -193,7 +187,8 @@ class EmbeddedPostgres:
         return self.root / "postgres.log"
 
     def dsn(self, database: str = PG_DATABASE) -> str:
-        return f"postgresql://{PG_SUPERUSER}@/{database}?host={self.socket_dir}&port={PG_PORT}"
+        host = quote(str(self.socket_dir), safe="/")
+        return f"postgresql://{PG_SUPERUSER}@/{database}?host={host}&port={PG_PORT}"
 
     def psql_hint(self) -> str:
         return f"psql -h {self.socket_dir} -p {PG_PORT} -U {PG_SUPERUSER} {PG_DATABASE}"
@@ -210,12 +205,13 @@ class EmbeddedPostgres:
             run_as.check_reachable(self.bin_dir)
             self.root.chmod(0o755)
         self.socket_dir.mkdir(mode=0o700, exist_ok=True)
-        self.log_file.touch()
+        self.log_file.touch(mode=0o600)
         if run_as is not None:
             os.chown(self.socket_dir, run_as.uid, run_as.gid)
             os.chown(self.log_file, run_as.uid, run_as.gid)
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb(run_as)
+        self._remove_stale_lock()
         settings = [
             "listen_addresses=",
             f"unix_socket_directories={self.socket_dir}",
@@ -242,6 +238,21 @@ class EmbeddedPostgres:
             )
         self._wait_ready(deadline_s)
         self._ensure_database()
+
+    def _remove_stale_lock(self) -> None:
+        """Remove postmaster.pid left by a killed server whose PID now belongs to another
+        process (after a reboot or container restart); postgres would refuse to start."""
+        lock = self.pgdata / "postmaster.pid"
+        try:
+            pid = int(lock.read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return  # no such process (postgres handles that) or no /proc to ask
+        if str(self.pgdata).encode() not in cmdline:
+            lock.unlink(missing_ok=True)
 
     def _initdb(self, run_as: RunAs | None) -> None:
         if self.pgdata.exists() and any(self.pgdata.iterdir()):
@@ -389,7 +400,7 @@ class EmbeddedRedis:
         return self.root / "redis.log"
 
     def url(self, db: int = 0) -> str:
-        return f"unix://{self.socket}?db={db}"
+        return f"unix://{quote(str(self.socket), safe='/')}?db={db}"
 
     def cli_hint(self) -> str:
         return f"redis-cli -s {self.socket}"

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
@@ -502,3 +503,45 @@ async def test_recent_rejects_bad_parameters(
     assert field in response.text, response.text
     async with db.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM log_entries") == SEED_ENTRIES
+
+
+@pytest.mark.parametrize(
+    "source", [1099511627776, 2**31, "²", "١٢", "app\u0000errors", "A" * 300, "", "-1"]
+)
+async def test_sources_that_cannot_exist_are_422_not_500(
+    client: httpx.AsyncClient, db: Database, source: object
+) -> None:
+    before = await written_rows(db)
+    write = await post_json(client, {"source": source, "message": "x"})
+    assert write.status_code == 422, write.text
+    assert "source" in write.text
+    if isinstance(source, str) and source:
+        read = await client.get("/api/v1/logs/recent", params={"source": source})
+        assert read.status_code == 422, read.text
+    assert await written_rows(db) == before
+
+
+async def test_all_digit_source_names_are_refused(db: Database) -> None:
+    # "12" must always mean the source with id 12, never a source named "12".
+    async with db.pool.acquire() as conn:
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute(
+                "INSERT INTO log_sources (name, source_type, format_type) "
+                "VALUES ('12', 'app', 'json')"
+            )
+
+
+async def test_oversized_body_is_413_naming_the_limit(stores: Stores, settings: Settings) -> None:
+    small = settings.model_copy(update={"max_body_bytes": 2048})
+    async with running_app(small) as client:
+        big = json.dumps({"source": "app_errors", "message": "x" * 5000})
+        declared = await client.post("/api/v1/logs", content=big, headers=JSON_HEADERS)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(5):
+                yield b" " * 1000  # no Content-Length: streamed
+
+        streamed = await client.post("/api/v1/logs", content=chunks(), headers=JSON_HEADERS)
+    for response in (declared, streamed):
+        assert response.status_code == 413, response.text
+        assert "2048-byte limit" in response.text

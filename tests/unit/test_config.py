@@ -196,3 +196,9 @@ def test_resolved_data_dir_is_absolute(tmp_path: Path) -> None:
     s = Settings(_env_file=None, data_dir=Path("state"))
     assert s.resolved_data_dir.is_absolute()
     assert s.resolved_data_dir == (tmp_path / "state").resolve()
+
+
+def test_entry_age_beyond_retention_is_refused() -> None:
+    with pytest.raises(ValidationError, match="LOGKEEP_MAX_ENTRY_AGE_DAYS must not exceed"):
+        Settings(_env_file=None, retention_days=7, max_entry_age_days=10)
+    assert Settings(_env_file=None, retention_days=7).entry_max_age_days == 7

@@ -22,7 +22,7 @@ from logkeep import metrics
 from logkeep.api.schemas import LogEntryCreate, LogEntryCreated, RecentLogsPublic
 from logkeep.config import Settings
 from logkeep.db import migrate
-from logkeep.db.database import Database
+from logkeep.db.database import Database, StoreUnavailable
 from logkeep.db.partitions import maintain
 from logkeep.db.repositories import LogRepository, SourceRepository, UnknownSource
 from logkeep.domain.entry import EntryLimits, InvalidLogEntry, Level
@@ -32,7 +32,7 @@ log = structlog.get_logger("logkeep.api")
 
 def entry_limits(settings: Settings) -> EntryLimits:
     return EntryLimits(
-        max_age=timedelta(days=settings.max_entry_age_days),
+        max_age=timedelta(days=settings.entry_max_age_days),
         max_future=timedelta(seconds=settings.max_entry_future_s),
     )
 
@@ -61,7 +61,7 @@ async def maintenance_loop(db: Database, settings: Settings) -> None:
                     conn,
                     retention_days=settings.retention_days,
                     days_ahead=settings.partition_days_ahead,
-                    max_entry_age_days=settings.max_entry_age_days,
+                    max_entry_age_days=settings.entry_max_age_days,
                 )
             log.info(
                 "partition_maintenance",
@@ -72,9 +72,49 @@ async def maintenance_loop(db: Database, settings: Settings) -> None:
             )
             if report.default_rows:
                 log.warning("default_partition_not_empty", rows=report.default_rows)
-        except (asyncpg.PostgresError, OSError) as exc:
-            log.error("partition_maintenance_failed", error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure
+            log.error("partition_maintenance_failed", error=f"{type(exc).__name__}: {exc}")
         await asyncio.sleep(settings.maintenance_interval_s)
+
+
+# Failures that go away by themselves: a store restarting, a pool exhausted, a timeout.
+# Shippers retry on 503 and drop on most 4xx, so these must never surface as 4xx or 500.
+TRANSIENT_STORE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    StoreUnavailable,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.QueryCanceledError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.ConnectionDoesNotExistError,
+)
+RETRY_AFTER_S = 5
+
+
+async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("store_unavailable", path=request.url.path, error=f"{type(exc).__name__}: {exc}")
+    return JSONResponse(
+        {"detail": "storage temporarily unavailable; retry later"},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 past `limit` bytes without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"body: {declared} bytes is over the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"body: over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def parse_body(raw: bytes) -> LogEntryCreate:
@@ -123,6 +163,8 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
                 await db.close()
 
     app = FastAPI(title="logkeep", version="0.1.0", lifespan=lifespan)
+    for error in TRANSIENT_STORE_ERRORS:
+        app.add_exception_handler(error, store_unavailable)
 
     @app.middleware("http")
     async def access_log(
@@ -204,7 +246,7 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
         logs: Annotated[LogRepository, Depends(get_logs)],
         sources: Annotated[SourceRepository, Depends(get_sources)],
     ) -> LogEntryCreated:
-        body = parse_body(await request.body())
+        body = parse_body(await read_body(request, settings.max_body_bytes))
         source = await sources.resolve(body.source)
         if source is None or not source["is_active"]:
             raise HTTPException(422, f"source: no active source named or numbered {body.source!r}")

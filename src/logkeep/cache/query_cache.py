@@ -44,12 +44,18 @@ class QueryCache:
         self._enabled = enabled and client is not None
         self._backoff_s = backoff_s
         self._unavailable_until = 0.0
-        # Sources whose bump failed while Redis was away; retried before any cache read,
-        # so this process never serves a result it has itself made stale.
-        self._pending_bumps: set[int] = set()
+        # Sources whose bump has not reached Redis yet, with the sequence number of the
+        # latest commit that needs it. Retried before any cache read, so this process never
+        # serves a result it has itself made stale; a bump clears a source only if no newer
+        # commit asked for one while it was in flight.
+        self._pending_bumps: dict[int, int] = {}
+        self._bump_sequence = 0
+
+    def _in_backoff(self) -> bool:
+        return time.monotonic() < self._unavailable_until
 
     def _available(self) -> bool:
-        return self._enabled and time.monotonic() >= self._unavailable_until
+        return self._enabled and not self._in_backoff()
 
     def _mark_unavailable(self, exc: Exception, action: str) -> None:
         self._unavailable_until = time.monotonic() + self._backoff_s
@@ -113,8 +119,11 @@ class QueryCache:
         """Call after a commit that added entries of these sources."""
         if self._client is None:
             return
-        self._pending_bumps.update(source_ids)
-        await self._flush_pending_bumps()
+        self._bump_sequence += 1
+        for source_id in source_ids:
+            self._pending_bumps[source_id] = self._bump_sequence
+        if not self._in_backoff():  # while Redis is away, writes must not wait for it
+            await self._flush_pending_bumps()
 
     async def _flush_pending_bumps(self) -> bool:
         """Bump pending generations; False if Redis could not be reached."""
@@ -122,8 +131,8 @@ class QueryCache:
             return True
         client = self._client
         assert client is not None
-        pending = sorted(self._pending_bumps)
-        keys = [*self._generation_keys(pending), self._keys.all_sources_generation()]
+        pending = dict(self._pending_bumps)
+        keys = [*self._generation_keys(list(pending)), self._keys.all_sources_generation()]
         try:
             async with client.pipeline(transaction=True) as pipe:
                 for key in keys:
@@ -133,5 +142,7 @@ class QueryCache:
         except RedisError as exc:
             self._mark_unavailable(exc, "invalidate")
             return False
-        self._pending_bumps.difference_update(pending)
+        for source_id, sequence in pending.items():
+            if self._pending_bumps.get(source_id) == sequence:
+                del self._pending_bumps[source_id]
         return True

@@ -146,6 +146,10 @@ class Database:
                 log.info("postgres_connect_retry", error=str(exc), delay_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+            except (asyncpg.InterfaceError, ValueError) as exc:
+                raise StoreUnavailable(
+                    f"LOGKEEP_DATABASE_URL is not usable: {type(exc).__name__}: {exc}"
+                ) from exc
             except asyncpg.PostgresError as exc:
                 raise StoreUnavailable(
                     f"PostgreSQL at {describe_pg_target(self.database_url)} refused the "
@@ -154,15 +158,18 @@ class Database:
 
     async def _connect_redis(self) -> aioredis.Redis:
         s = self.settings
-        client: aioredis.Redis = aioredis.from_url(
-            self.redis_url,
-            max_connections=s.redis_max_connections,
-            socket_timeout=s.redis_socket_timeout_s,
-            socket_connect_timeout=s.redis_socket_timeout_s,
-            health_check_interval=s.redis_health_check_interval_s,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        )
+        try:
+            client: aioredis.Redis = aioredis.from_url(
+                self.redis_url,
+                max_connections=s.redis_max_connections,
+                socket_timeout=s.redis_socket_timeout_s,
+                socket_connect_timeout=s.redis_socket_timeout_s,
+                health_check_interval=s.redis_health_check_interval_s,
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            )
+        except ValueError as exc:
+            raise StoreUnavailable(f"LOGKEEP_REDIS_URL is not usable: {exc}") from exc
         deadline = time.monotonic() + s.connect_deadline_s
         delay = 0.1
         while True:

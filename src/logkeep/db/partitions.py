@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
+
+import asyncpg
 
 from logkeep.db.queries import q
 from logkeep.db.types import Conn
@@ -18,6 +22,24 @@ from logkeep.domain.partitions import (
 
 # Serialises maintenance runs (and seeding, which creates partitions too).
 MAINTENANCE_LOCK_KEY = 0x6C6F676B656571
+# Creating or dropping a partition locks log_entries exclusively. Behind a long query
+# that lock would queue every insert and read; give up quickly and try again instead.
+DDL_LOCK_TIMEOUT = "2s"
+DDL_ATTEMPTS = 5
+
+
+async def _run_ddl(conn: Conn, query: str, day: date) -> Any:
+    """One partition DDL call in its own transaction, retried on lock timeouts."""
+    for attempt in range(1, DDL_ATTEMPTS + 1):
+        try:
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'")
+                return await conn.fetchval(query, day)
+        except asyncpg.LockNotAvailableError:
+            if attempt == DDL_ATTEMPTS:
+                raise
+            await asyncio.sleep(0.5 * attempt)
+    return None
 
 
 @dataclass
@@ -42,8 +64,7 @@ async def ensure_partitions(conn: Conn, days: Iterable[date]) -> tuple[list[str]
     await conn.execute("SELECT pg_advisory_lock($1)", MAINTENANCE_LOCK_KEY)
     try:
         for day in sorted(set(days)):
-            async with conn.transaction():
-                moved = await conn.fetchval(q("ensure_partition"), day)
+            moved = await _run_ddl(conn, q("ensure_partition"), day)
             if moved is not None:
                 created.append(partition_name(day))
                 moved_total += moved
@@ -79,9 +100,8 @@ async def maintain(
     await conn.execute("SELECT pg_advisory_lock($1)", MAINTENANCE_LOCK_KEY)
     try:
         for day in expired_days(await existing_partition_days(conn), today, retention_days):
-            async with conn.transaction():
-                if await conn.fetchval(q("drop_partition"), day):
-                    report.dropped.append(partition_name(day))
+            if await _run_ddl(conn, q("drop_partition"), day):
+                report.dropped.append(partition_name(day))
         cutoff = datetime(*retention_cutoff(today, retention_days).timetuple()[:3], tzinfo=UTC)
         status = await conn.execute(q("delete_old_rollups"), cutoff)
         report.rollups_deleted = int(status.split()[-1])

@@ -21,6 +21,7 @@ from logkeep.db.queries import q
 from logkeep.db.types import Conn
 from logkeep.domain.entry import DEFAULT_LIMITS, EntryLimits, InvalidLogEntry, Level, LogEntry
 from logkeep.domain.rollup import as_columns, minute_counts
+from logkeep.domain.sources import parse_source_ref
 
 ENTRY_FIELDS = frozenset({"message", "source_id", "level", "metadata", "timestamp"})
 COPY_COLUMNS = ["source_id", "timestamp", "level", "message", "metadata"]
@@ -237,12 +238,13 @@ class SourceRepository:
         return None if row is None else dict(row)
 
     async def resolve(self, name_or_id: str | int) -> dict[str, Any] | None:
-        """A source by id (an int or a string of digits) or by name."""
-        if isinstance(name_or_id, int) or (
-            isinstance(name_or_id, str) and name_or_id.isdigit() and len(name_or_id) < 10
-        ):
-            return await self.get(int(name_or_id))
-        return await self.get_by_name(name_or_id)
+        """A source by id (an int or a string of digits) or by name; None if none."""
+        ref = parse_source_ref(name_or_id)
+        if ref is None:
+            return None
+        if isinstance(ref, int):
+            return await self.get(ref)
+        return await self.get_by_name(ref)
 
     async def list(self, *, active_only: bool = True) -> list[dict[str, Any]]:
         async with self._pool.acquire() as conn:

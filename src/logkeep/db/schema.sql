@@ -33,6 +33,9 @@ BEGIN
     IF to_regclass(format('%I', part_name)) IS NOT NULL THEN
         RETURN NULL;
     END IF;
+    -- Hold off new rows for DEFAULT until the day is attached, or a row of that day
+    -- committed after the move below would make ATTACH fail.
+    LOCK TABLE log_entries_default IN EXCLUSIVE MODE;
     IF EXISTS (SELECT 1 FROM log_entries_default
                WHERE "timestamp" >= lower_bound AND "timestamp" < upper_bound) THEN
         EXECUTE format('CREATE TABLE %I (LIKE log_entries INCLUDING DEFAULTS)', part_name);
@@ -145,7 +148,7 @@ CREATE TABLE log_sources (
     created_at timestamp with time zone NOT NULL DEFAULT now(),
     updated_at timestamp with time zone NOT NULL DEFAULT now(),
     CONSTRAINT log_sources_configuration_check CHECK ((jsonb_typeof(configuration) = 'object'::text)),
-    CONSTRAINT log_sources_name_check CHECK ((name ~ '^[a-z0-9][a-z0-9_.-]{0,62}$'::text)),
+    CONSTRAINT log_sources_name_check CHECK (((name ~ '^[a-z0-9][a-z0-9_.-]{0,62}$'::text) AND (name !~ '^[0-9]+$'::text))),
     CONSTRAINT log_sources_name_key UNIQUE (name),
     CONSTRAINT log_sources_parsing_rules_check CHECK ((jsonb_typeof(parsing_rules) = 'object'::text)),
     CONSTRAINT log_sources_pkey PRIMARY KEY (id)

@@ -14,8 +14,9 @@ $$;
 
 CREATE TABLE log_sources (
     id             integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    -- Lower-case, at most 63 characters, never all digits ("12" always means id 12).
     name           text NOT NULL UNIQUE
-                   CHECK (name ~ '^[a-z0-9][a-z0-9_.-]{0,62}$'),
+                   CHECK (name ~ '^[a-z0-9][a-z0-9_.-]{0,62}$' AND name !~ '^[0-9]+$'),
     description    text NOT NULL DEFAULT '',
     source_type    text NOT NULL,
     format_type    text NOT NULL,
@@ -103,6 +104,9 @@ BEGIN
     IF to_regclass(format('%I', part_name)) IS NOT NULL THEN
         RETURN NULL;
     END IF;
+    -- Hold off new rows for DEFAULT until the day is attached, or a row of that day
+    -- committed after the move below would make ATTACH fail.
+    LOCK TABLE log_entries_default IN EXCLUSIVE MODE;
     IF EXISTS (SELECT 1 FROM log_entries_default
                WHERE "timestamp" >= lower_bound AND "timestamp" < upper_bound) THEN
         EXECUTE format('CREATE TABLE %I (LIKE log_entries INCLUDING DEFAULTS)', part_name);

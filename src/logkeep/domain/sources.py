@@ -1,0 +1,26 @@
+"""How a caller names a source: pure."""
+
+from __future__ import annotations
+
+import re
+
+from logkeep.domain.entry import MAX_SOURCE_ID
+
+# Same rule as the CHECK on log_sources.name: lower-case, at most 63 characters, and never
+# all digits, so "12" always means the source with id 12.
+SOURCE_NAME = re.compile(r"^(?![0-9]+$)[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+def is_source_name(text: str) -> bool:
+    return SOURCE_NAME.fullmatch(text) is not None
+
+
+def parse_source_ref(value: str | int) -> int | str | None:
+    """An id, a name, or None when `value` can name no source at all."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 < value <= MAX_SOURCE_ID else None
+    if value.isascii() and value.isdigit():
+        return parse_source_ref(int(value)) if len(value) <= 10 else None
+    return value if is_source_name(value) else None
