@@ -89,6 +89,16 @@ def stores() -> Iterator[Stores]:
             shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temporary directory with a short path (Unix socket names are limited) that the
+    unprivileged account running PostgreSQL under root can enter."""
+    root = Path(tempfile.mkdtemp(prefix="lk-t-", dir="/tmp"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
 def make_settings(database_url: str, redis_url: str, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "env": "test",
@@ -136,6 +146,28 @@ async def empty_database_url(stores: Stores) -> AsyncIterator[str]:
 
 
 @pytest.fixture
+async def migrated_database_url(empty_database_url: str) -> str:
+    """A new database at the latest schema, with no rows."""
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return empty_database_url
+
+
+async def delete_keys(redis_url: str, prefix: str) -> None:
+    """Remove one test's keys: prefixes isolate tests, this keeps Redis small."""
+    client = aioredis.from_url(redis_url)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
 async def database_url_fixture(stores: Stores, template_database: str) -> AsyncIterator[str]:
     name = f"lk_t_{uuid.uuid4().hex[:10]}"
     url = await stores.create_database(name, template=template_database)
@@ -149,14 +181,7 @@ async def database_url_fixture(stores: Stores, template_database: str) -> AsyncI
 async def settings(database_url_fixture: str, stores: Stores) -> AsyncIterator[Settings]:
     settings = make_settings(database_url_fixture, stores.redis_url)
     yield settings
-    # Remove this test's keys: the prefix isolates tests, this keeps Redis small.
-    client = aioredis.from_url(stores.redis_url)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{settings.redis_key_prefix}*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    await delete_keys(stores.redis_url, settings.redis_key_prefix)
 
 
 @pytest.fixture

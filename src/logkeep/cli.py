@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from types import FrameType
 from typing import Annotated, Any, TypeVar
 
@@ -24,6 +24,7 @@ from logkeep.db.database import Database, StoreUnavailable, describe_pg_target
 from logkeep.db.partitions import MaintenanceReport, maintain
 from logkeep.db.schema_dump import describe_schema
 from logkeep.db.seed import SeedReport, seed
+from logkeep.db.types import Conn
 from logkeep.embedded import EmbeddedError, EmbeddedStack
 from logkeep.logging import configure_logging
 
@@ -94,25 +95,29 @@ async def _connect(settings: Settings) -> asyncpg.Connection:
     return conn
 
 
-async def _migrate(settings: Settings) -> list[migrations.Migration]:
+async def with_connection(settings: Settings, action: Callable[[Conn], Awaitable[T]]) -> T:
+    """Run `action` on one fresh connection, closed afterwards."""
     conn = await _connect(settings)
     try:
-        return await migrations.migrate(conn)
+        return await action(conn)
     finally:
         await conn.close()
 
 
+async def _migrate(settings: Settings) -> list[migrations.Migration]:
+    return await with_connection(settings, migrations.migrate)
+
+
 async def _maintain(settings: Settings) -> MaintenanceReport:
-    conn = await _connect(settings)
-    try:
-        return await maintain(
+    return await with_connection(
+        settings,
+        lambda conn: maintain(
             conn,
             retention_days=settings.retention_days,
             days_ahead=settings.partition_days_ahead,
             max_entry_age_days=settings.entry_max_age_days,
-        )
-    finally:
-        await conn.close()
+        ),
+    )
 
 
 async def _seed(settings: Settings, env: Environment, rows: int | None) -> SeedReport:
@@ -180,16 +185,8 @@ def db_migrate() -> None:
 def db_status() -> None:
     """Show applied and pending migrations."""
     settings = load_settings()
-
-    async def _status() -> migrations.MigrationStatus:
-        conn = await _connect(resolved)
-        try:
-            return await migrations.status(conn)
-        finally:
-            await conn.close()
-
     with stores(settings) as (resolved, _):
-        state = run_async(_status())
+        state = run_async(with_connection(resolved, migrations.status))
     console.print(f"current migration: {state.current:04d}")
     for pending in state.pending:
         console.print(f"pending: {pending.filename}")
@@ -199,16 +196,8 @@ def db_status() -> None:
 def db_schema() -> None:
     """Print the canonical schema (what db/schema.sql holds)."""
     settings = load_settings()
-
-    async def _describe() -> str:
-        conn = await _connect(resolved)
-        try:
-            return await describe_schema(conn)
-        finally:
-            await conn.close()
-
     with stores(settings) as (resolved, _):
-        text = run_async(_describe())
+        text = run_async(with_connection(resolved, describe_schema))
     print(text, end="")
 
 

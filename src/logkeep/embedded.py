@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -143,6 +144,30 @@ def _log_tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def _wait_until_answers(
+    name: str,
+    process: subprocess.Popen[bytes],
+    answers: Callable[[], bool],
+    log_file: Path,
+    address: Path,
+    deadline_s: float,
+) -> None:
+    """Poll a starting server until it answers, it exits, or the deadline passes."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise EmbeddedError(
+                f"{name} exited with code {process.returncode} during start-up; "
+                f"last lines of {log_file}:\n{_log_tail(log_file)}"
+            )
+        if answers():
+            return
+        time.sleep(0.05)
+    raise EmbeddedError(
+        f"{name} did not answer on {address} within {deadline_s:.0f}s; see {log_file}"
+    )
 
 
 def _stop_process(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
@@ -310,19 +335,9 @@ class EmbeddedPostgres:
         return result.returncode == 0
 
     def _wait_ready(self, deadline_s: float) -> None:
-        deadline = time.monotonic() + deadline_s
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise EmbeddedError(
-                    f"PostgreSQL exited with code {self.process.returncode} during start-up; "
-                    f"last lines of {self.log_file}:\n{_log_tail(self.log_file)}"
-                )
-            if self._answers():
-                return
-            time.sleep(0.1)
-        raise EmbeddedError(
-            f"PostgreSQL did not accept connections on {self.socket_dir} within "
-            f"{deadline_s:.0f}s; see {self.log_file}"
+        assert self.process is not None
+        _wait_until_answers(
+            "PostgreSQL", self.process, self._answers, self.log_file, self.socket_dir, deadline_s
         )
 
     def _ensure_database(self) -> None:
@@ -442,17 +457,9 @@ class EmbeddedRedis:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        deadline = time.monotonic() + deadline_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise EmbeddedError(
-                    f"redis-server exited with code {self.process.returncode} during "
-                    f"start-up; last lines of {self.log_file}:\n{_log_tail(self.log_file)}"
-                )
-            if self._answers():
-                return
-            time.sleep(0.05)
-        raise EmbeddedError(f"Redis did not answer on {self.socket} within {deadline_s:.0f}s")
+        _wait_until_answers(
+            "Redis", self.process, self._answers, self.log_file, self.socket, deadline_s
+        )
 
     def _answers(self) -> bool:
         if not self.socket.exists():

@@ -21,12 +21,10 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
 import logkeep
-from logkeep.db.migrate import migrate
 from logkeep.embedded import EmbeddedStack
-from tests.conftest import Stores
+from tests.conftest import Stores, delete_keys
 
 # Every test here starts `logkeep` processes (the marker's definition of slow).
 pytestmark = pytest.mark.slow
@@ -97,23 +95,7 @@ def workdir(tmp_path: Path) -> Path:
 async def redis_prefix(stores: Stores) -> AsyncIterator[str]:
     prefix = f"test-cli:{uuid.uuid4().hex[:12]}:"
     yield prefix
-    client = aioredis.from_url(stores.redis_url)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
-async def migrated_database_url(empty_database_url: str) -> str:
-    conn = await asyncpg.connect(empty_database_url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    return empty_database_url
+    await delete_keys(stores.redis_url, prefix)
 
 
 def store_env(database_url: str, stores: Stores, prefix: str) -> dict[str, str]:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -12,14 +9,6 @@ import pytest
 import redis
 
 from logkeep.embedded import EmbeddedError, EmbeddedStack, RunAs
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="lk-e-", dir="/tmp"))
-    root.chmod(0o755)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.slow

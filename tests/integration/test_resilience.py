@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -31,14 +28,6 @@ from logkeep.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedStack, Run
 from tests.conftest import Stores, make_settings
 
 LOGKEEP = str(Path(sys.executable).parent / "logkeep")
-
-
-@pytest.fixture
-def short_tmp() -> Iterator[Path]:
-    root = Path(tempfile.mkdtemp(prefix="lk-r-", dir="/tmp"))
-    root.chmod(0o755)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def client_for(app: object) -> httpx.AsyncClient:

@@ -8,7 +8,6 @@ from argon2 import PasswordHasher
 
 from logkeep.config import Settings
 from logkeep.db.database import Database
-from logkeep.db.migrate import migrate
 from logkeep.db.seed import seed
 from tests.conftest import Stores, make_settings
 
@@ -24,23 +23,13 @@ async def _counts(url: str) -> dict[str, int]:
         await conn.close()
 
 
-@pytest.fixture
-async def migrated_url(empty_database_url: str) -> str:
-    conn = await asyncpg.connect(empty_database_url)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    return empty_database_url
-
-
-async def test_dev_seed_is_idempotent(migrated_url: str, stores: Stores) -> None:
-    settings = make_settings(migrated_url, stores.redis_url)
+async def test_dev_seed_is_idempotent(migrated_database_url: str, stores: Stores) -> None:
+    settings = make_settings(migrated_database_url, stores.redis_url)
     async with Database(settings) as db:
         first = await seed(db.pool, settings, "dev", rows=3000)
-        after_first = await _counts(migrated_url)
+        after_first = await _counts(migrated_database_url)
         second = await seed(db.pool, settings, "dev", rows=3000)
-    after_second = await _counts(migrated_url)
+    after_second = await _counts(migrated_database_url)
     assert first.entries_loaded == 3000
     assert sorted(first.users_created) == ["admin", "analyst", "viewer"]
     assert set(first.generated_passwords) == {"admin", "analyst", "viewer"}
@@ -51,9 +40,9 @@ async def test_dev_seed_is_idempotent(migrated_url: str, stores: Stores) -> None
 
 
 async def test_dev_seed_spreads_entries_over_seven_days_with_rollups(
-    migrated_url: str, stores: Stores
+    migrated_database_url: str, stores: Stores
 ) -> None:
-    settings = make_settings(migrated_url, stores.redis_url)
+    settings = make_settings(migrated_database_url, stores.redis_url)
     async with Database(settings) as db:
         await seed(db.pool, settings, "dev", rows=2000)
         async with db.pool.acquire() as conn:
@@ -76,9 +65,11 @@ async def test_dev_seed_spreads_entries_over_seven_days_with_rollups(
 
 
 async def test_generated_passwords_verify_against_stored_hashes(
-    migrated_url: str, stores: Stores
+    migrated_database_url: str, stores: Stores
 ) -> None:
-    settings = make_settings(migrated_url, stores.redis_url, analyst_password="given-pw-123")
+    settings = make_settings(
+        migrated_database_url, stores.redis_url, analyst_password="given-pw-123"
+    )
     async with Database(settings) as db:
         report = await seed(db.pool, settings, "dev", rows=0)
         async with db.pool.acquire() as conn:
@@ -94,31 +85,35 @@ async def test_generated_passwords_verify_against_stored_hashes(
         assert password not in hashes[user]
 
 
-async def test_prod_seed_creates_only_the_admin(migrated_url: str, stores: Stores) -> None:
+async def test_prod_seed_creates_only_the_admin(migrated_database_url: str, stores: Stores) -> None:
     settings = make_settings(
-        migrated_url, stores.redis_url, env="prod", admin_password="a-long-admin-secret"
+        migrated_database_url, stores.redis_url, env="prod", admin_password="a-long-admin-secret"
     )
     async with Database(settings) as db:
         report = await seed(db.pool, settings, "prod")
-    counts = await _counts(migrated_url)
+    counts = await _counts(migrated_database_url)
     assert report.users_created == ["admin"]
     assert counts == {"log_sources": 0, "users": 1, "log_entries": 0, "log_metrics": 0}
 
 
-async def test_prod_seed_without_admin_password_fails(migrated_url: str, stores: Stores) -> None:
-    settings = make_settings(migrated_url, stores.redis_url, env="prod")
+async def test_prod_seed_without_admin_password_fails(
+    migrated_database_url: str, stores: Stores
+) -> None:
+    settings = make_settings(migrated_database_url, stores.redis_url, env="prod")
     async with Database(settings) as db:
         with pytest.raises(ValueError, match="LOGKEEP_ADMIN_PASSWORD"):
             await seed(db.pool, settings, "prod")
 
 
-async def test_concurrent_seeds_load_entries_once(migrated_url: str, stores: Stores) -> None:
-    settings: Settings = make_settings(migrated_url, stores.redis_url, pg_pool_max_size=6)
+async def test_concurrent_seeds_load_entries_once(
+    migrated_database_url: str, stores: Stores
+) -> None:
+    settings: Settings = make_settings(migrated_database_url, stores.redis_url, pg_pool_max_size=6)
     async with Database(settings) as db:
         reports = await asyncio.gather(
             seed(db.pool, settings, "dev", rows=1500), seed(db.pool, settings, "dev", rows=1500)
         )
-    counts = await _counts(migrated_url)
+    counts = await _counts(migrated_database_url)
     assert sorted(r.entries_loaded for r in reports) == [0, 1500]
     assert counts["log_entries"] == 1500
     assert counts["users"] == 3

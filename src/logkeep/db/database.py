@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -17,6 +16,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from logkeep.cache.keys import Keys
 from logkeep.cache.query_cache import QueryCache
@@ -117,44 +117,52 @@ class Database:
             backoff_s=self.settings.redis_backoff_s,
         )
 
+    def _retrying(self, retry_on: tuple[type[BaseException], ...], event: str) -> AsyncRetrying:
+        """Retry a start-up connection with backoff until the configured deadline."""
+        return AsyncRetrying(
+            stop=stop_after_delay(self.settings.connect_deadline_s),
+            wait=wait_exponential(multiplier=0.1, max=2.0),
+            retry=retry_if_exception_type(retry_on),
+            before_sleep=lambda state: log.info(
+                event,
+                attempt=state.attempt_number,
+                error=str(state.outcome and state.outcome.exception()),
+            ),
+            reraise=True,
+        )
+
     async def _connect_postgres(self) -> asyncpg.Pool:
         s = self.settings
-        deadline = time.monotonic() + s.connect_deadline_s
-        delay = 0.1
-        while True:
-            try:
-                pool: asyncpg.Pool = await asyncpg.create_pool(
-                    self.database_url,
-                    min_size=s.pg_pool_min_size,
-                    max_size=s.pg_pool_max_size,
-                    init=_init_connection,
-                    timeout=min(10.0, s.connect_deadline_s),
-                    server_settings={
-                        "application_name": s.application_name,
-                        "timezone": "UTC",
-                        "statement_timeout": str(s.statement_timeout_ms),
-                    },
-                )
-                return pool
-            except PG_STARTUP_ERRORS as exc:
-                if time.monotonic() + delay > deadline:
-                    raise StoreUnavailable(
-                        f"PostgreSQL at {describe_pg_target(self.database_url)} did not accept "
-                        f"connections within {s.connect_deadline_s:.0f}s: "
-                        f"{type(exc).__name__}: {exc}"
-                    ) from exc
-                log.info("postgres_connect_retry", error=str(exc), delay_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            except (asyncpg.InterfaceError, ValueError) as exc:
-                raise StoreUnavailable(
-                    f"LOGKEEP_DATABASE_URL is not usable: {type(exc).__name__}: {exc}"
-                ) from exc
-            except asyncpg.PostgresError as exc:
-                raise StoreUnavailable(
-                    f"PostgreSQL at {describe_pg_target(self.database_url)} refused the "
-                    f"connection: {type(exc).__name__}: {exc}"
-                ) from exc
+        target = describe_pg_target(self.database_url)
+        try:
+            async for attempt in self._retrying(PG_STARTUP_ERRORS, "postgres_connect_retry"):
+                with attempt:
+                    pool: asyncpg.Pool = await asyncpg.create_pool(
+                        self.database_url,
+                        min_size=s.pg_pool_min_size,
+                        max_size=s.pg_pool_max_size,
+                        init=_init_connection,
+                        timeout=min(10.0, s.connect_deadline_s),
+                        server_settings={
+                            "application_name": s.application_name,
+                            "timezone": "UTC",
+                            "statement_timeout": str(s.statement_timeout_ms),
+                        },
+                    )
+        except PG_STARTUP_ERRORS as exc:
+            raise StoreUnavailable(
+                f"PostgreSQL at {target} did not accept connections within "
+                f"{s.connect_deadline_s:.0f}s: {type(exc).__name__}: {exc}"
+            ) from exc
+        except (asyncpg.InterfaceError, ValueError) as exc:
+            raise StoreUnavailable(
+                f"LOGKEEP_DATABASE_URL is not usable: {type(exc).__name__}: {exc}"
+            ) from exc
+        except asyncpg.PostgresError as exc:
+            raise StoreUnavailable(
+                f"PostgreSQL at {target} refused the connection: {type(exc).__name__}: {exc}"
+            ) from exc
+        return pool
 
     async def _connect_redis(self) -> aioredis.Redis:
         s = self.settings
@@ -170,22 +178,17 @@ class Database:
             )
         except ValueError as exc:
             raise StoreUnavailable(f"LOGKEEP_REDIS_URL is not usable: {exc}") from exc
-        deadline = time.monotonic() + s.connect_deadline_s
-        delay = 0.1
-        while True:
-            try:
-                await client.ping()
-                return client
-            except RedisError as exc:
-                if time.monotonic() + delay > deadline:
-                    await client.aclose()
-                    raise StoreUnavailable(
-                        f"Redis at {describe_redis_target(self.redis_url)} did not answer "
-                        f"within {s.connect_deadline_s:.0f}s: {type(exc).__name__}: {exc}"
-                    ) from exc
-                log.info("redis_connect_retry", error=str(exc), delay_s=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        try:
+            async for attempt in self._retrying((RedisError,), "redis_connect_retry"):
+                with attempt:
+                    await client.ping()
+        except RedisError as exc:
+            await client.aclose()
+            raise StoreUnavailable(
+                f"Redis at {describe_redis_target(self.redis_url)} did not answer within "
+                f"{s.connect_deadline_s:.0f}s: {type(exc).__name__}: {exc}"
+            ) from exc
+        return client
 
     async def close(self) -> None:
         if self.redis_client is not None:
