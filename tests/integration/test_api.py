@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -545,3 +546,19 @@ async def test_oversized_body_is_413_naming_the_limit(stores: Stores, settings: 
     for response in (declared, streamed):
         assert response.status_code == 413, response.text
         assert "2048-byte limit" in response.text
+
+
+async def test_running_api_keeps_partitions_ahead(settings: Settings, db: Database) -> None:
+    ahead = (datetime.now(UTC) + timedelta(days=2)).date()
+    name = f"log_entries_p{ahead:%Y%m%d}"
+    async with db.pool.acquire() as conn:
+        await conn.execute("SELECT drop_log_partition($1::date)", ahead)
+        assert await conn.fetchval("SELECT to_regclass($1)", name) is None
+    async with running_app(settings.model_copy(update={"maintenance_interval_s": 3600})):
+        deadline = time.monotonic() + 10
+        while True:
+            async with db.pool.acquire() as conn:
+                if await conn.fetchval("SELECT to_regclass($1)", name) is not None:
+                    break
+            assert time.monotonic() < deadline, "maintenance did not create the partition"
+            await asyncio.sleep(0.1)

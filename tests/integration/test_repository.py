@@ -6,6 +6,7 @@ from typing import Any
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from argon2 import PasswordHasher
 
 from logkeep import Database, LogEntry, LogRepository
 from logkeep.cache.keys import Keys
@@ -276,3 +277,29 @@ async def test_user_repository(user_repo: UserRepository) -> None:
     listed = {u["username"]: u for u in await user_repo.list()}
     assert listed["dana"]["role"] == "analyst"
     assert all("password_hash" not in u for u in listed.values())
+
+
+async def test_user_lookups_and_inactive_accounts(db: Database, user_repo: UserRepository) -> None:
+    created = await user_repo.create("erin", "erin@example.com", "erin-password", "viewer")
+    by_id = await user_repo.get(created["id"])
+    by_name = await user_repo.get_by_username("erin")
+    assert by_id is not None and by_name is not None
+    assert by_id["username"] == by_name["username"] == "erin"
+    assert "password_hash" not in by_id and "password_hash" not in by_name
+    assert await user_repo.get(999_999) is None
+    assert await user_repo.get_by_username("nobody") is None
+    async with db.pool.acquire() as conn:
+        await conn.execute("UPDATE users SET is_active = false WHERE id = $1", created["id"])
+    # The right password for a disabled account is refused like a wrong one.
+    assert await user_repo.authenticate("erin", "erin-password") is None
+
+
+async def test_weak_hashes_are_upgraded_at_login(db: Database) -> None:
+    weak = UserRepository(db.pool, PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    await weak.create("fay", "fay@example.com", "fay-password", "viewer")
+    strong = UserRepository(db.pool)
+    assert await strong.authenticate("fay", "fay-password") is not None
+    async with db.pool.acquire() as conn:
+        stored = await conn.fetchval("SELECT password_hash FROM users WHERE username = 'fay'")
+    assert not PasswordHasher().check_needs_rehash(stored)
+    assert PasswordHasher().verify(stored, "fay-password")
