@@ -142,15 +142,21 @@ async def seed(
         email = settings.admin_email if role == "admin" else f"{role}@logkeep.local"
         await _seed_user(users, report, username, email, role, password)
 
-    if env == "test":
-        samples = fixed_test_entries(now)
-        run_name = "test-entries"
-    else:
-        count = settings.seed_rows if rows is None else rows
-        samples = SampleGenerator().generate(count, end=now)
-        run_name = "dev-entries"
-    if samples:
-        await _load_entries(pool, run_name, samples, source_ids, limits, now, report)
+    run_name = "test-entries" if env == "test" else "dev-entries"
+    async with pool.acquire() as conn:
+        # Checked before generating: a second start should not build 100,000 entries to
+        # throw them away. The load below checks again, in its transaction.
+        report.entries_already_loaded = (
+            await conn.fetchval(q("seed_run_exists"), run_name) is not None
+        )
+    if not report.entries_already_loaded:
+        if env == "test":
+            samples = fixed_test_entries(now)
+        else:
+            count = settings.seed_rows if rows is None else rows
+            samples = SampleGenerator().generate(count, end=now)
+        if samples:
+            await _load_entries(pool, run_name, samples, source_ids, limits, now, report)
     if cache is not None and report.entries_loaded:
         await cache.invalidate_sources(sorted(source_ids.values()))
     log.info("seeded", env=env, entries=report.entries_loaded, users=report.users_created)
