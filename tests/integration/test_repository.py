@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -303,3 +304,39 @@ async def test_weak_hashes_are_upgraded_at_login(db: Database) -> None:
         stored = await conn.fetchval("SELECT password_hash FROM users WHERE username = 'fay'")
     assert not PasswordHasher().check_needs_rehash(stored)
     assert PasswordHasher().verify(stored, "fay-password")
+
+
+async def test_no_stale_read_under_concurrent_writers_and_readers(
+    db: Database, settings: Any
+) -> None:
+    """Many writers and readers, through two repositories with caches of their own (as two
+    processes would have): every read started after a write returned sees that write."""
+    keys = Keys(settings.redis_key_prefix)
+    writer_side = LogRepository(db.pool, db.redis_client, cache=QueryCache(db.redis_client, keys))
+    reader_side = LogRepository(db.pool, db.redis_client, cache=QueryCache(db.redis_client, keys))
+    source_id = await _source_id(db, "app_errors")
+    stale: list[int] = []
+
+    async def writer(n: int) -> None:
+        for i in range(15):
+            entry_id = await writer_side.save_log_entry(
+                {"message": f"w{n}-{i}", "source_id": source_id}
+            )
+            for repo in (writer_side, reader_side):
+                seen = await repo.get_recent_logs(limit=1000, source_id=source_id)
+                if entry_id not in {row["id"] for row in seen}:
+                    stale.append(entry_id)
+                newest = await repo.get_recent_logs(limit=1000)
+                if entry_id not in {row["id"] for row in newest}:
+                    stale.append(entry_id)
+
+    async def reader() -> None:
+        # Keeps refilling the cache with results computed while writes are in flight.
+        for _ in range(60):
+            await reader_side.get_recent_logs(limit=1000, source_id=source_id)
+            await reader_side.get_recent_logs(limit=1000)
+
+    await asyncio.gather(*(writer(n) for n in range(4)), reader(), reader())
+    assert stale == []
+    hits = await db.redis.keys(f"{settings.redis_key_prefix}cache:*")
+    assert hits, "the cache was never used, so this test proved nothing"
