@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     cache_enabled: bool = True
     cache_ttl_recent_s: int = Field(default=30, ge=1)
     cache_ttl_summary_s: int = Field(default=60, ge=1)
+    cache_ttl_search_s: int = Field(default=30, ge=1)
+    cache_ttl_histogram_s: int = Field(default=30, ge=1)
+
+    # Queries.
+    query_default_window_s: int = Field(default=86_400, ge=60)  # when no from/since given
+    stream_max_rows: int = Field(default=1_000_000, ge=1)  # NDJSON/CSV exports
 
     # Retention and partitions.
     retention_days: int = Field(default=30, ge=1)

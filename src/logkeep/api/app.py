@@ -19,6 +19,8 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from logkeep import metrics
+from logkeep.api import search, stats
+from logkeep.api.deps import get_db, get_logs, get_sources
 from logkeep.api.schemas import LogEntryCreate, LogEntryCreated, RecentLogsPublic
 from logkeep.config import Settings
 from logkeep.db import migrate
@@ -26,6 +28,7 @@ from logkeep.db.database import Database, StoreUnavailable
 from logkeep.db.partitions import maintain
 from logkeep.db.repositories import LogRepository, SourceRepository, UnknownSource
 from logkeep.domain.entry import EntryLimits, InvalidLogEntry, Level
+from logkeep.domain.timerange import InvalidQuery
 
 log = structlog.get_logger("logkeep.api")
 
@@ -35,21 +38,6 @@ def entry_limits(settings: Settings) -> EntryLimits:
         max_age=timedelta(days=settings.entry_max_age_days),
         max_future=timedelta(seconds=settings.max_entry_future_s),
     )
-
-
-def get_logs(request: Request) -> LogRepository:
-    repo: LogRepository = request.app.state.logs
-    return repo
-
-
-def get_sources(request: Request) -> SourceRepository:
-    repo: SourceRepository = request.app.state.sources
-    return repo
-
-
-def get_db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
 
 
 async def maintenance_loop(db: Database, settings: Settings) -> None:
@@ -91,6 +79,10 @@ TRANSIENT_STORE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.ConnectionDoesNotExistError,
 )
 RETRY_AFTER_S = 5
+
+
+async def invalid_query(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=422)
 
 
 async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -140,6 +132,7 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
         if owned:
             await db.initialize()
         app.state.db = db
+        app.state.settings = settings
         app.state.logs = LogRepository(
             db.pool,
             db.redis_client,
@@ -165,6 +158,9 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
     app = FastAPI(title="logkeep", version="0.1.0", lifespan=lifespan)
     for error in TRANSIENT_STORE_ERRORS:
         app.add_exception_handler(error, store_unavailable)
+    app.add_exception_handler(InvalidQuery, invalid_query)
+    app.include_router(search.router)
+    app.include_router(stats.router)
 
     @app.middleware("http")
     async def access_log(

@@ -1,0 +1,7 @@
+"""Routes: search (see issue notes)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
