@@ -7,6 +7,7 @@ from fastapi import Request
 from logkeep.config import Settings
 from logkeep.db.database import Database
 from logkeep.db.repositories import LogRepository, SourceRepository
+from logkeep.domain.timerange import InvalidQuery
 
 
 def get_logs(request: Request) -> LogRepository:
@@ -27,3 +28,17 @@ def get_db(request: Request) -> Database:
 def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+async def resolve_source_ids(sources: SourceRepository, refs: list[str]) -> list[int] | None:
+    """Ids of the named (or numbered) sources; None when no source was asked for.
+    An unknown source is a 422 naming it, never an empty result."""
+    if not refs:
+        return None
+    ids: list[int] = []
+    for ref in refs:
+        found = await sources.resolve(ref)
+        if found is None:
+            raise InvalidQuery("source", f"no source named or numbered {ref[:64]!r}")
+        ids.append(found["id"])
+    return sorted(set(ids))
