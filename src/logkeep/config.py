@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     cache_ttl_search_s: int = Field(default=30, ge=1)
     cache_ttl_histogram_s: int = Field(default=30, ge=1)
 
+    # Live tail.
+    tail_buffer_entries: int = Field(default=1000, ge=10)  # stream entries of <=100 items
+    tail_heartbeat_s: float = Field(default=15.0, gt=0)
+    tail_max_clients: int = Field(default=32, ge=1)
+
     # Queries.
     query_default_window_s: int = Field(default=86_400, ge=60)  # when no from/since given
     stream_max_rows: int = Field(default=1_000_000, ge=1)  # NDJSON/CSV exports

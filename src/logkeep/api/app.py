@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from logkeep import metrics
-from logkeep.api import search, stats
+from logkeep.api import search, stats, tail
 from logkeep.api.deps import get_db, get_logs, get_sources
 from logkeep.api.schemas import LogEntryCreate, LogEntryCreated, RecentLogsPublic
 from logkeep.config import Settings
@@ -133,10 +133,12 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
             await db.initialize()
         app.state.db = db
         app.state.settings = settings
+        app.state.tail_slots = asyncio.Semaphore(settings.tail_max_clients)
         app.state.logs = LogRepository(
             db.pool,
             db.redis_client,
             cache=db.cache,
+            tail=db.tail,
             limits=entry_limits(settings),
             ttl_recent_s=settings.cache_ttl_recent_s,
             ttl_summary_s=settings.cache_ttl_summary_s,
@@ -161,6 +163,7 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
     app.add_exception_handler(InvalidQuery, invalid_query)
     app.include_router(search.router)
     app.include_router(stats.router)
+    app.include_router(tail.router)
 
     @app.middleware("http")
     async def access_log(

@@ -35,5 +35,9 @@ class Keys:
         gens = ".".join(str(g) for g in generations)
         return f"{self.prefix}cache:v{CACHE_FORMAT_VERSION}:{kind}:{gens}:{digest}"
 
+    def tail_stream(self) -> str:
+        """Committed entries for live tail: a capped stream, never the ingest buffer."""
+        return f"{self.prefix}tail"
+
     def source_by_name(self, name: str) -> str:
         return f"{self.prefix}source:name:{name}"

@@ -20,6 +20,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from logkeep.cache.keys import Keys
 from logkeep.cache.query_cache import QueryCache
+from logkeep.cache.tail import TailBuffer
 from logkeep.config import Settings
 
 log = structlog.get_logger(__name__)
@@ -88,8 +89,12 @@ class Database:
         self.redis_url: str = settings.redis_url
         self.pg_pool: asyncpg.Pool | None = None
         self.redis_client: aioredis.Redis | None = None
+        # Blocking reads (live tail) get a pool of their own, so that waiting clients can
+        # never take the connections the cache and the writers need.
+        self.tail_redis: aioredis.Redis | None = None
         self.keys = Keys(settings.redis_key_prefix)
         self.cache: QueryCache = QueryCache(None, self.keys)
+        self.tail: TailBuffer = TailBuffer(None, self.keys, settings.tail_buffer_entries)
 
     async def __aenter__(self) -> Database:
         await self.initialize()
@@ -107,6 +112,13 @@ class Database:
         try:
             self.pg_pool = await self._connect_postgres()
             self.redis_client = await self._connect_redis()
+            self.tail_redis = aioredis.from_url(
+                self.redis_url,
+                max_connections=self.settings.tail_max_clients,
+                socket_connect_timeout=self.settings.redis_socket_timeout_s,
+                # A blocked XREAD waits up to a heartbeat; the socket must wait longer.
+                socket_timeout=self.settings.tail_heartbeat_s + 10,
+            )
         except BaseException:
             await self.close()
             raise
@@ -116,6 +128,7 @@ class Database:
             enabled=self.settings.cache_enabled,
             backoff_s=self.settings.redis_backoff_s,
         )
+        self.tail = TailBuffer(self.redis_client, self.keys, self.settings.tail_buffer_entries)
 
     def _retrying(self, retry_on: tuple[type[BaseException], ...], event: str) -> AsyncRetrying:
         """Retry a start-up connection with backoff until the configured deadline."""
@@ -191,6 +204,9 @@ class Database:
         return client
 
     async def close(self) -> None:
+        if self.tail_redis is not None:
+            await self.tail_redis.aclose()
+            self.tail_redis = None
         if self.redis_client is not None:
             await self.redis_client.aclose()
             self.redis_client = None

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from logkeep import metrics
 from logkeep.cache.keys import Keys
 from logkeep.cache.query_cache import QueryCache
+from logkeep.cache.tail import TailBuffer
 from logkeep.db.queries import q
 from logkeep.db.types import Conn
 from logkeep.domain.entry import DEFAULT_LIMITS, EntryLimits, InvalidLogEntry, Level, LogEntry
@@ -24,7 +26,7 @@ from logkeep.domain.rollup import as_columns, minute_counts
 from logkeep.domain.sources import parse_source_ref
 
 ENTRY_FIELDS = frozenset({"message", "source_id", "level", "metadata", "timestamp"})
-COPY_COLUMNS = ["source_id", "timestamp", "level", "message", "metadata"]
+COPY_COLUMNS = ["id", "source_id", "timestamp", "level", "message", "metadata"]
 MAX_RECENT_LIMIT = 1000
 
 
@@ -69,12 +71,46 @@ def entry_from_mapping(data: Mapping[str, Any] | LogEntry, limits: EntryLimits) 
     )
 
 
-async def copy_entries(conn: Conn, entries: Sequence[LogEntry]) -> None:
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """Entries as committed: their ids and ingestion time."""
+
+    ids: list[int]
+    ingested_at: datetime
+
+
+async def copy_entries(conn: Conn, entries: Sequence[LogEntry]) -> Stored:
     """COPY entries and add their rollups; the caller owns the transaction."""
+    allocated = await conn.fetchrow(q("allocate_entry_ids"), len(entries))
+    assert allocated is not None  # a SELECT without FROM returns one row
+    ids: list[int] = allocated["ids"]
     await conn.copy_records_to_table(
-        "log_entries", records=[e.copy_record() for e in entries], columns=COPY_COLUMNS
+        "log_entries",
+        records=[(i, *e.copy_record()) for i, e in zip(ids, entries, strict=True)],
+        columns=COPY_COLUMNS,
     )
     await conn.execute(q("add_minute_counts"), *as_columns(minute_counts(entries)))
+    return Stored(ids, allocated["ingested_at"])
+
+
+def entry_items(
+    entries: Sequence[LogEntry], stored: Stored, source_names: Mapping[int, str]
+) -> list[dict[str, Any]]:
+    """Committed entries in the API's item shape (for live tail)."""
+    ingested_at = stored.ingested_at.isoformat()
+    return [
+        {
+            "id": entry_id,
+            "source_id": e.source_id,
+            "source": source_names[e.source_id],
+            "timestamp": e.timestamp.isoformat(),
+            "level": e.level.value,
+            "message": e.message,
+            "metadata": dict(e.metadata),
+            "ingested_at": ingested_at,
+        }
+        for entry_id, e in zip(stored.ids, entries, strict=True)
+    ]
 
 
 class LogRepository:
@@ -86,28 +122,41 @@ class LogRepository:
         redis_client: aioredis.Redis | None = None,
         *,
         cache: QueryCache | None = None,
+        tail: TailBuffer | None = None,
         limits: EntryLimits = DEFAULT_LIMITS,
         ttl_recent_s: int = 30,
         ttl_summary_s: int = 60,
     ) -> None:
         self._pool = pg_pool
         self._cache = cache or QueryCache(redis_client, Keys())
+        self._tail = tail
         self._limits = limits
         self._ttl_recent_s = ttl_recent_s
         self._ttl_summary_s = ttl_summary_s
 
     # -- writes ---------------------------------------------------------------------------
 
-    async def _check_sources(self, conn: Conn, source_ids: set[int]) -> None:
+    async def _check_sources(self, conn: Conn, source_ids: set[int]) -> dict[int, str]:
+        """Names of the sources, all of which must exist and be active."""
         rows = await conn.fetch(
-            "SELECT id FROM log_sources WHERE id = ANY($1::integer[]) AND is_active",
+            "SELECT id, name FROM log_sources WHERE id = ANY($1::integer[]) AND is_active",
             sorted(source_ids),
         )
-        missing = source_ids - {row["id"] for row in rows}
+        names: dict[int, str] = {row["id"]: row["name"] for row in rows}
+        missing = source_ids - set(names)
         if missing:
             raise UnknownSource(
                 "source_id: no active source with id " + ", ".join(map(str, sorted(missing)))
             )
+        return names
+
+    async def _after_commit(
+        self, entries: Sequence[LogEntry], stored: Stored, names: Mapping[int, str]
+    ) -> None:
+        # Invalidate first: a reader must never find the tail ahead of the cache.
+        await self._cache.invalidate_sources(sorted(names))
+        if self._tail is not None:
+            await self._tail.publish(entry_items(entries, stored, names))
 
     async def save_log_entry(self, entry: Mapping[str, Any] | LogEntry) -> int:
         """Validate and store one entry; it is committed when this returns its id."""
@@ -117,11 +166,13 @@ class LogRepository:
             self._pool.acquire() as conn,
             conn.transaction(),
         ):
-            await self._check_sources(conn, {valid.source_id})
-            entry_id: int = await conn.fetchval(q("insert_log_entry"), *valid.copy_record())
+            names = await self._check_sources(conn, {valid.source_id})
+            row = await conn.fetchrow(q("insert_log_entry"), *valid.copy_record())
+            assert row is not None  # INSERT ... RETURNING returns the row or raises
             await conn.execute(q("add_minute_counts"), *as_columns(minute_counts([valid])))
-        await self._cache.invalidate_sources([valid.source_id])
-        return entry_id
+            stored = Stored([row["id"]], row["ingested_at"])
+        await self._after_commit([valid], stored, names)
+        return stored.ids[0]
 
     async def save_many(self, entries: Iterable[Mapping[str, Any] | LogEntry]) -> int:
         """Validate every entry, then COPY them all in one transaction: all or nothing."""
@@ -139,9 +190,9 @@ class LogRepository:
             self._pool.acquire() as conn,
             conn.transaction(),
         ):
-            await self._check_sources(conn, source_ids)
-            await copy_entries(conn, valid)
-        await self._cache.invalidate_sources(sorted(source_ids))
+            names = await self._check_sources(conn, source_ids)
+            stored = await copy_entries(conn, valid)
+        await self._after_commit(valid, stored, names)
         return len(valid)
 
     # -- reads ----------------------------------------------------------------------------

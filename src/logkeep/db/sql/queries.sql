@@ -3,7 +3,13 @@
 -- name: insert_log_entry
 INSERT INTO log_entries (source_id, "timestamp", level, message, metadata)
 VALUES ($1, $2, $3, $4, $5)
-RETURNING id;
+RETURNING id, ingested_at;
+
+-- name: allocate_entry_ids
+-- Ids for a COPY batch, taken up front so the writer knows them (COPY returns none);
+-- now() is the transaction's start, the same value ingested_at defaults to.
+SELECT now() AS ingested_at,
+       array(SELECT nextval('log_entries_id_seq') FROM generate_series(1, $1::integer)) AS ids;
 
 -- name: add_minute_counts
 -- Rollups for a batch: parallel arrays of (source, minute, level, count).

@@ -1,0 +1,74 @@
+"""GET /api/v1/tail: new entries as Server-Sent Events, resumable with Last-Event-ID."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from logkeep.api.deps import get_db, get_settings, get_sources, resolve_source_ids
+from logkeep.config import Settings
+from logkeep.db.database import Database
+from logkeep.db.repositories import SourceRepository
+from logkeep.domain.tail import EventPosition, TailFilter
+
+router = APIRouter()
+
+BLOCK_MS = 1000  # how long one XREAD waits before looking again
+
+
+async def tail_events(
+    db: Database, flt: TailFilter, resume: EventPosition | None
+) -> AsyncIterator[ServerSentEvent]:
+    client = db.tail_redis
+    assert client is not None
+    after = resume.read_after() if resume else await db.tail.last_id(client)
+    while True:
+        for stream_id, items in await db.tail.read(client, after, BLOCK_MS):
+            for index, item in enumerate(items):
+                if resume and stream_id == resume.stream_id and index <= resume.index:
+                    continue  # sent before the client reconnected
+                if flt.matches(item):
+                    yield ServerSentEvent(
+                        data=orjson.dumps(item).decode(),
+                        id=EventPosition(stream_id, index).event_id(),
+                        event="log",
+                    )
+            after = stream_id
+
+
+@router.get("/api/v1/tail")
+async def tail(
+    request: Request,
+    db: Annotated[Database, Depends(get_db)],
+    settings: Annotated[Settings, Depends(get_settings)],
+    sources: Annotated[SourceRepository, Depends(get_sources)],
+    source: Annotated[list[str], Query(max_length=64)] = [],  # noqa: B006 - FastAPI copies
+    level: Annotated[list[str], Query(max_length=16)] = [],  # noqa: B006
+    min_level: Annotated[str | None, Query(max_length=16)] = None,
+    q: Annotated[str | None, Query(max_length=512)] = None,
+    contains: Annotated[str | None, Query(max_length=512)] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
+) -> EventSourceResponse:
+    source_ids = await resolve_source_ids(sources, source)
+    flt = TailFilter.build(
+        source_ids=source_ids, levels=level, min_level=min_level, q=q, substring=contains
+    )
+    resume = EventPosition.parse(last_event_id) if last_event_id else None
+    slots: asyncio.Semaphore = request.app.state.tail_slots
+    if slots.locked():
+        raise HTTPException(
+            503, "too many live tail clients; retry later", headers={"Retry-After": "10"}
+        )
+
+    async def guarded() -> AsyncIterator[ServerSentEvent]:
+        # Taken when the stream starts, so that a response never sent holds no slot.
+        async with slots:
+            async for event in tail_events(db, flt, resume):
+                yield event
+
+    return EventSourceResponse(guarded(), ping=settings.tail_heartbeat_s)

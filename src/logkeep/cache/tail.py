@@ -1,0 +1,72 @@
+"""Live tail buffer: committed entries in a capped Redis Stream.
+
+Writers append after commit, in chunks of at most CHUNK items per stream entry; every
+tail client reads the stream on its own with XREAD, so a slow client costs ingest
+nothing. The stream is capped (MAXLEN ~), which bounds Redis memory and how far back a
+reconnecting client can resume with Last-Event-ID.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+from logkeep.cache.keys import Keys
+
+log = structlog.get_logger(__name__)
+
+CHUNK = 100  # items per stream entry: keeps entries small and resumption precise
+
+
+class TailBuffer:
+    def __init__(self, client: aioredis.Redis | None, keys: Keys, max_entries: int) -> None:
+        self._client = client
+        self._key = keys.tail_stream()
+        self._max_entries = max_entries
+
+    async def publish(self, items: Sequence[dict[str, Any]]) -> None:
+        """Best effort: tail is a view, PostgreSQL already holds the entries."""
+        if self._client is None or not items:
+            return
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for offset in range(0, len(items), CHUNK):
+                    pipe.xadd(
+                        self._key,
+                        {"items": orjson.dumps(list(items[offset : offset + CHUNK]))},
+                        maxlen=self._max_entries,
+                        approximate=True,
+                    )
+                await pipe.execute()
+        except RedisError as exc:
+            log.warning("tail_publish_failed", error=str(exc), items=len(items))
+
+    async def last_id(self, client: aioredis.Redis) -> str:
+        """The id of the newest stream entry ("0-0" when empty): where a new client starts."""
+        newest: Any = await client.xrevrange(self._key, count=1)
+        return _text(newest[0][0]) if newest else "0-0"
+
+    async def read(
+        self, client: aioredis.Redis, after: str, block_ms: int
+    ) -> list[tuple[str, list[dict[str, Any]]]]:
+        """Stream entries after `after`, waiting up to `block_ms` for the first one."""
+        reply: Any = await client.xread({self._key: after}, block=block_ms, count=50)
+        return decode_xread(reply)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def decode_xread(reply: Any) -> list[tuple[str, list[dict[str, Any]]]]:
+    """[(stream entry id, items)] from an XREAD reply on one stream (None on timeout)."""
+    batches: list[tuple[str, list[dict[str, Any]]]] = []
+    for _key, entries in reply or []:
+        for entry_id, fields in entries:
+            batches.append((_text(entry_id), orjson.loads(fields[b"items"])))
+    return batches

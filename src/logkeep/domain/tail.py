@@ -1,0 +1,105 @@
+"""Live tail: which committed entries a client asked for, and resumable event ids. Pure."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from logkeep.domain.entry import InvalidLogEntry, Level
+from logkeep.domain.timerange import InvalidQuery
+
+_EVENT_ID = re.compile(r"^(\d{1,20}-\d{1,20}):(\d{1,6})$")
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True, slots=True)
+class EventPosition:
+    """Where a client is: a tail stream entry and the index of an item in it."""
+
+    stream_id: str
+    index: int
+
+    def event_id(self) -> str:
+        return f"{self.stream_id}:{self.index}"
+
+    def read_after(self) -> str:
+        """The stream id to XREAD after so that this position's own entry comes back
+        (its later items may not have been sent): the id just before it."""
+        ms, seq = (int(part) for part in self.stream_id.split("-"))
+        if seq > 0:
+            return f"{ms}-{seq - 1}"
+        return f"{ms - 1}-{2**64 - 1}" if ms > 0 else "0-0"
+
+    @classmethod
+    def parse(cls, text: str) -> EventPosition:
+        match = _EVENT_ID.match(text.strip())
+        if match is None:
+            raise InvalidQuery("Last-Event-ID", f"{text[:64]!r} is not an id this server sent")
+        return cls(match[1], int(match[2]))
+
+
+def contains(document: Any, wanted: Any) -> bool:
+    """jsonb's @> for parsed JSON: objects by key, arrays by element, scalars by value."""
+    if isinstance(wanted, Mapping):
+        return isinstance(document, Mapping) and all(
+            key in document and contains(document[key], value) for key, value in wanted.items()
+        )
+    if isinstance(wanted, list):
+        return isinstance(document, list) and all(
+            any(contains(item, w) for item in document) for w in wanted
+        )
+    return type(document) is type(wanted) and document == wanted
+
+
+@dataclass(frozen=True, slots=True)
+class TailFilter:
+    source_ids: frozenset[int] | None = None
+    levels: frozenset[str] | None = None
+    words: tuple[str, ...] = ()
+    substring: str | None = None
+    metadata: Mapping[str, Any] | None = None
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        source_ids: Sequence[int] | None,
+        levels: Sequence[str],
+        min_level: str | None,
+        q: str | None,
+        substring: str | None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> TailFilter:
+        if levels and min_level:
+            raise InvalidQuery("min_level", "give either level or min_level, not both")
+        try:
+            if min_level:
+                floor = Level.parse(min_level).severity
+                wanted = frozenset(lv.value for lv in Level if lv.severity >= floor)
+            else:
+                wanted = frozenset(Level.parse(lv).value for lv in levels)
+        except InvalidLogEntry as exc:
+            raise InvalidQuery("min_level" if min_level else "level", exc.reason) from None
+        return cls(
+            source_ids=frozenset(source_ids) if source_ids else None,
+            levels=wanted or None,
+            words=tuple(w.casefold() for w in _WORD.findall(q or "")),
+            substring=substring.casefold() if substring else None,
+            metadata=metadata or None,
+        )
+
+    def matches(self, item: Mapping[str, Any]) -> bool:
+        if self.source_ids is not None and item["source_id"] not in self.source_ids:
+            return False
+        if self.levels is not None and item["level"] not in self.levels:
+            return False
+        message: str = item["message"]
+        if self.substring is not None and self.substring not in message.casefold():
+            return False
+        if self.words:
+            present = {w.casefold() for w in _WORD.findall(message)}
+            if not all(word in present for word in self.words):
+                return False
+        return self.metadata is None or contains(item["metadata"], self.metadata)

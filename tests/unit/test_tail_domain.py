@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from logkeep.domain.tail import EventPosition, TailFilter, contains
+from logkeep.domain.timerange import InvalidQuery
+
+
+def item(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "source_id": 1,
+        "level": "ERROR",
+        "message": "Disk full on db-1",
+        "metadata": {"http": {"status": 500}, "tags": ["a", "b"]},
+    }
+    base.update(overrides)
+    return base
+
+
+@pytest.mark.parametrize(
+    ("document", "wanted", "expected"),
+    [
+        ({"a": 1, "b": 2}, {"a": 1}, True),
+        ({"a": 1}, {"a": 2}, False),
+        ({"a": {"b": {"c": 1}}}, {"a": {"b": {}}}, True),
+        ({"tags": ["a", "b"]}, {"tags": ["b"]}, True),
+        ({"tags": ["a"]}, {"tags": ["c"]}, False),
+        ({"n": 1}, {"n": True}, False),  # jsonb: true is not 1
+        ({"n": "500"}, {"n": 500}, False),
+        ({}, {}, True),
+    ],
+)
+def test_contains_follows_jsonb_containment(document: Any, wanted: Any, expected: bool) -> None:
+    assert contains(document, wanted) is expected
+
+
+def test_filter_by_every_field() -> None:
+    flt = TailFilter.build(
+        source_ids=[1, 3],
+        levels=[],
+        min_level="warn",
+        q="disk FULL",
+        substring="DB-1",
+        metadata={"http": {"status": 500}},
+    )
+    assert flt.matches(item())
+    assert not flt.matches(item(source_id=2))
+    assert not flt.matches(item(level="INFO"))
+    assert not flt.matches(item(message="disk ok on db-1"))  # word "full" missing
+    assert not flt.matches(item(message="Disk full on db-2"))  # substring missing
+    assert not flt.matches(item(metadata={"http": {"status": 503}}))
+
+
+def test_words_match_whole_words_only() -> None:
+    flt = TailFilter.build(source_ids=None, levels=[], min_level=None, q="disk", substring=None)
+    assert flt.matches(item(message="disk"))
+    assert not flt.matches(item(message="diskette"))
+
+
+def test_empty_filter_matches_everything() -> None:
+    flt = TailFilter.build(source_ids=None, levels=[], min_level=None, q=None, substring=None)
+    assert flt.matches(item())
+
+
+@pytest.mark.parametrize(
+    ("levels", "min_level", "named"),
+    [(["ERROR"], "WARN", "min_level"), (["LOUD"], None, "level"), ([], "LOUD", "min_level")],
+)
+def test_bad_level_filters(levels: list[str], min_level: str | None, named: str) -> None:
+    with pytest.raises(InvalidQuery) as info:
+        TailFilter.build(
+            source_ids=None, levels=levels, min_level=min_level, q=None, substring=None
+        )
+    assert info.value.param == named
+
+
+def test_event_ids_round_trip_and_resume_before_their_entry() -> None:
+    position = EventPosition.parse("1700000000123-4:17")
+    assert position == EventPosition("1700000000123-4", 17)
+    assert position.event_id() == "1700000000123-4:17"
+    assert position.read_after() == "1700000000123-3"
+    assert EventPosition("1700000000123-0", 0).read_after() == f"1700000000122-{2**64 - 1}"
+    assert EventPosition("0-0", 0).read_after() == "0-0"
+
+
+@pytest.mark.parametrize("text", ["", "abc", "1-2", "1-2:", "1:2", "x-1:2", "1-2:3; DROP"])
+def test_forged_event_ids_are_refused(text: str) -> None:
+    with pytest.raises(InvalidQuery, match="Last-Event-ID"):
+        EventPosition.parse(text)
