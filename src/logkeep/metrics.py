@@ -12,6 +12,11 @@ CACHE_BYPASS = Counter(
     ["kind"],
 )
 CACHE_ERRORS = Counter("logkeep_cache_errors_total", "Redis errors seen by the query cache")
+CACHE_SAVED_SECONDS = Counter(
+    "logkeep_cache_saved_seconds_total",
+    "PostgreSQL time saved by cache hits (hits times the recent mean load time)",
+    ["kind"],
+)
 CACHE_LOAD_SECONDS = Histogram(
     "logkeep_cache_load_seconds", "Time spent loading a result on a cache miss", ["kind"]
 )

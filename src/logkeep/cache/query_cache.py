@@ -9,6 +9,7 @@ Redis failures make the cache step a no-op: the loader runs against PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -22,6 +23,13 @@ from logkeep import metrics
 from logkeep.cache.keys import Keys
 
 log = structlog.get_logger(__name__)
+
+
+# Stampede protection: the first process to miss a key loads it; others poll for its
+# result for at most LOCK_WAIT_S, then load it themselves (the loader may have died).
+LOCK_TTL_MS = 10_000
+LOCK_WAIT_S = 2.0
+LOCK_POLL_S = 0.02
 
 
 def _initial_generation() -> int:
@@ -49,6 +57,8 @@ class QueryCache:
         # serves a result it has itself made stale; a bump clears a source only if no newer
         # commit asked for one while it was in flight.
         self._pending_bumps: dict[int, int] = {}
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._load_seconds: dict[str, float] = {}
         self._bump_sequence = 0
 
     def _in_backoff(self) -> bool:
@@ -103,14 +113,67 @@ class QueryCache:
             metrics.CACHE_BYPASS.labels(kind).inc()
             return await loader()
         if cached is not None:
-            metrics.CACHE_HITS.labels(kind).inc()
+            self._count_hit(kind)
             return orjson.loads(cached)
+        # One load per key: callers in this process share one in flight, and a Redis
+        # lock makes other processes wait briefly for its result instead of stampeding.
+        inflight = self._inflight.get(key)
+        if inflight is not None:
+            self._count_hit(kind)
+            return await asyncio.shield(inflight)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            result = await self._load_once(client, kind, key, ttl_s, loader)
+            future.set_result(result)
+            return result
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody else must
+            raise
+        finally:
+            del self._inflight[key]
+
+    def _count_hit(self, kind: str) -> None:
+        metrics.CACHE_HITS.labels(kind).inc()
+        metrics.CACHE_SAVED_SECONDS.labels(kind).inc(self._load_seconds.get(kind, 0.0))
+
+    async def _load_once(
+        self,
+        client: aioredis.Redis,
+        kind: str,
+        key: str,
+        ttl_s: int,
+        loader: Callable[[], Awaitable[Any]],
+    ) -> Any:
+        lock_key = f"{key}:loading"
+        locked = False
+        try:
+            locked = bool(await client.set(lock_key, b"1", nx=True, px=LOCK_TTL_MS))
+            if not locked:
+                deadline = time.monotonic() + LOCK_WAIT_S
+                while time.monotonic() < deadline:
+                    await asyncio.sleep(LOCK_POLL_S)
+                    cached = await client.get(key)
+                    if cached is not None:
+                        self._count_hit(kind)
+                        return orjson.loads(cached)
+        except RedisError as exc:
+            self._mark_unavailable(exc, "lock")
         metrics.CACHE_MISSES.labels(kind).inc()
         started = time.perf_counter()
         result = await loader()
-        metrics.CACHE_LOAD_SECONDS.labels(kind).observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        metrics.CACHE_LOAD_SECONDS.labels(kind).observe(elapsed)
+        # A moving average of load time: what a hit of this kind saves.
+        previous = self._load_seconds.get(kind, elapsed)
+        self._load_seconds[kind] = previous + (elapsed - previous) / 8
         try:
-            await client.set(key, orjson.dumps(result), ex=ttl_s)
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.set(key, orjson.dumps(result), ex=ttl_s)
+                if locked:
+                    pipe.delete(lock_key)
+                await pipe.execute()
         except RedisError as exc:
             self._mark_unavailable(exc, "fill")
         return result
