@@ -44,7 +44,7 @@ async def test_concurrent_misses_across_processes_load_once(
         first.get_or_load("t", {"p": 2}, [1], 30, counting_loader(calls, 0.3)),
         second.get_or_load("t", {"p": 2}, [1], 30, counting_loader(calls, 0.3)),
     )
-    assert results == [{"answer": 42}] * 2
+    assert list(results) == [{"answer": 42}] * 2
     assert len(calls) == 1
 
 
