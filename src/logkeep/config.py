@@ -80,7 +80,9 @@ class Settings(BaseSettings):
     max_entry_age_days: int | None = Field(default=None, ge=1)
     max_entry_future_s: int = Field(default=3600, ge=0)
 
-    # HTTP API.
+    # HTTP API. `api_url` is where the CLI's read commands find a running logkeep
+    # (default: http://<http_host>:<http_port>).
+    api_url: str | None = None
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
@@ -110,6 +112,10 @@ class Settings(BaseSettings):
                 f"({self.max_entry_age_days} > {self.retention_days})"
             )
         return self
+
+    @property
+    def resolved_api_url(self) -> str:
+        return self.api_url or f"http://{self.http_host}:{self.http_port}"
 
     @property
     def entry_max_age_days(self) -> int:
