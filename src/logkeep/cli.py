@@ -455,5 +455,22 @@ def stats(
         console.print(summary_table(summary))
 
 
+bench_app = typer.Typer(help="Benchmarks that print figures and ratios.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("query")
+def bench_query(
+    rows: Annotated[int, typer.Option(min=1000, help="rows to load")] = 10_000_000,
+    runs: Annotated[int, typer.Option(min=5, help="runs per query")] = 50,
+) -> None:
+    """Query latency at the API over ROWS entries (its own database unless configured)."""
+    from logkeep.bench.query import run
+
+    settings = load_settings()
+    with stop_on_signals(), stores(settings) as (resolved, _):
+        run_async(run(resolved.model_copy(update={"maintenance_interval_s": 0}), rows, runs))
+
+
 def main() -> None:
     app()

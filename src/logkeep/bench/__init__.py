@@ -1,0 +1,1 @@
+"""Benchmarks run by `logkeep bench ...`: they print numbers and ratios, they assert nothing."""

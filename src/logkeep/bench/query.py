@@ -1,0 +1,181 @@
+"""`logkeep bench query`: query latency at the API over a realistic 7-day data set.
+
+Loads N rows (default 10 million) with binary COPY into a fresh database, serves the API
+on a local port, and measures p50/p95 over repeated runs of the queries a log viewer makes.
+Cold runs bump the source's cache generation first (as a write would), so they measure
+PostgreSQL; cached runs repeat the same request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import statistics
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import uvicorn
+from rich.console import Console
+
+from logkeep.api.app import create_app
+from logkeep.config import Settings
+from logkeep.db.database import Database
+from logkeep.db.partitions import ensure_partitions
+from logkeep.db.repositories import copy_entries
+from logkeep.db.seed import seed
+from logkeep.domain.entry import EntryLimits, LogEntry
+from logkeep.domain.samples import SampleGenerator
+
+console = Console()
+CHUNK = 50_000
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    p50_ms: float
+    p95_ms: float
+
+
+async def load_rows(db: Database, settings: Settings, rows: int) -> float:
+    """Seed sources, then COPY `rows` generated entries over 7 days; rows/s."""
+    await seed(db.pool, settings, "dev", rows=0)
+    async with db.pool.acquire() as conn:
+        ids = {r["name"]: r["id"] for r in await conn.fetch("SELECT id, name FROM log_sources")}
+        now = datetime.now(UTC)
+        await ensure_partitions(conn, [(now - timedelta(days=d)).date() for d in range(9)])
+    limits = EntryLimits(max_age=timedelta(days=8))
+    generator = SampleGenerator(seed=17)
+    started = time.perf_counter()
+    span_days = 7.0
+    for offset in range(0, rows, CHUNK):
+        count = min(CHUNK, rows - offset)
+        # Each chunk covers its own slice of the week, so rows arrive in time order.
+        end = now - timedelta(days=span_days * (1 - (offset + count) / rows))
+        days = span_days * count / rows
+        batch = [
+            LogEntry(
+                s.message, ids[s.source], s.level, s.metadata, s.timestamp, limits=limits, now=now
+            )
+            for s in generator.generate(count, end=end, days=days)
+        ]
+        async with db.pool.acquire() as conn, conn.transaction():
+            await copy_entries(conn, batch)
+        if offset // CHUNK % 20 == 0:
+            console.print(f"  loaded {offset + count:,} / {rows:,}")
+    elapsed = time.perf_counter() - started
+    async with db.pool.acquire() as conn:
+        await conn.execute("ANALYZE log_entries")
+        await conn.execute("ANALYZE log_metrics")
+    return rows / elapsed
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+@asynccontextmanager
+async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port, log_config=None, access_log=False
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
+        await asyncio.sleep(0.02)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def measure(
+    client: httpx.AsyncClient,
+    path: str,
+    params: dict[str, Any],
+    runs: int,
+    before: Callable[[], Any] | None = None,
+) -> tuple[float, float]:
+    timings: list[float] = []
+    for _ in range(runs):
+        if before is not None:
+            await before()
+        started = time.perf_counter()
+        response = await client.get(path, params=params)
+        timings.append((time.perf_counter() - started) * 1000)
+        response.raise_for_status()
+    timings.sort()
+    return statistics.median(timings), timings[max(0, int(len(timings) * 0.95) - 1)]
+
+
+async def table_size(db: Database) -> tuple[float, float]:
+    """(bytes on disk per row, raw message+metadata bytes per row)."""
+    async with db.pool.acquire() as conn:
+        on_disk = await conn.fetchval(
+            "SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits "
+            "WHERE inhparent = 'log_entries'::regclass"
+        )
+        sizes = await conn.fetchrow(
+            "SELECT sum(octet_length(message) + octet_length(metadata::text)) AS raw, "
+            "count(*) AS n FROM log_entries"
+        )
+    assert sizes is not None  # an aggregate returns one row
+    return on_disk / sizes["n"], sizes["raw"] / sizes["n"]
+
+
+async def run(settings: Settings, rows: int, runs: int) -> None:
+    async with Database(settings) as db:
+        rate = await load_rows(db, settings, rows)
+        console.print(f"loaded {rows:,} rows at {rate:,.0f} rows/s (binary COPY)")
+        per_row, raw_per_row = await table_size(db)
+        nginx = await db.pool.fetchval("SELECT id FROM log_sources WHERE name = 'nginx_access'")
+
+        async def bust() -> None:
+            await db.cache.invalidate_sources([nginx])
+
+        figures: list[Figure] = []
+        async with api(settings) as client:
+            newest = {"source": "nginx_access", "level": "WARN", "limit": 100}
+            cases: list[tuple[str, str, dict[str, Any], Callable[[], Any] | None]] = [
+                ("recent_cold", "/api/v1/logs", newest, bust),
+                ("recent_cached", "/api/v1/logs", newest, None),
+                ("fulltext", "/api/v1/logs", {"q": "timeout", "since": "24h", "limit": 100}, bust),
+                (
+                    "metadata",
+                    "/api/v1/logs",
+                    {"metadata.status": "503", "since": "24h", "limit": 100},
+                    bust,
+                ),
+                ("histogram", "/api/v1/stats/histogram", {"since": "24h"}, bust),
+                ("summary", "/api/v1/stats/summary", {"hours": 24}, bust),
+            ]
+            for name, path, params, before in cases:
+                await client.get(path, params=params)  # warm the plan cache and pool
+                p50, p95 = await measure(client, path, params, runs, before)
+                figures.append(Figure(name, p50, p95))
+                console.print(f"{name:14} p50 {p50:8.2f} ms   p95 {p95:8.2f} ms")
+    by_name = {f.name: f for f in figures}
+    speedup = by_name["recent_cold"].p50_ms / by_name["recent_cached"].p50_ms
+    console.print(f"cache speed-up (newest 100, p50): {speedup:.1f}x")
+    console.print(
+        f"on disk {per_row:.0f} bytes/row (table and indexes) for {raw_per_row:.0f} raw "
+        f"bytes/row: {per_row / raw_per_row:.2f}x"
+    )
+    print(
+        f"query: recent_cold_p50_ms={by_name['recent_cold'].p50_ms:.2f} "
+        f"recent_cached_p50_ms={by_name['recent_cached'].p50_ms:.2f} "
+        f"fulltext_p50_ms={by_name['fulltext'].p50_ms:.2f} "
+        f"histogram_p50_ms={by_name['histogram'].p50_ms:.2f}"
+    )
