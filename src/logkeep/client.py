@@ -133,16 +133,25 @@ def entry_line(item: dict[str, Any]) -> Text:
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
-    table = Table(title=f"last {summary['hours']} hours", header_style="bold")
-    for column in ("source", "events", "errors", "fatal", "error rate"):
-        table.add_column(column, justify="left" if column == "source" else "right")
+    totals = summary["totals"]
+    table = Table(
+        title=f"last {summary['hours']} hours: {totals['events']:,} events, "
+        f"{totals['errors']:,} errors ({totals['error_rate']:.2%})",
+        header_style="bold",
+    )
+    for column in ("source", "events", "errors", "fatal", "error rate", "last error (UTC)"):
+        table.add_column(
+            column, justify="left" if column.startswith(("source", "last")) else "right"
+        )
     for row in summary["sources"]:
+        last_error = row.get("last_error_minute") or ""
         table.add_row(
             row["source"],
-            f"{row['total']:,}",
+            f"{row['events']:,}",
             f"{row['errors']:,}",
-            f"{row['fatal']:,}",
-            f"{row['error_rate']:.2%}",
+            f"{row['counts'].get('FATAL', 0):,}",
+            Text(f"{row['error_rate']:.2%}", style="red" if row["error_rate"] >= 0.05 else ""),
+            last_error[:16].replace("T", " "),
         )
     return table
 

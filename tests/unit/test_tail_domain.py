@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from logkeep.domain.tail import EventPosition, TailFilter, contains
-from logkeep.domain.timerange import InvalidQuery
+from logkeep.domain.timerange import InvalidQuery, parse_time_range
 
 
 def item(**overrides: Any) -> dict[str, Any]:
@@ -89,3 +90,27 @@ def test_event_ids_round_trip_and_resume_before_their_entry() -> None:
 def test_forged_event_ids_are_refused(text: str) -> None:
     with pytest.raises(InvalidQuery, match="Last-Event-ID"):
         EventPosition.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"since": "999999w"}, "since"),
+        ({"end": "0001-01-01T00:00:00Z", "since": "2d"}, "since"),
+        ({"since": "25h"}, "since"),
+        ({"start": "2026-01-02T00:00:00Z", "end": "2026-01-01T00:00:00Z"}, "from"),
+        ({"start": "yesterday"}, "from"),
+        ({"since": "2h", "start": "2026-01-01T00:00:00Z"}, "since"),
+    ],
+)
+def test_time_ranges_out_of_bounds_name_their_parameter(kwargs: dict[str, str], named: str) -> None:
+    args: dict[str, Any] = {"start": None, "end": None, "since": None}
+    args.update(kwargs)
+    with pytest.raises(InvalidQuery) as info:
+        parse_time_range(
+            **args,
+            now=datetime(2026, 1, 1, tzinfo=UTC),
+            default=timedelta(hours=1),
+            max_span=timedelta(days=1),
+        )
+    assert info.value.param == named

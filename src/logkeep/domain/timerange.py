@@ -62,14 +62,21 @@ def parse_time_range(
     if since is not None and start is not None:
         raise InvalidQuery("since", "give either since or from, not both")
     upper = now if end is None else _instant("to", end)
-    if since is not None:
-        lower = upper - parse_duration(since)
-    elif start is not None:
-        lower = _instant("from", start)
-    else:
-        lower = upper - default
+    # The parameter a bad lower bound comes from (with neither given, `to` is to blame).
+    lower_param = "since" if since is not None else "from" if start is not None else "to"
+    try:
+        if since is not None:
+            lower = upper - parse_duration(since)
+        elif start is not None:
+            lower = _instant("from", start)
+        else:
+            lower = upper - default
+    except OverflowError:  # e.g. since=999999w, or a `to` near year 1
+        raise InvalidQuery(lower_param, "reaches outside the calendar") from None
     if lower >= upper:
-        raise InvalidQuery("from", f"{lower.isoformat()} is not before {upper.isoformat()}")
+        raise InvalidQuery(lower_param, f"{lower.isoformat()} is not before {upper.isoformat()}")
     if upper - lower > max_span:
-        raise InvalidQuery("from", f"the window is longer than {max_span.days} days; narrow it")
+        raise InvalidQuery(
+            lower_param, f"the window is longer than {max_span.days} days; narrow it"
+        )
     return TimeRange(lower, upper)
