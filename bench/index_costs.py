@@ -21,6 +21,7 @@ from pathlib import Path
 import asyncpg
 
 from logkeep.db.database import _init_connection
+from logkeep.db.search import FULLTEXT_DOCUMENT
 from logkeep.domain.entry import EntryLimits, LogEntry
 from logkeep.domain.samples import SampleGenerator
 from logkeep.embedded import EmbeddedPostgres
@@ -53,12 +54,56 @@ VARIANTS: dict[str, tuple[list[str], str]] = {
         ],
         "",
     ),
+    # Full-text (0002_search.sql): the expression is the one the search query uses.
+    "gin tsvector": ([f"CREATE INDEX ON {{t}} USING gin ({FULLTEXT_DOCUMENT})"], ""),
+    "gin tsvector pending 32MB": (
+        [
+            f"CREATE INDEX ON {{t}} USING gin ({FULLTEXT_DOCUMENT}) "
+            "WITH (gin_pending_list_limit = 32768)"
+        ],
+        "",
+    ),
+    "gin tsvector fastupdate off": (
+        [f"CREATE INDEX ON {{t}} USING gin ({FULLTEXT_DOCUMENT}) WITH (fastupdate = off)"],
+        "",
+    ),
     "fk source_id": (["ALTER TABLE {t} ADD FOREIGN KEY (source_id) REFERENCES bench_sources"], ""),
     "logkeep (pk+brin+gin path_ops)": (
         [
             'ALTER TABLE {t} ADD PRIMARY KEY (source_id, "timestamp", id)',
             'CREATE INDEX ON {t} USING brin ("timestamp") WITH (pages_per_range=32)',
             "CREATE INDEX ON {t} USING gin (metadata jsonb_path_ops)",
+        ],
+        "",
+    ),
+    "logkeep 0001 (as migrated)": (
+        [
+            'ALTER TABLE {t} ADD PRIMARY KEY (source_id, "timestamp", id)',
+            'CREATE INDEX ON {t} USING brin ("timestamp") WITH (pages_per_range=32)',
+            "CREATE INDEX ON {t} USING gin (metadata jsonb_path_ops) "
+            "WITH (gin_pending_list_limit = 32768)",
+        ],
+        "",
+    ),
+    "logkeep 0001+0002 (as migrated)": (
+        [
+            'ALTER TABLE {t} ADD PRIMARY KEY (source_id, "timestamp", id)',
+            'CREATE INDEX ON {t} USING brin ("timestamp") WITH (pages_per_range=32)',
+            "CREATE INDEX ON {t} USING gin (metadata jsonb_path_ops) "
+            "WITH (gin_pending_list_limit = 32768)",
+            f"CREATE INDEX ON {{t}} USING gin ({FULLTEXT_DOCUMENT}) "
+            "WITH (gin_pending_list_limit = 4096)",
+        ],
+        "",
+    ),
+    "logkeep 0001+0002, tsvector 32MB": (
+        [
+            'ALTER TABLE {t} ADD PRIMARY KEY (source_id, "timestamp", id)',
+            'CREATE INDEX ON {t} USING brin ("timestamp") WITH (pages_per_range=32)',
+            "CREATE INDEX ON {t} USING gin (metadata jsonb_path_ops) "
+            "WITH (gin_pending_list_limit = 32768)",
+            f"CREATE INDEX ON {{t}} USING gin ({FULLTEXT_DOCUMENT}) "
+            "WITH (gin_pending_list_limit = 32768)",
         ],
         "",
     ),

@@ -87,3 +87,17 @@ async def test_hits_report_time_saved(db: Database, settings: Settings) -> None:
     assert calls == [1]
     assert saved() == pytest.approx(0.2, abs=0.1)
     assert REGISTRY.get_sample_value("logkeep_cache_hits_total", {"kind": kind}) == 1
+
+
+async def test_oversized_results_are_not_cached(db: Database, settings: Settings) -> None:
+    cache = QueryCache(db.redis_client, Keys(settings.redis_key_prefix))
+    calls: list[int] = []
+
+    async def huge() -> str:
+        calls.append(1)
+        return "x" * (2 * 1024 * 1024)
+
+    assert len(await cache.get_or_load("big", {}, None, 30, huge)) == 2 * 1024 * 1024
+    assert len(await cache.get_or_load("big", {}, None, 30, huge)) == 2 * 1024 * 1024
+    assert calls == [1, 1]
+    assert await db.redis.keys(f"{settings.redis_key_prefix}cache:*big*") == []

@@ -1,7 +1,172 @@
-"""Routes: search (see issue notes)."""
+"""GET /api/v1/logs: search, as JSON pages with a keyset cursor or as an NDJSON/CSV export.
+
+Parameters are parsed by `logkeep.domain.search` from the raw query string rather than
+declared one by one to FastAPI: `metadata.<key>` names are open-ended, unknown names must
+be refused, and every refusal should read the same (422, naming the parameter).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import csv
+import io
+from collections.abc import AsyncGenerator, AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from logkeep.api.deps import get_db, get_settings, get_sources, resolve_source_ids
+from logkeep.api.schemas import LogEntryPublic
+from logkeep.config import Settings
+from logkeep.db.database import Database
+from logkeep.db.repositories import SourceRepository
+from logkeep.db.search import LogSearch
+from logkeep.domain.search import MAX_LIMIT, OutputFormat, choose_format, parse_search
 
 router = APIRouter()
+
+CSV_COLUMNS = ("id", "timestamp", "source", "level", "message", "metadata")
+
+
+class SearchResultsPublic(BaseModel):
+    items: list[LogEntryPublic]
+    next_cursor: str | None
+
+
+def _param(name: str, description: str, *, repeat: bool = False) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if repeat:
+        schema = {"type": "array", "items": schema}
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+# Documentation only: the values are read and checked by parse_search.
+OPENAPI_PARAMETERS = [
+    _param("from", "window start, RFC 3339 (inclusive)"),
+    _param("to", "window end, RFC 3339 (exclusive); default now"),
+    _param("since", "window back from `to`: 15m, 2h, 7d (instead of from)"),
+    _param("source", "source name or id", repeat=True),
+    _param("level", "exact level", repeat=True),
+    _param("min_level", "this level and more severe (instead of level)"),
+    _param("q", "words that must all appear (full-text, case-insensitive)"),
+    _param("contains", "case-insensitive substring of the message"),
+    _param("limit", f"entries per page, 1 to {MAX_LIMIT} (default 100)"),
+    _param("cursor", "next_cursor of the previous page"),
+    _param("metadata.<key>[.<key>...]", "metadata containment: metadata.status=500"),
+]
+
+
+def ndjson_chunk(items: list[dict[str, Any]]) -> bytes:
+    return b"".join(orjson.dumps(entry) + b"\n" for entry in items)
+
+
+def csv_chunk(items: list[dict[str, Any]], *, header: bool = False) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)  # quotes commas, quotes and newlines in messages
+    if header:
+        writer.writerow(CSV_COLUMNS)
+    for entry in items:
+        writer.writerow(
+            [
+                entry["id"],
+                entry["timestamp"],
+                entry["source"],
+                entry["level"],
+                entry["message"],
+                orjson.dumps(entry["metadata"]).decode(),
+            ]
+        )
+    return buffer.getvalue().encode("utf-8")
+
+
+async def encoded(
+    batches: AsyncGenerator[list[dict[str, Any]], None], fmt: OutputFormat
+) -> AsyncGenerator[bytes, None]:
+    """Batches of rows as bytes; the CSV header travels with the first batch, so that the
+    first chunk is not ready before the query has answered."""
+    header = fmt is OutputFormat.CSV
+    try:
+        async for batch in batches:
+            yield (
+                csv_chunk(batch, header=header) if fmt is OutputFormat.CSV else ndjson_chunk(batch)
+            )
+            header = False
+        if header:
+            yield csv_chunk([], header=True)
+    finally:
+        await batches.aclose()  # ends the transaction and returns the connection
+
+
+async def started(chunks: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    """Run `chunks` up to its first chunk now, so that a failure to query (PostgreSQL
+    down, a timeout) is still an HTTP error (503) rather than a cut-off 200."""
+    first = await anext(chunks, None)
+
+    async def rest() -> AsyncIterator[bytes]:
+        try:
+            if first is not None:
+                yield first
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await chunks.aclose()
+
+    return rest()
+
+
+@router.get(
+    "/api/v1/logs",
+    response_model=SearchResultsPublic,
+    openapi_extra={"parameters": OPENAPI_PARAMETERS},
+    responses={
+        200: {
+            "content": {
+                OutputFormat.NDJSON.value: {"schema": {"type": "string"}},
+                OutputFormat.CSV.value: {"schema": {"type": "string"}},
+            },
+            "description": "JSON page, or every matching entry as NDJSON or CSV (by Accept)",
+        }
+    },
+)
+async def search_logs(
+    request: Request,
+    db: Annotated[Database, Depends(get_db)],
+    settings: Annotated[Settings, Depends(get_settings)],
+    sources: Annotated[SourceRepository, Depends(get_sources)],
+) -> Response:
+    """Entries newest first. `Accept: application/x-ndjson` or `text/csv` exports every
+    matching entry (up to the export limit) instead of one page."""
+    fmt = choose_format(request.headers.get("accept"))
+    query = parse_search(
+        request.query_params.multi_items(),
+        now=datetime.now(UTC),
+        default_window=timedelta(seconds=settings.query_default_window_s),
+        retention=timedelta(days=settings.retention_days),
+        max_future=timedelta(seconds=settings.max_entry_future_s),
+    )
+    source_ids = await resolve_source_ids(sources, list(query.source_refs))
+    search = LogSearch(
+        db.pool,
+        db.cache,
+        ttl_s=settings.cache_ttl_search_s,
+        stream_max_rows=settings.stream_max_rows,
+    )
+    if fmt is OutputFormat.JSON:
+        result = await search.page(query, source_ids)
+        # Cached pages are already JSON-ready: serialise once, without revalidating.
+        return Response(orjson.dumps(result), media_type=OutputFormat.JSON.value)
+    body = await started(encoded(search.stream(query, source_ids), fmt))
+    headers = {"X-Logkeep-Row-Limit": str(settings.stream_max_rows)}
+    if fmt is OutputFormat.CSV:
+        headers["Content-Disposition"] = 'attachment; filename="logs.csv"'
+        return StreamingResponse(body, media_type="text/csv; charset=utf-8", headers=headers)
+    return StreamingResponse(body, media_type=fmt.value, headers=headers)

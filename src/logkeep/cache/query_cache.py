@@ -10,6 +10,7 @@ Redis failures make the cache step a no-op: the loader runs against PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -30,6 +31,7 @@ log = structlog.get_logger(__name__)
 LOCK_TTL_MS = 10_000
 LOCK_WAIT_S = 2.0
 LOCK_POLL_S = 0.02
+MAX_CACHED_BYTES = 1024 * 1024
 
 
 def _initial_generation() -> int:
@@ -168,9 +170,17 @@ class QueryCache:
         # A moving average of load time: what a hit of this kind saves.
         previous = self._load_seconds.get(kind, elapsed)
         self._load_seconds[kind] = previous + (elapsed - previous) / 8
+        encoded = orjson.dumps(result)
+        if len(encoded) > MAX_CACHED_BYTES:
+            # A page of huge messages would crowd everything else out of Redis.
+            metrics.CACHE_BYPASS.labels(kind).inc()
+            if locked:
+                with contextlib.suppress(RedisError):
+                    await client.delete(lock_key)
+            return result
         try:
             async with client.pipeline(transaction=True) as pipe:
-                pipe.set(key, orjson.dumps(result), ex=ttl_s)
+                pipe.set(key, encoded, ex=ttl_s)
                 if locked:
                     pipe.delete(lock_key)
                 await pipe.execute()

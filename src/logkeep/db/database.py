@@ -160,6 +160,9 @@ class Database:
                             "application_name": s.application_name,
                             "timezone": "UTC",
                             "statement_timeout": str(s.statement_timeout_ms),
+                            # JIT compiles for tens of milliseconds to save microseconds
+                            # on our short, index-driven queries (measured on search).
+                            "jit": "off",
                         },
                     )
         except PG_STARTUP_ERRORS as exc:

@@ -120,6 +120,7 @@ CREATE TABLE log_entries (
     ingested_at timestamp with time zone NOT NULL DEFAULT now(),
     CONSTRAINT log_entries_pkey PRIMARY KEY (source_id, "timestamp", id)
 ) PARTITION BY RANGE ("timestamp");
+CREATE INDEX log_entries_message_fulltext ON ONLY public.log_entries USING gin (to_tsvector('simple'::regconfig, "left"(message, 131072))) WITH (gin_pending_list_limit='4096');
 CREATE INDEX log_entries_metadata_gin ON ONLY public.log_entries USING gin (metadata jsonb_path_ops) WITH (gin_pending_list_limit='32768');
 CREATE INDEX log_entries_timestamp_brin ON ONLY public.log_entries USING brin ("timestamp") WITH (pages_per_range='32');
 

@@ -157,6 +157,11 @@ async def seed(
             samples = SampleGenerator().generate(count, end=now)
         if samples:
             await _load_entries(pool, run_name, samples, source_ids, limits, now, report)
+    if report.entries_loaded:
+        async with pool.acquire() as conn:
+            # Fresh statistics, so the first queries get good plans (autovacuum's
+            # thresholds never analyse a table of three sources).
+            await conn.execute("ANALYZE log_sources, log_entries, log_metrics")
     if cache is not None and report.entries_loaded:
         await cache.invalidate_sources(sorted(source_ids.values()))
     log.info("seeded", env=env, entries=report.entries_loaded, users=report.users_created)
