@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from itertools import islice
+from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any, TypeVar
 
@@ -464,12 +467,26 @@ def bench_query(
     rows: Annotated[int, typer.Option(min=1000, help="rows to load")] = 10_000_000,
     runs: Annotated[int, typer.Option(min=5, help="runs per query")] = 50,
 ) -> None:
-    """Query latency at the API over ROWS entries (its own database unless configured)."""
+    """Query latency at the API over ROWS entries, in throwaway servers of its own."""
     from logkeep.bench.query import run
 
     settings = load_settings()
-    with stop_on_signals(), stores(settings) as (resolved, _):
-        run_async(run(resolved.model_copy(update={"maintenance_interval_s": 0}), rows, runs))
+    configure_logging("warning")  # one log line per request would be measured too
+    root = Path(tempfile.mkdtemp(prefix="lk-bench-", dir="/tmp"))
+    root.chmod(0o755)  # PostgreSQL may run as another account (see embedded.py)
+    bench_settings = settings.model_copy(
+        update={
+            "database_url": None,
+            "redis_url": None,
+            "data_dir": root,
+            "maintenance_interval_s": 0,
+        }
+    )
+    try:
+        with stop_on_signals(), stores(bench_settings) as (resolved, _):
+            run_async(run(resolved, rows, runs))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> None:

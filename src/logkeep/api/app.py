@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Annotated, Any
@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from logkeep import metrics
 from logkeep.api import search, stats, tail
+from logkeep.api.access_log import AccessLog
 from logkeep.api.deps import get_db, get_logs, get_sources
 from logkeep.api.schemas import LogEntryCreate, LogEntryCreated, RecentLogsPublic
 from logkeep.config import Settings
@@ -165,28 +166,7 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
     app.include_router(stats.router)
     app.include_router(tail.router)
 
-    @app.middleware("http")
-    async def access_log(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            duration = time.perf_counter() - started
-            route = request.scope.get("route")
-            route_path = getattr(route, "path", "unmatched")
-            metrics.HTTP_REQUESTS.labels(request.method, route_path, str(status)).observe(duration)
-            log.info(
-                "http_request",
-                method=request.method,
-                path=request.url.path,
-                status=status,
-                duration_ms=round(duration * 1000, 2),
-            )
+    app.add_middleware(AccessLog)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

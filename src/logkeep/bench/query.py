@@ -25,6 +25,7 @@ from rich.console import Console
 from logkeep.api.app import create_app
 from logkeep.config import Settings
 from logkeep.db.database import Database
+from logkeep.db.migrate import migrate
 from logkeep.db.partitions import ensure_partitions
 from logkeep.db.repositories import copy_entries
 from logkeep.db.seed import seed
@@ -43,7 +44,9 @@ class Figure:
 
 
 async def load_rows(db: Database, settings: Settings, rows: int) -> float:
-    """Seed sources, then COPY `rows` generated entries over 7 days; rows/s."""
+    """Migrate, seed sources, then COPY `rows` generated entries over 7 days; rows/s."""
+    async with db.pool.acquire() as conn:
+        await migrate(conn)
     await seed(db.pool, settings, "dev", rows=0)
     async with db.pool.acquire() as conn:
         ids = {r["name"]: r["id"] for r in await conn.fetch("SELECT id, name FROM log_sources")}
@@ -132,7 +135,7 @@ async def table_size(db: Database) -> tuple[float, float]:
             "count(*) AS n FROM log_entries"
         )
     assert sizes is not None  # an aggregate returns one row
-    return on_disk / sizes["n"], sizes["raw"] / sizes["n"]
+    return float(on_disk) / sizes["n"], float(sizes["raw"]) / sizes["n"]
 
 
 async def run(settings: Settings, rows: int, runs: int) -> None:

@@ -28,6 +28,10 @@ from logkeep.domain.sources import parse_source_ref
 ENTRY_FIELDS = frozenset({"message", "source_id", "level", "metadata", "timestamp"})
 COPY_COLUMNS = ["id", "source_id", "timestamp", "level", "message", "metadata"]
 MAX_RECENT_LIMIT = 1000
+# How long a process trusts a source lookup: a renamed or deactivated source is seen
+# everywhere within this time.
+RESOLVE_TTL_S = 1.0
+RESOLVE_CACHE_MAX = 10_000
 
 
 class UnknownSource(ValueError):
@@ -252,6 +256,7 @@ class SourceRepository:
 
     def __init__(self, pg_pool: asyncpg.Pool) -> None:
         self._pool = pg_pool
+        self._resolved: dict[int | str, tuple[float, dict[str, Any]]] = {}
 
     async def create(
         self,
@@ -289,13 +294,23 @@ class SourceRepository:
         return None if row is None else dict(row)
 
     async def resolve(self, name_or_id: str | int) -> dict[str, Any] | None:
-        """A source by id (an int or a string of digits) or by name; None if none."""
+        """A source by id (an int or a string of digits) or by name; None if none.
+
+        Found sources are remembered for RESOLVE_TTL_S: every query names its sources,
+        and a round trip per name per request is most of a cached query's time."""
         ref = parse_source_ref(name_or_id)
         if ref is None:
             return None
-        if isinstance(ref, int):
-            return await self.get(ref)
-        return await self.get_by_name(ref)
+        now = time.monotonic()
+        remembered = self._resolved.get(ref)
+        if remembered is not None and remembered[0] > now:
+            return remembered[1]
+        found = await (self.get(ref) if isinstance(ref, int) else self.get_by_name(ref))
+        if found is not None:
+            if len(self._resolved) > RESOLVE_CACHE_MAX:
+                self._resolved.clear()
+            self._resolved[ref] = (now + RESOLVE_TTL_S, found)
+        return found
 
     async def list(self, *, active_only: bool = True) -> list[dict[str, Any]]:
         async with self._pool.acquire() as conn:
