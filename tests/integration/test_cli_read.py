@@ -90,3 +90,24 @@ async def test_api_errors_are_one_line(settings: Settings) -> None:
     assert code == 1
     assert "422" in err and "no-such-source" in err
     assert "Traceback" not in out + err
+
+
+@pytest.mark.slow
+async def test_query_prints_a_table_and_json_lines(settings: Settings, db: Database) -> None:
+    async with db.pool.acquire() as conn:
+        expected = await conn.fetch(
+            "SELECT e.id, e.message FROM log_entries e JOIN log_sources s ON s.id = e.source_id "
+            "WHERE s.name = 'app_errors' AND e.level IN ('ERROR', 'FATAL') "
+            'ORDER BY e."timestamp" DESC, e.id DESC'
+        )
+    args = ["--source", "app_errors", "--min-level", "error", "--since", "2h"]
+    async with served(settings) as base:
+        code, table, _ = await run_cli(base, "query", *args)
+        code_json, lines, _ = await run_cli(base, "query", *args, "--json")
+        code_limited, limited, _ = await run_cli(base, "query", *args, "--json", "--limit", "3")
+    assert code == code_json == code_limited == 0
+    assert f"{len(expected)} entries" in table
+    assert all(row["message"] in table for row in expected)
+    items = [orjson.loads(line) for line in lines.splitlines()]
+    assert [item["id"] for item in items] == [row["id"] for row in expected]
+    assert len(limited.splitlines()) == 3
