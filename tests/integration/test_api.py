@@ -562,3 +562,10 @@ async def test_running_api_keeps_partitions_ahead(settings: Settings, db: Databa
                     break
             assert time.monotonic() < deadline, "maintenance did not create the partition"
             await asyncio.sleep(0.1)
+
+
+async def test_responses_carry_server_timing(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    name, _, duration = response.headers["server-timing"].partition(";dur=")
+    assert name == "app"
+    assert 0 <= float(duration) < 10_000
