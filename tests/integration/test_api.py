@@ -9,7 +9,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,36 +19,16 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
-from logkeep.api.app import create_app
 from logkeep.config import Settings
 from logkeep.db.database import Database
 from logkeep.domain.entry import Level
 from logkeep.embedded import EmbeddedRedis
-from tests.conftest import Stores, make_settings
+from tests.conftest import Stores, make_settings, running_app
 
 SEED_SOURCES = ("nginx_access", "app_errors", "db_slow_queries")
 SEED_ENTRIES = 60
 INJECTION = "'; DROP TABLE log_entries; --"
 JSON_HEADERS = {"content-type": "application/json"}
-
-
-@asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The app with its lifespan running (it owns its Database), and a client for it."""
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://logkeep.test"
-        ) as client,
-    ):
-        yield client
-
-
-@pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_app(settings) as http:
-        yield http
 
 
 async def source_ids(db: Database) -> dict[str, int]:

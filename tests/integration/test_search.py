@@ -6,7 +6,7 @@ import asyncio
 import csv
 import io
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,17 +24,11 @@ from logkeep.db.repositories import LogRepository
 from logkeep.db.search import page_statement, planner_settings
 from logkeep.domain.partitions import partition_name
 from logkeep.domain.search import parse_search
-from tests.integration.test_api import metric_samples, running_app, sample
+from tests.integration.test_api import metric_samples, sample
 
 INJECTION = "'; DROP TABLE log_entries; --"
 SEED_ENTRIES = 60
 Params = Sequence[tuple[str, str | int]]
-
-
-@pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_app(settings) as http:
-        yield http
 
 
 async def search(

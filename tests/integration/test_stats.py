@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
@@ -18,8 +16,6 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from logkeep.api.app import create_app
-from logkeep.config import Settings
 from logkeep.db.database import Database
 from logkeep.db.repositories import LogRepository
 from logkeep.db.stats import HISTOGRAM_BY_SOURCE_SQL, HISTOGRAM_SQL, histogram_args
@@ -33,24 +29,6 @@ SUMMARY = "/api/v1/stats/summary"
 LEVELS = ["DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
 
 BucketKey = tuple[datetime, str]
-
-
-@asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://logkeep.test"
-        ) as client,
-    ):
-        yield client
-
-
-@pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_app(settings) as http:
-        yield http
 
 
 # -- helpers ------------------------------------------------------------------------------
