@@ -713,3 +713,42 @@ async def test_the_search_parameters_are_documented(client: httpx.AsyncClient) -
         "application/x-ndjson",
         "text/csv",
     }
+
+
+@pytest.mark.parametrize("limit", [1, 2, 3, 100])
+async def test_word_pages_read_newest_slices_first_without_losing_rows(
+    client: httpx.AsyncClient, db: Database, limit: int
+) -> None:
+    """Matches spread over the whole window, some in every slice the page reader tries
+    (15 min, then 1 h 15, 5 h 15, 21 h 15 back) and on either side of their edges: every
+    page size gives exactly the one-query answer."""
+    now = datetime.now(UTC)
+    offsets = [timedelta(minutes=m) for m in (1, 14, 16, 70, 80, 300, 320, 1270, 1280, 1430)]
+    repo = LogRepository(db.pool, db.redis_client, cache=db.cache)
+    await repo.save_many(
+        [
+            {"message": f"zebracorn sighting {n}", "source_id": 1, "timestamp": now - offset}
+            for n, offset in enumerate(offsets)
+        ]
+    )
+    async with db.pool.acquire() as conn:
+        expected = [
+            r["id"]
+            for r in await conn.fetch(
+                "SELECT id FROM log_entries WHERE message LIKE 'zebracorn%' "
+                'ORDER BY "timestamp" DESC, id DESC'
+            )
+        ]
+    seen: list[int] = []
+    cursor: str | None = None
+    for _ in range(20):
+        params: list[tuple[str, str | int]] = [("q", "zebracorn"), ("limit", limit)]
+        if cursor:
+            params.append(("cursor", cursor))
+        page = (await search(client, params)).json()
+        seen.extend(item["id"] for item in page["items"])
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == expected
+    assert len(expected) == len(offsets)

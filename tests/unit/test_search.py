@@ -8,13 +8,20 @@ import io
 import re
 from datetime import UTC, datetime, timedelta
 from importlib import resources
+from itertools import pairwise
 from typing import Any
 
 import orjson
 import pytest
 
 from logkeep.api.search import CSV_COLUMNS, csv_chunk, ndjson_chunk
-from logkeep.db.search import FULLTEXT_DOCUMENT, page_statement, stream_statement
+from logkeep.db.search import (
+    FIRST_SLICE,
+    FULLTEXT_DOCUMENT,
+    newest_slices,
+    page_statement,
+    stream_statement,
+)
 from logkeep.domain.entry import Level
 from logkeep.domain.search import (
     Cursor,
@@ -30,7 +37,7 @@ from logkeep.domain.search import (
     parse_search,
     rfc3339,
 )
-from logkeep.domain.timerange import InvalidQuery
+from logkeep.domain.timerange import InvalidQuery, TimeRange
 
 NOW = datetime(2025, 3, 10, 12, 30, 15, 250_000, tzinfo=UTC)
 INJECTION = "'; DROP TABLE log_entries; --"
@@ -460,3 +467,15 @@ def test_csv_parses_back() -> None:
 def test_ndjson_parses_back() -> None:
     lines = ndjson_chunk(ITEMS).decode("utf-8").splitlines()
     assert [orjson.loads(line) for line in lines] == ITEMS
+
+
+def test_newest_slices_tile_the_window_newest_first() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    window = TimeRange(start, start + timedelta(days=1))
+    slices = list(newest_slices(window, window.end))
+    assert slices[0] == TimeRange(window.end - FIRST_SLICE, window.end)
+    assert [s.span for s in slices[:3]] == [FIRST_SLICE, FIRST_SLICE * 4, FIRST_SLICE * 16]
+    for newer, older in pairwise(slices):
+        assert older.end == newer.start  # contiguous, no overlap
+    assert slices[-1].start == window.start
+    assert list(newest_slices(window, window.start)) == []

@@ -7,14 +7,17 @@ variable parts are parameter numbers this module counts itself. Every statement 
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from logkeep.cache.query_cache import QueryCache
 from logkeep.db.repositories import timed
+from logkeep.db.types import Conn
 from logkeep.domain.search import Position, SearchQuery, rfc3339
+from logkeep.domain.timerange import TimeRange
 
 # The full-text document, exactly as indexed by 0002_search.sql: the planner uses the
 # index only for this expression. Messages may hold 256 Ki characters, but a tsvector
@@ -97,6 +100,10 @@ LIMIT {limit}
 """
 
 
+# The newest slice a filtered page reads first; each next slice is four times longer.
+FIRST_SLICE = timedelta(minutes=15)
+
+
 class Arguments:
     """Positional parameters: `add` binds a value and returns its `$n`."""
 
@@ -108,9 +115,12 @@ class Arguments:
         return f"${len(self.values)}"
 
 
-def filter_conditions(query: SearchQuery, args: Arguments, *, paged: bool) -> list[str]:
-    """The conditions on `le` (log_entries) that every search applies."""
-    window = query.page_window if paged else query.window
+def filter_conditions(
+    query: SearchQuery, args: Arguments, *, paged: bool, window: TimeRange | None = None
+) -> list[str]:
+    """The conditions on `le` (log_entries) that every search applies; `window` narrows
+    the page's window to one slice of it."""
+    window = window or (query.page_window if paged else query.window)
     conditions = [
         WINDOW_START.format(args.add(window.start)),
         WINDOW_END.format(args.add(window.end)),
@@ -145,12 +155,18 @@ def _source_condition(source_ids: Sequence[int], args: Arguments) -> str:
     return SOURCES.format(args.add(list(source_ids)))
 
 
-def page_statement(query: SearchQuery, source_ids: Sequence[int] | None) -> tuple[str, list[Any]]:
+def page_statement(
+    query: SearchQuery,
+    source_ids: Sequence[int] | None,
+    window: TimeRange | None = None,
+    rows: int | None = None,
+) -> tuple[str, list[Any]]:
     """One page, plus one row to tell whether another page follows."""
     args = Arguments()
-    conditions = filter_conditions(query, args, paged=True)
+    conditions = filter_conditions(query, args, paged=True, window=window)
+    wanted = query.limit + 1 if rows is None else rows
     if not uses_filtered_shape(query):
-        limit = args.add(query.limit + 1)
+        limit = args.add(wanted)
         sources = "" if source_ids is None else SOURCES_OUTER.format(args.add(list(source_ids)))
         sql = PER_SOURCE_PAGE.format(
             columns=ENTRY_COLUMNS, conditions=" AND ".join(conditions), limit=limit, sources=sources
@@ -159,9 +175,42 @@ def page_statement(query: SearchQuery, source_ids: Sequence[int] | None) -> tupl
     if source_ids is not None:
         conditions.append(_source_condition(source_ids, args))
     sql = FILTERED.format(
-        columns=ENTRY_COLUMNS, conditions=" AND ".join(conditions), limit=args.add(query.limit + 1)
+        columns=ENTRY_COLUMNS, conditions=" AND ".join(conditions), limit=args.add(wanted)
     )
     return sql, args.values
+
+
+def newest_slices(window: TimeRange, upper: datetime) -> Iterator[TimeRange]:
+    """The window from `upper` back to its start, newest slice first, each slice four
+    times as long as the one before: [upper-15m, upper), [upper-75m, upper-15m), ..."""
+    width = FIRST_SLICE
+    while upper > window.start:
+        lower = max(window.start, upper - width)
+        yield TimeRange(lower, upper)
+        upper = lower
+        width *= 4
+
+
+async def fetch_filtered_page(
+    conn: Conn, query: SearchQuery, source_ids: Sequence[int] | None
+) -> list[asyncpg.Record]:
+    """A filtered page read newest slice first, stopping once the page is full.
+
+    Matches of a word are spread over the window; the newest page of them sits in its
+    last minutes. One query over 24 h fetches and sorts every match (about 0.8 s for a
+    word in 2% of 1.4M rows); the slices stop after the first few. Slices are disjoint and
+    in order, so their rows concatenate into exactly the one query's answer."""
+    window = query.page_window
+    upper = window.end
+    if query.after is not None:  # rows before the cursor only; the bound is exclusive
+        upper = min(upper, query.after.timestamp + timedelta(microseconds=1))
+    rows: list[asyncpg.Record] = []
+    for part in newest_slices(window, upper):
+        sql, args = page_statement(query, source_ids, window=part, rows=query.limit + 1 - len(rows))
+        rows.extend(await conn.fetch(sql, *args))
+        if len(rows) > query.limit:
+            break
+    return rows
 
 
 def stream_statement(
@@ -214,7 +263,10 @@ class LogSearch:
                 conn.transaction(readonly=True),
             ):
                 await conn.execute(planner_settings(query))
-                rows = await conn.fetch(sql, *args)
+                if uses_filtered_shape(query):
+                    rows = await fetch_filtered_page(conn, query, source_ids)
+                else:
+                    rows = await conn.fetch(sql, *args)
             more = len(rows) > query.limit
             items = [item(row) for row in rows[: query.limit]]
             next_cursor = None
