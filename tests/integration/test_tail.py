@@ -72,16 +72,42 @@ async def test_new_entry_arrives_within_a_second(settings: Settings, db: Databas
 @pytest.mark.slow
 async def test_filters_and_resume_from_last_event_id(settings: Settings, db: Database) -> None:
     repo = LogRepository(db.pool, db.redis_client, cache=db.cache, tail=db.tail)
-    params = {"min_level": "warn", "q": "disk"}
+    params = {"min_level": "warn", "q": "disk", "metadata.host": "db-1"}
     async with served(settings) as base, httpx.AsyncClient(base_url=base) as client:
         async with client.stream("GET", "/api/v1/tail", params=params) as r:
             await wait_subscribed()
             await repo.save_many(
                 [
-                    {"message": "disk full on db-1", "source_id": 1, "level": "ERROR"},
-                    {"message": "disk check ok", "source_id": 1, "level": "INFO"},
-                    {"message": "cpu hot", "source_id": 2, "level": "ERROR"},
-                    {"message": "Disk nearly full", "source_id": 3, "level": "WARN"},
+                    {
+                        "message": "disk full on db-1",
+                        "source_id": 1,
+                        "level": "ERROR",
+                        "metadata": {"host": "db-1"},
+                    },
+                    {
+                        "message": "disk check ok",
+                        "source_id": 1,
+                        "level": "INFO",
+                        "metadata": {"host": "db-1"},
+                    },
+                    {
+                        "message": "cpu hot",
+                        "source_id": 2,
+                        "level": "ERROR",
+                        "metadata": {"host": "db-1"},
+                    },
+                    {
+                        "message": "disk full on db-2",
+                        "source_id": 2,
+                        "level": "ERROR",
+                        "metadata": {"host": "db-2"},
+                    },
+                    {
+                        "message": "Disk nearly full",
+                        "source_id": 3,
+                        "level": "WARN",
+                        "metadata": {"host": "db-1", "disk": "sda"},
+                    },
                 ]
             )
             first, second = await read_events(r, 2)
@@ -90,7 +116,9 @@ async def test_filters_and_resume_from_last_event_id(settings: Settings, db: Dat
             "Disk nearly full",
         ]
         # Reconnect after the first event: only what came after it is replayed.
-        await repo.save_log_entry({"message": "disk gone", "source_id": 2, "level": "FATAL"})
+        await repo.save_log_entry(
+            {"message": "disk gone", "source_id": 2, "level": "FATAL", "metadata": {"host": "db-1"}}
+        )
         headers = {"Last-Event-ID": first["id"]}
         async with client.stream("GET", "/api/v1/tail", params=params, headers=headers) as r:
             replayed = await read_events(r, 2)

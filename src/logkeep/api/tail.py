@@ -14,6 +14,7 @@ from logkeep.api.deps import get_db, get_settings, get_sources, resolve_source_i
 from logkeep.config import Settings
 from logkeep.db.database import Database
 from logkeep.db.repositories import SourceRepository
+from logkeep.domain.search import METADATA_PREFIX, metadata_document
 from logkeep.domain.tail import EventPosition, TailFilter
 
 router = APIRouter()
@@ -55,8 +56,18 @@ async def tail(
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
 ) -> EventSourceResponse:
     source_ids = await resolve_source_ids(sources, source)
+    metadata = metadata_document(
+        (name, value)
+        for name, value in request.query_params.multi_items()
+        if name.startswith(METADATA_PREFIX)
+    )
     flt = TailFilter.build(
-        source_ids=source_ids, levels=level, min_level=min_level, q=q, substring=contains
+        source_ids=source_ids,
+        levels=level,
+        min_level=min_level,
+        q=q,
+        substring=contains,
+        metadata=metadata,
     )
     resume = EventPosition.parse(last_event_id) if last_event_id else None
     slots: asyncio.Semaphore = request.app.state.tail_slots
