@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +12,8 @@ from httpx_sse import connect_sse
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+RECONNECT_DELAY_S = 1.0
 
 LEVEL_STYLES = {
     "DEBUG": "dim",
@@ -95,12 +98,12 @@ class LogkeepClient:
                         source.response.read()
                         _check(source.response)
                     for event in source.iter_sse():
-                        if event.event != "log":
-                            continue  # heartbeats
-                        last_event_id = event.id or last_event_id
-                        yield orjson.loads(event.data)
+                        last_event_id = event.id or last_event_id  # log and position events
+                        if event.event == "log":
+                            yield orjson.loads(event.data)
             except (httpx.RemoteProtocolError, httpx.ReadError):
-                continue  # dropped: resume from the last event seen
+                time.sleep(RECONNECT_DELAY_S)  # dropped: resume from the last position seen
+                continue
             except httpx.TransportError as exc:
                 raise ApiError(f"cannot reach logkeep at {self.base_url}: {exc}") from exc
 

@@ -18,16 +18,17 @@ from tests.conftest import served
 
 
 async def read_events(
-    response: httpx.Response, count: int, within_s: float = 5.0
+    response: httpx.Response, count: int, within_s: float = 5.0, *, kinds_all: bool = False
 ) -> list[dict[str, Any]]:
-    """The first `count` SSE events (id, event, data) of a streaming response."""
+    """The first `count` SSE events (id, event, data) of a streaming response; position
+    events only when `kinds_all`."""
     events: list[dict[str, Any]] = []
     current: dict[str, Any] = {}
 
     async def collect() -> None:
         async for line in response.aiter_lines():
             if line == "":
-                if current:
+                if (current and current.get("event") != "position") or (kinds_all and current):
                     events.append(dict(current))
                     current.clear()
                     if len(events) >= count:
@@ -161,3 +162,23 @@ async def test_bad_tail_requests_are_422(
         response = await client.get("/api/v1/tail", params=params, headers=headers)
     assert response.status_code == 422, response.text
     assert named in response.text
+
+
+@pytest.mark.slow
+async def test_position_events_let_a_quiet_client_resume_without_a_gap(
+    settings: Settings, db: Database
+) -> None:
+    repo = LogRepository(db.pool, db.redis_client, cache=db.cache, tail=db.tail)
+    params = {"q": "needle"}
+    async with served(settings) as base, httpx.AsyncClient(base_url=base) as client:
+        async with client.stream("GET", "/api/v1/tail", params=params) as r:
+            await wait_subscribed()
+            await repo.save_log_entry({"message": "hay", "source_id": 1})
+            (position,) = await read_events(r, 1, kinds_all=True)
+        assert position["event"] == "position"
+        # While the client is away: one match is published; it must not be lost.
+        await repo.save_log_entry({"message": "needle while away", "source_id": 2})
+        headers = {"Last-Event-ID": position["id"]}
+        async with client.stream("GET", "/api/v1/tail", params=params, headers=headers) as r:
+            (event,) = await read_events(r, 1)
+    assert orjson.loads(event["data"])["message"] == "needle while away"

@@ -479,3 +479,19 @@ def test_newest_slices_tile_the_window_newest_first() -> None:
         assert older.end == newer.start  # contiguous, no overlap
     assert slices[-1].start == window.start
     assert list(newest_slices(window, window.start)) == []
+
+
+def test_a_hand_made_cursor_far_in_the_past_is_refused_not_a_crash() -> None:
+    first = parse(("q", "disk"))
+    ancient = datetime(1, 1, 2, tzinfo=UTC)
+    forged = encode_cursor(
+        Cursor(Position(ancient + timedelta(days=29), 1), ancient, first.fingerprint)
+    )
+    assert refused(("q", "disk"), ("cursor", forged)).param == "cursor"
+
+
+def test_slices_never_step_outside_the_calendar() -> None:
+    start = datetime(1, 1, 1, tzinfo=UTC)
+    window = TimeRange(start, start + timedelta(days=30))
+    slices = list(newest_slices(window, window.end))
+    assert slices[-1].start == start

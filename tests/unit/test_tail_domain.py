@@ -114,3 +114,9 @@ def test_time_ranges_out_of_bounds_name_their_parameter(kwargs: dict[str, str], 
             max_span=timedelta(days=1),
         )
     assert info.value.param == named
+
+
+@pytest.mark.parametrize("text", ["99999999999999999999-0:0", "0-18446744073709551616:0"])
+def test_stream_ids_beyond_64_bits_are_refused(text: str) -> None:
+    with pytest.raises(InvalidQuery, match="Last-Event-ID"):
+        EventPosition.parse(text)

@@ -29,17 +29,24 @@ async def tail_events(
     assert client is not None
     after = resume.read_after() if resume else await db.tail.last_id(client)
     while True:
-        for stream_id, items in await db.tail.read(client, after, BLOCK_MS):
+        batches = await db.tail.read(client, after, BLOCK_MS)
+        last_sent: str | None = None
+        for stream_id, items in batches:
             for index, item in enumerate(items):
                 if resume and stream_id == resume.stream_id and index <= resume.index:
                     continue  # sent before the client reconnected
                 if flt.matches(item):
+                    last_sent = EventPosition(stream_id, index).event_id()
                     yield ServerSentEvent(
-                        data=orjson.dumps(item).decode(),
-                        id=EventPosition(stream_id, index).event_id(),
-                        event="log",
+                        data=orjson.dumps(item).decode(), id=last_sent, event="log"
                     )
             after = stream_id
+        if batches:
+            # Where this client now is, even if nothing matched: a reconnect resumes here
+            # instead of at "now", so nothing published during the gap is lost.
+            position = EventPosition(after, len(batches[-1][1]) - 1).event_id()
+            if position != last_sent:
+                yield ServerSentEvent(data="", id=position, event="position")
 
 
 @router.get("/api/v1/tail")

@@ -185,7 +185,8 @@ def newest_slices(window: TimeRange, upper: datetime) -> Iterator[TimeRange]:
     times as long as the one before: [upper-15m, upper), [upper-75m, upper-15m), ..."""
     width = FIRST_SLICE
     while upper > window.start:
-        lower = max(window.start, upper - width)
+        # Compared before subtracting, so a wide slice never steps outside the calendar.
+        lower = window.start if upper - window.start <= width else upper - width
         yield TimeRange(lower, upper)
         upper = lower
         width *= 4
@@ -260,7 +261,8 @@ class LogSearch:
             async with (
                 timed("search"),
                 self._pool.acquire() as conn,
-                conn.transaction(readonly=True),
+                # One snapshot for every slice of the page, as one query would have.
+                conn.transaction(readonly=True, isolation="repeatable_read"),
             ):
                 await conn.execute(planner_settings(query))
                 if uses_filtered_shape(query):

@@ -464,6 +464,8 @@ def parse_search(
             cursor.window_start <= cursor.position.timestamp
             and cursor.position.timestamp - cursor.window_start <= retention
             and cursor.window_start < window.end
+            # A cursor's window is the first page's: never wider than a window could be.
+            and window.end - cursor.window_start <= retention + timedelta(days=1)
         ):
             raise InvalidQuery("cursor", _NOT_OURS)
     return SearchQuery(

@@ -35,7 +35,7 @@ class EventPosition:
     @classmethod
     def parse(cls, text: str) -> EventPosition:
         match = _EVENT_ID.match(text.strip())
-        if match is None:
+        if match is None or any(int(part) >= 2**64 for part in match[1].split("-")):
             raise InvalidQuery("Last-Event-ID", f"{text[:64]!r} is not an id this server sent")
         return cls(match[1], int(match[2]))
 
