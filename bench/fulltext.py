@@ -16,13 +16,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import shutil
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,12 +29,12 @@ import orjson
 from logkeep.db.database import _init_connection
 from logkeep.db.migrate import migrate
 from logkeep.db.partitions import ensure_partitions
-from logkeep.db.queries import q
 from logkeep.db.search import page_statement, planner_settings
+from logkeep.db.seed import seed_sources
 from logkeep.domain.entry import EntryLimits, Level, LogEntry
-from logkeep.domain.samples import SOURCES, SampleGenerator
+from logkeep.domain.samples import SampleGenerator
 from logkeep.domain.search import SearchQuery, parse_search
-from logkeep.embedded import EmbeddedPostgres
+from logkeep.embedded import EmbeddedPostgres, temporary_root
 
 DATABASE = "lk_bench_fulltext"
 INDEX = "log_entries_message_fulltext"
@@ -85,17 +82,7 @@ CASES = [
 
 
 async def load(conn: asyncpg.Connection, rows: int, now: datetime) -> None:
-    for spec in SOURCES:
-        await conn.execute(
-            q("upsert_source"),
-            spec.name,
-            spec.description,
-            spec.source_type,
-            spec.format_type,
-            spec.parsing_rules,
-            {},
-        )
-    ids = {r["name"]: r["id"] for r in await conn.fetch("SELECT name, id FROM log_sources")}
+    _, ids = await seed_sources(conn)
     limits = EntryLimits(max_age=timedelta(days=2))
     samples = SampleGenerator(seed=11).generate(rows, end=now, days=1)
     created, _ = await ensure_partitions(conn, {(now - timedelta(days=d)).date() for d in range(2)})
@@ -233,15 +220,13 @@ def main() -> None:
     if args.database_url:
         asyncio.run(run(args.database_url, args.rows, args.runs, args.pending_list_kb))
         return
-    root = Path(tempfile.mkdtemp(prefix="lk-bench-", dir="/tmp"))
-    root.chmod(0o755)
-    server = EmbeddedPostgres(root / "pg")
-    try:
-        server.start()
-        asyncio.run(run(server.dsn(), args.rows, args.runs, args.pending_list_kb))
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    with temporary_root("lk-bench-") as root:
+        server = EmbeddedPostgres(root / "pg")
+        try:
+            server.start()
+            asyncio.run(run(server.dsn(), args.rows, args.runs, args.pending_list_kb))
+        finally:
+            server.stop()
 
 
 if __name__ == "__main__":

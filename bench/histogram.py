@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -30,8 +27,8 @@ from logkeep.cache.query_cache import QueryCache
 from logkeep.db.database import _init_connection
 from logkeep.db.migrate import migrate
 from logkeep.db.partitions import ensure_partitions
-from logkeep.db.queries import q
 from logkeep.db.repositories import copy_entries
+from logkeep.db.seed import seed_sources
 from logkeep.db.stats import StatsRepository
 from logkeep.domain.entry import EntryLimits, LogEntry
 from logkeep.domain.histogram import (
@@ -41,9 +38,9 @@ from logkeep.domain.histogram import (
     histogram_result,
     plan_histogram,
 )
-from logkeep.domain.samples import SOURCES, SampleGenerator
+from logkeep.domain.samples import SampleGenerator
 from logkeep.domain.timerange import TimeRange
-from logkeep.embedded import EmbeddedPostgres
+from logkeep.embedded import EmbeddedPostgres, temporary_root
 
 BATCH = 10_000
 DAYS = 7
@@ -65,17 +62,7 @@ async def load(pool: asyncpg.Pool, rows: int, end: datetime) -> None:
     limits = EntryLimits(max_age=timedelta(days=DAYS + 1))
     generator = SampleGenerator(seed=7)
     async with pool.acquire() as conn:
-        for spec in SOURCES:
-            await conn.execute(
-                q("upsert_source"),
-                spec.name,
-                spec.description,
-                spec.source_type,
-                spec.format_type,
-                spec.parsing_rules,
-                {},
-            )
-        ids = {r["name"]: r["id"] for r in await conn.fetch(q("list_sources"), False)}
+        _, ids = await seed_sources(conn)
         await ensure_partitions(conn, {(end - timedelta(days=d)).date() for d in range(DAYS + 1)})
         started = time.perf_counter()
         for day in range(DAYS):
@@ -179,15 +166,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.rows < DAYS or args.runs < 2:
         parser.error(f"--rows must be at least {DAYS} and --runs at least 2")
-    root = Path(tempfile.mkdtemp(prefix="lk-bench-", dir="/tmp"))
-    root.chmod(0o755)
-    server = EmbeddedPostgres(root / "pg", ephemeral=True)
-    try:
-        server.start()
-        asyncio.run(run(server.dsn(), args.rows, args.runs))
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    with temporary_root("lk-bench-") as root:
+        server = EmbeddedPostgres(root / "pg", ephemeral=True)
+        try:
+            server.start()
+            asyncio.run(run(server.dsn(), args.rows, args.runs))
+        finally:
+            server.stop()
 
 
 if __name__ == "__main__":

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 
@@ -24,7 +21,7 @@ from logkeep.db.database import _init_connection
 from logkeep.db.search import FULLTEXT_DOCUMENT
 from logkeep.domain.entry import EntryLimits, LogEntry
 from logkeep.domain.samples import SampleGenerator
-from logkeep.embedded import EmbeddedPostgres
+from logkeep.embedded import EmbeddedPostgres, temporary_root
 
 Record = tuple[int, datetime, str, str, bytes]  # LogEntry.copy_record()
 
@@ -206,15 +203,13 @@ def main() -> None:
     if args.database_url:
         asyncio.run(run(args.database_url, args.rows, args.rounds))
         return
-    root = Path(tempfile.mkdtemp(prefix="lk-bench-", dir="/tmp"))
-    root.chmod(0o755)
-    server = EmbeddedPostgres(root / "pg")
-    try:
-        server.start()
-        asyncio.run(run(server.dsn(), args.rows, args.rounds))
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    with temporary_root("lk-bench-") as root:
+        server = EmbeddedPostgres(root / "pg")
+        try:
+            server.start()
+            asyncio.run(run(server.dsn(), args.rows, args.rounds))
+        finally:
+            server.stop()
 
 
 if __name__ == "__main__":

@@ -7,24 +7,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
+from logkeep.api.local import free_port
+from logkeep.embedded import temporary_root
+
 LOGKEEP = str(Path(sys.executable).parent / "logkeep")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def time_to_ready(workdir: Path, seed_rows: int, binaries: str) -> float:
@@ -59,13 +52,9 @@ def main() -> None:
     parser.add_argument("--seed-rows", type=int, default=100_000)
     parser.add_argument("--binaries", choices=["auto", "wheels"], default="auto")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="lk-start-", dir="/tmp"))
-    workdir.chmod(0o755)
-    try:
+    with temporary_root("lk-start-") as workdir:
         cold = time_to_ready(workdir, args.seed_rows, args.binaries)
         warm = time_to_ready(workdir, args.seed_rows, args.binaries)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
     print(
         f"startup ({args.binaries} binaries, {args.seed_rows} seed rows): "
         f"cold={cold:.1f}s warm={warm:.1f}s"

@@ -9,12 +9,7 @@ own Redis key prefix.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import shutil
-import socket
-import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -26,15 +21,15 @@ import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
-import uvicorn
 
 from logkeep.api.app import create_app
+from logkeep.api.local import serve_locally
 from logkeep.config import Settings
 from logkeep.db.database import Database
 from logkeep.db.migrate import migrate
 from logkeep.db.repositories import LogRepository, SourceRepository, UserRepository
 from logkeep.db.seed import seed
-from logkeep.embedded import EmbeddedStack
+from logkeep.embedded import EmbeddedStack, temporary_root
 
 
 def database_url(base_url: str, name: str) -> str:
@@ -73,37 +68,28 @@ class Stores:
 def stores() -> Iterator[Stores]:
     pg_url = os.environ.get("LOGKEEP_TEST_DATABASE_URL")
     redis_url = os.environ.get("LOGKEEP_TEST_REDIS_URL")
-    stack = None
-    root: Path | None = None
-    if not (pg_url and redis_url):
-        # Short path (Unix socket names are limited) that the unprivileged account
-        # running PostgreSQL under root can enter.
-        root = Path(tempfile.mkdtemp(prefix="lk-", dir="/tmp"))
-        root.chmod(0o755)
-        stack = EmbeddedStack(root, ephemeral=True)
-        stack.start(postgres=not pg_url, redis=not redis_url)
-    try:
-        yield Stores(
-            admin_database_url=pg_url or stack.postgres.dsn("postgres"),  # type: ignore[union-attr]
-            redis_url=redis_url or stack.redis.url(),  # type: ignore[union-attr]
-            stack=stack,
-            run_id=uuid.uuid4().hex[:8],
-        )
-    finally:
-        if stack is not None:
-            stack.stop()
-        if root is not None:
-            shutil.rmtree(root, ignore_errors=True)
+    with temporary_root() as root:
+        stack = None
+        if not (pg_url and redis_url):
+            stack = EmbeddedStack(root, ephemeral=True)
+            stack.start(postgres=not pg_url, redis=not redis_url)
+        try:
+            yield Stores(
+                admin_database_url=pg_url or stack.postgres.dsn("postgres"),  # type: ignore[union-attr]
+                redis_url=redis_url or stack.redis.url(),  # type: ignore[union-attr]
+                stack=stack,
+                run_id=uuid.uuid4().hex[:8],
+            )
+        finally:
+            if stack is not None:
+                stack.stop()
 
 
 @pytest.fixture
 def short_tmp() -> Iterator[Path]:
-    """A temporary directory with a short path (Unix socket names are limited) that the
-    unprivileged account running PostgreSQL under root can enter."""
-    root = Path(tempfile.mkdtemp(prefix="lk-t-", dir="/tmp"))
-    root.chmod(0o755)
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
+    """A temporary directory where embedded servers can run (see temporary_root)."""
+    with temporary_root("lk-t-") as root:
+        yield root
 
 
 def make_settings(database_url: str, redis_url: str, **overrides: object) -> Settings:
@@ -212,30 +198,11 @@ def user_repo(db: Database) -> UserRepository:
     return UserRepository(db.pool)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 @asynccontextmanager
 async def served(settings: Settings) -> AsyncIterator[str]:
     """The app on a real uvicorn server (SSE needs a streaming transport)."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None)
-    )
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with serve_locally(create_app(settings)) as base_url:
+        yield base_url
 
 
 @asynccontextmanager

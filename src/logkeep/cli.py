@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from itertools import islice
-from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any, TypeVar
 
@@ -38,7 +35,7 @@ from logkeep.db.partitions import MaintenanceReport, maintain
 from logkeep.db.schema_dump import describe_schema
 from logkeep.db.seed import SeedReport, seed
 from logkeep.db.types import Conn
-from logkeep.embedded import EmbeddedError, EmbeddedStack
+from logkeep.embedded import EmbeddedError, EmbeddedStack, temporary_root
 from logkeep.logging import configure_logging
 
 T = TypeVar("T")
@@ -472,21 +469,17 @@ def bench_query(
 
     settings = load_settings()
     configure_logging("warning")  # one log line per request would be measured too
-    root = Path(tempfile.mkdtemp(prefix="lk-bench-", dir="/tmp"))
-    root.chmod(0o755)  # PostgreSQL may run as another account (see embedded.py)
-    bench_settings = settings.model_copy(
-        update={
-            "database_url": None,
-            "redis_url": None,
-            "data_dir": root,
-            "maintenance_interval_s": 0,
-        }
-    )
-    try:
+    with temporary_root("lk-bench-") as root:
+        bench_settings = settings.model_copy(
+            update={
+                "database_url": None,
+                "redis_url": None,
+                "data_dir": root,
+                "maintenance_interval_s": 0,
+            }
+        )
         with stop_on_signals(), stores(bench_settings) as (resolved, _):
             run_async(run(resolved, rows, runs))
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> None:

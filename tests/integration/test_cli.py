@@ -7,7 +7,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import httpx
 import pytest
 
 import logkeep
+from logkeep.api.local import free_port
 from logkeep.embedded import EmbeddedStack
 from tests.conftest import Stores, delete_keys
 
@@ -260,13 +260,6 @@ async def test_maintain_twice_changes_nothing_the_second_time(
 
 # ---------------------------------------------------------------------------------------
 # `logkeep up`: embedded servers, seed, serve, stop, start again
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def pids_under(path: Path) -> list[int]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 import redis
 
 from logkeep.api.app import create_app
+from logkeep.api.local import free_port
 from logkeep.cache.keys import Keys
 from logkeep.cache.query_cache import QueryCache
 from logkeep.config import Settings
@@ -104,9 +104,7 @@ async def test_bump_lost_while_redis_was_away_is_replayed(
 def test_sigterm_while_seeding_stops_every_server(short_tmp: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOGKEEP_")}
     env["LOGKEEP_DATA_DIR"] = str(short_tmp / "data")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen(
         [LOGKEEP, "up", "--seed-rows", "2000000", "--port", str(port)],
         cwd=short_tmp,

@@ -8,6 +8,7 @@ from itertools import pairwise
 import pytest
 
 from logkeep.domain.entry import Level
+from logkeep.domain.filters import select_levels
 from logkeep.domain.histogram import (
     EPOCH,
     MAX_BUCKETS,
@@ -26,7 +27,6 @@ from logkeep.domain.histogram import (
     histogram_result,
     parse_interval,
     plan_histogram,
-    select_levels,
     summarise,
     summary_window,
     top_sources,

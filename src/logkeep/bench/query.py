@@ -8,8 +8,6 @@ PostgreSQL; cached runs repeat the same request.
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import statistics
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,10 +17,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import uvicorn
 from rich.console import Console
 
 from logkeep.api.app import create_app
+from logkeep.api.local import serve_locally
 from logkeep.config import Settings
 from logkeep.db.database import Database
 from logkeep.db.migrate import migrate
@@ -78,30 +76,13 @@ async def load_rows(db: Database, settings: Settings, rows: int) -> float:
     return rows / elapsed
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 @asynccontextmanager
 async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=port, log_config=None, access_log=False
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
-        await asyncio.sleep(0.02)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        await task
+    async with (
+        serve_locally(create_app(settings)) as base_url,
+        httpx.AsyncClient(base_url=base_url, timeout=60) as client,
+    ):
+        yield client
 
 
 def percentiles(timings: list[float]) -> tuple[float, float]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 
 import asyncpg
@@ -51,8 +53,10 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def load_migrations() -> list[Migration]:
-    """The migration files shipped in the package, in version order."""
+@cache
+def load_migrations() -> tuple[Migration, ...]:
+    """The migration files shipped in the package, in version order; read once per process
+    (readiness checks compare against them on every probe)."""
     migrations: dict[int, Migration] = {}
     for entry in resources.files("logkeep.db.migrations").iterdir():
         if not entry.name.endswith(".sql"):
@@ -64,7 +68,7 @@ def load_migrations() -> list[Migration]:
         if version in migrations:
             raise MigrationError(f"two migration files share version {version:04d}")
         migrations[version] = Migration(version, match["name"], entry.read_text("utf-8"))
-    return [migrations[v] for v in sorted(migrations)]
+    return tuple(migrations[v] for v in sorted(migrations))
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,7 @@ async def _applied(conn: Conn) -> dict[int, str]:
     return {row["version"]: row["checksum"] for row in rows}
 
 
-def _verify(applied: dict[int, str], migrations: list[Migration]) -> list[Migration]:
+def _verify(applied: dict[int, str], migrations: Sequence[Migration]) -> list[Migration]:
     """Return the pending migrations; raise if the record and the files disagree."""
     by_version = {m.version: m for m in migrations}
     for version, checksum in sorted(applied.items()):

@@ -38,7 +38,8 @@ class SeedReport:
     entries_already_loaded: bool = False
 
 
-async def _seed_sources(conn: Conn) -> tuple[int, dict[str, int]]:
+async def seed_sources(conn: Conn) -> tuple[int, dict[str, int]]:
+    """The brief's sources, created unless present: (how many were created, ids by name)."""
     created = 0
     for spec in SOURCES:
         status = await conn.execute(
@@ -134,7 +135,7 @@ async def seed(
         return report
 
     async with pool.acquire() as conn:
-        report.sources_created, source_ids = await _seed_sources(conn)
+        report.sources_created, source_ids = await seed_sources(conn)
     for role in ("admin", "analyst", "viewer"):
         configured: str = getattr(settings, f"{role}_password").get_secret_value()
         password: str | None = configured or (TEST_PASSWORDS[role] if env == "test" else None)

@@ -20,7 +20,8 @@ from typing import Any
 
 import orjson
 
-from logkeep.domain.entry import InvalidLogEntry, Level
+from logkeep.domain.entry import Level
+from logkeep.domain.filters import select_levels
 from logkeep.domain.timerange import InvalidQuery, TimeRange, parse_time_range
 
 DEFAULT_LIMIT = 100
@@ -319,19 +320,8 @@ def _ceil_to_second(instant: datetime) -> datetime:
 
 
 def _levels(level: list[str], min_level: str | None) -> tuple[Level, ...] | None:
-    if level and min_level is not None:
-        raise InvalidQuery("min_level", "give either level or min_level, not both")
-    try:
-        if min_level is not None:
-            floor = Level.parse(min_level)
-            chosen = {lv for lv in Level if lv.severity >= floor.severity}
-        else:
-            chosen = {Level.parse(value) for value in level}
-    except InvalidLogEntry as exc:
-        raise InvalidQuery("min_level" if min_level is not None else "level", exc.reason) from None
-    if not chosen or len(chosen) == len(Level):
-        return None  # every level: no filter at all
-    return tuple(sorted(chosen, key=lambda lv: lv.severity))
+    chosen = select_levels(level, min_level)
+    return None if len(chosen) == len(Level) else chosen  # every level: no filter at all
 
 
 def _words(q: str | None) -> str | None:

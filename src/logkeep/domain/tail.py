@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from logkeep.domain.entry import InvalidLogEntry, Level
+from logkeep.domain.entry import Level
+from logkeep.domain.filters import select_levels
 from logkeep.domain.timerange import InvalidQuery
 
 _EVENT_ID = re.compile(r"^(\d{1,20}-\d{1,20}):(\d{1,6})$")
@@ -72,19 +73,10 @@ class TailFilter:
         substring: str | None,
         metadata: Mapping[str, Any] | None = None,
     ) -> TailFilter:
-        if levels and min_level:
-            raise InvalidQuery("min_level", "give either level or min_level, not both")
-        try:
-            if min_level:
-                floor = Level.parse(min_level).severity
-                wanted = frozenset(lv.value for lv in Level if lv.severity >= floor)
-            else:
-                wanted = frozenset(Level.parse(lv).value for lv in levels)
-        except InvalidLogEntry as exc:
-            raise InvalidQuery("min_level" if min_level else "level", exc.reason) from None
+        chosen = select_levels(levels, min_level)
         return cls(
             source_ids=frozenset(source_ids) if source_ids else None,
-            levels=wanted or None,
+            levels=None if len(chosen) == len(Level) else frozenset(lv.value for lv in chosen),
             words=tuple(w.casefold() for w in _WORD.findall(q or "")),
             substring=substring.casefold() if substring else None,
             metadata=metadata or None,

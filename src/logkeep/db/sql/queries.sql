@@ -47,9 +47,6 @@ JOIN log_metrics m ON m.source_id = s.id AND m.bucket >= $1
 GROUP BY s.id, s.name
 ORDER BY coalesce(sum(m.count) FILTER (WHERE m.level IN ('ERROR', 'FATAL')), 0) DESC, s.name;
 
--- name: count_entries
-SELECT count(*) FROM log_entries;
-
 -- name: insert_source
 INSERT INTO log_sources (name, description, source_type, format_type, parsing_rules,
                          configuration, is_active)
