@@ -11,6 +11,7 @@ from types import FrameType
 from typing import Annotated, Any, TypeVar
 
 import asyncpg
+import httpx
 import orjson
 import typer
 import uvicorn
@@ -81,9 +82,16 @@ def stores(settings: Settings) -> Iterator[tuple[Settings, EmbeddedStack | None]
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine, turning store failures into one clear line and exit code 1."""
+    from logkeep.ingest.runner import SyslogUnavailable
+
     try:
         return uvloop.run(coro)
-    except (StoreUnavailable, migrations.MigrationError, EmbeddedError) as exc:
+    except (
+        StoreUnavailable,
+        migrations.MigrationError,
+        EmbeddedError,
+        SyslogUnavailable,
+    ) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     except asyncpg.PostgresError as exc:
@@ -240,8 +248,11 @@ def _request_shutdown(signum: int, frame: FrameType | None) -> None:
     raise ShutdownRequested(signum)
 
 
-async def _serve_async(settings: Settings, host: str, port: int) -> None:
+async def _serve_async(
+    settings: Settings, host: str, port: int, *, worker: bool, syslog_port: int | None
+) -> None:
     from logkeep.api.app import create_app
+    from logkeep.ingest.runner import IngestTasks
 
     # Connect before serving, so an unreachable store is one clear line, not a traceback.
     async with Database(settings) as db:
@@ -253,11 +264,26 @@ async def _serve_async(settings: Settings, host: str, port: int) -> None:
             access_log=False,
             lifespan="on",
         )
-        await uvicorn.Server(config).serve()
+        tasks = IngestTasks()
+        try:
+            await tasks.start(
+                db, settings, worker=worker, syslog_port=syslog_port, syslog_optional=True
+            )
+            await uvicorn.Server(config).serve()
+        finally:
+            # After the API stopped: the worker finishes its batch, syslog flushes.
+            await tasks.close()
 
 
-def _serve(settings: Settings, host: str, port: int) -> None:
-    run_async(_serve_async(settings, host, port))
+def _serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    worker: bool = False,
+    syslog_port: int | None = None,
+) -> None:
+    run_async(_serve_async(settings, host, port, worker=worker, syslog_port=syslog_port))
 
 
 @contextlib.contextmanager
@@ -305,8 +331,10 @@ def up(
     seed_rows: Annotated[
         int | None, typer.Option(min=0, help="dev log entries on first start")
     ] = None,
+    no_syslog: Annotated[bool, typer.Option("--no-syslog", help="no syslog receiver")] = False,
 ) -> None:
-    """Start everything: PostgreSQL and Redis (unless configured), migrate, seed, serve."""
+    """Start everything: PostgreSQL and Redis (unless configured), migrate, seed, then the
+    API, an ingest worker and the syslog receiver."""
     settings = load_settings()
     configure_logging(settings.log_level)
     started = time.monotonic()
@@ -340,10 +368,132 @@ def up(
         console.print(f"data        {settings.resolved_data_dir}")
         console.print(
             f"API         http://{bind_host}:{bind_port}  (/readyz, /metrics, "
-            "/api/v1/logs/recent, /docs)"
+            "/api/v1/ingest, /api/v1/logs, /docs)"
         )
+        syslog_port = None if no_syslog else settings.syslog_port
+        if syslog_port is not None:
+            console.print(f"syslog      {settings.syslog_host}:{syslog_port} (TCP and UDP)")
+        console.print("worker      in this process (`logkeep worker` adds more)")
         console.print(f"ready in    {time.monotonic() - started:.1f}s; Ctrl-C stops everything")
-        _serve(resolved, bind_host, bind_port)
+        _serve(resolved, bind_host, bind_port, worker=True, syslog_port=syslog_port)
+
+
+def _require_stores(settings: Settings) -> None:
+    if not (settings.database_url and settings.redis_url):
+        err.print(
+            "[red]error:[/red] set LOGKEEP_DATABASE_URL and LOGKEEP_REDIS_URL "
+            "(`logkeep up` runs everything against embedded servers)"
+        )
+        raise typer.Exit(2)
+
+
+@app.command()
+def worker() -> None:
+    """Write the ingest stream into PostgreSQL (run as many as you like)."""
+    from logkeep.ingest.runner import run_ingest_tasks
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    _require_stores(settings)
+    run_async(run_ingest_tasks(settings, worker=True, syslog_port=None))
+
+
+@app.command()
+def syslog(
+    port: Annotated[int | None, typer.Option(help="TCP and UDP port")] = None,
+    host: Annotated[str | None, typer.Option(help="bind address")] = None,
+) -> None:
+    """Receive syslog (RFC 5424 and 3164, TCP and UDP) into the ingest stream."""
+    from logkeep.ingest.runner import run_ingest_tasks
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    _require_stores(settings)
+    if host is not None:
+        settings = settings.model_copy(update={"syslog_host": host})
+    chosen = settings.syslog_port if port is None else port
+    run_async(run_ingest_tasks(settings, worker=False, syslog_port=chosen))
+
+
+@app.command()
+def ingest(
+    file: Annotated[str, typer.Argument(help="file to send, or - for standard input")],
+    source: Annotated[str, typer.Option(help="source name or id")],
+    line_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="how to parse the lines: json, logfmt, nginx_combined, syslog, text... "
+            "(default: the source's format); `events` for logkeep's own NDJSON events",
+        ),
+    ] = None,
+    durable: Annotated[bool, typer.Option(help="wait for each batch's commit")] = False,
+    batch_lines: Annotated[int, typer.Option(min=1, help="lines per request")] = 5000,
+) -> None:
+    """Send a log file's lines to a running logkeep, with progress and a summary."""
+    import os
+    import sys
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    from logkeep.ingest.file_sender import SendError, SendSummary, chunks, send_chunks
+
+    settings = load_settings()
+    summary = SendSummary()
+    stream = sys.stdin.buffer if file == "-" else None
+    try:
+        handle = stream or open(file, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        err.print(f"[red]error:[/red] cannot read {file}: {exc.strerror}")
+        raise typer.Exit(2) from None
+    total = None if stream else os.fstat(handle.fileno()).st_size
+    progress = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+    too_long: list[tuple[int, int]] = []
+    try:
+        with progress, httpx.Client(base_url=settings.resolved_api_url, timeout=120) as http:
+            task = progress.add_task(f"sending {file}", total=total)
+            batches = chunks(
+                handle,
+                max_lines=min(batch_lines, settings.ingest_max_lines),
+                max_bytes=min(4 * 1024 * 1024, settings.ingest_max_body_bytes),
+                max_line_bytes=settings.ingest_max_line_bytes,
+                on_too_long=lambda number, size: too_long.append((number, size)),
+            )
+            summary = send_chunks(
+                http,
+                batches,
+                source=source,
+                json_lines=line_format == "events",
+                line_format=line_format,
+                durable=durable,
+                on_progress=lambda n: progress.advance(task, n),
+            )
+    except SendError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        if stream is None:
+            handle.close()
+    for number, size in too_long:
+        summary.add_error(
+            number, f"line: is {size} bytes, over the {settings.ingest_max_line_bytes}-byte limit"
+        )
+    console.print(
+        f"{summary.lines + len(too_long):,} lines in {summary.seconds:.1f}s "
+        f"({summary.lines_per_second:,.0f} lines/s): {summary.accepted:,} accepted, "
+        f"{summary.duplicates:,} duplicates, {summary.rejected:,} rejected"
+    )
+    for number, reason in summary.errors:
+        console.print(f"  line {number}: {reason}", highlight=False)
+    if summary.rejected and not summary.accepted:
+        raise typer.Exit(1)
 
 
 def _read_params(

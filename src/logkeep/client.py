@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -120,7 +121,7 @@ def entries_table(items: list[dict[str, Any]]) -> Table:
     table.add_column("message", overflow="fold")
     for item in items:
         table.add_row(
-            item["timestamp"][:23].replace("T", " "),
+            shown_time(item["timestamp"]),
             item["source"],
             level_text(item["level"]),
             item["message"],
@@ -128,8 +129,18 @@ def entries_table(items: list[dict[str, Any]]) -> Table:
     return table
 
 
+def shown_time(timestamp: str) -> str:
+    """An entry's time to the millisecond, the same width whether or not it has a
+    fraction (the API writes whole seconds without one)."""
+    try:
+        parsed = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return timestamp
+    return parsed.strftime("%Y-%m-%d %H:%M:%S.%f")[:23]
+
+
 def entry_line(item: dict[str, Any]) -> Text:
-    line = Text(f"{item['timestamp'][:23].replace('T', ' ')} {item['source']} ")
+    line = Text(f"{shown_time(item['timestamp'])} {item['source']} ")
     line.append_text(level_text(item["level"]))
     line.append(f" {item['message']}")
     return line

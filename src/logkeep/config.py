@@ -88,6 +88,40 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    # Ingest (POST /api/v1/ingest, syslog, `logkeep ingest`).
+    # fast: answer once events are in the Redis Stream; durable: once PostgreSQL committed.
+    ingest_mode: Literal["fast", "durable"] = "fast"
+    ingest_max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)  # also decompressed
+    ingest_max_line_bytes: int = Field(default=256 * 1024, ge=256)
+    ingest_max_lines: int = Field(default=10_000, ge=1)  # per request
+    ingest_durable_timeout_s: float = Field(default=30.0, gt=0)
+    # Bytes of events in the stream not yet committed: past this, 503 with Retry-After.
+    ingest_max_backlog_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    # Dedup window: an event seen again within it is dropped. Memory: 56 bytes per event
+    # (measured, Redis 7) for 1.25 windows, so 60 s at 10,000 events/s holds about 42 MB;
+    # shippers retry a failed batch within seconds. 0 turns per-event dedup off.
+    dedup_window_s: int = Field(default=60, ge=0)
+    # Rate limits in events per second with a burst allowance; 0 means unlimited. A
+    # source's configuration may set its own (`rate_limit_eps`, `rate_limit_burst`).
+    rate_limit_source_eps: int = Field(default=50_000, ge=0)
+    rate_limit_source_burst: int = Field(default=200_000, ge=1)
+    rate_limit_client_eps: int = Field(default=50_000, ge=0)
+    rate_limit_client_burst: int = Field(default=200_000, ge=1)
+
+    # Worker: batches close at this many events or this long after their first event.
+    worker_batch_events: int = Field(default=5000, ge=1)
+    worker_batch_wait_ms: int = Field(default=200, ge=1)
+    # Entries a consumer has held this long without acknowledging are claimed by others.
+    worker_claim_idle_ms: int = Field(default=30_000, ge=100)
+    # `logkeep worker` and `logkeep syslog` serve Prometheus metrics on this port
+    # (0: none; `logkeep up` and `serve` have /metrics on the API).
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+
+    # Syslog receiver (TCP and UDP on one port).
+    syslog_host: str = "127.0.0.1"
+    syslog_port: int = Field(default=5514, ge=0, le=65535)
+    syslog_source: str = "syslog"
+
     # Secrets and seed accounts.
     secret_key: SecretStr = SecretStr("")
     admin_username: str = "admin"

@@ -33,3 +33,45 @@ REDIS_RTT_SECONDS = Gauge("logkeep_redis_rtt_seconds", "Round-trip time of the l
 HTTP_REQUESTS = Histogram(
     "logkeep_http_request_seconds", "HTTP request duration", ["method", "route", "status"]
 )
+
+# Ingest.
+INGEST_EVENTS = Counter(
+    "logkeep_ingest_events_total",
+    "Events offered to ingest, by source and outcome "
+    "(accepted, duplicate, rejected, rate_limited, backlog_full, unavailable)",
+    ["source", "outcome"],
+)
+INGEST_DEAD_LETTERS = Counter(
+    "logkeep_ingest_dead_letters_total", "Lines kept in the dead-letter table", ["source"]
+)
+INGEST_STREAM_LENGTH = Gauge(
+    "logkeep_ingest_stream_length", "Ingest stream entries not yet committed"
+)
+INGEST_STREAM_PENDING = Gauge(
+    "logkeep_ingest_stream_pending", "Ingest stream entries delivered to a worker, not yet acked"
+)
+INGEST_BACKLOG_BYTES = Gauge(
+    "logkeep_ingest_backlog_bytes", "Bytes of events in the ingest stream not yet committed"
+)
+WORKER_BATCH_EVENTS = Histogram(
+    "logkeep_worker_batch_events",
+    "Events per committed batch",
+    buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000),
+)
+WORKER_COPY_SECONDS = Histogram(
+    "logkeep_worker_copy_seconds",
+    "Duration of a batch's transaction (ledger, COPY, rollups, commit)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+INGEST_LAG_SECONDS = Histogram(
+    "logkeep_ingest_lag_seconds",
+    "From acceptance (stream append) to PostgreSQL commit",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+WORKER_RETRIES = Counter(
+    "logkeep_worker_retries_total", "Batches retried after a PostgreSQL failure"
+)
+SYSLOG_DROPPED = Counter(
+    "logkeep_syslog_dropped_total",
+    "Syslog messages dropped because the receiver's buffer was full (UDP only)",
+)

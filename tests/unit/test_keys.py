@@ -20,7 +20,22 @@ def test_generation_keys() -> None:
     assert keys.source_generation(7) == "t1:gen:source:7"
     assert keys.source_generation(7) != keys.source_generation(8)
     assert keys.all_sources_generation() == "t1:gen:all"
-    assert keys.source_by_name("nginx_access") == "t1:source:name:nginx_access"
+    assert keys.source_rules(7) == "t1:source:rules:7"
+    assert keys.source_rules_by_name("nginx_access") == "t1:source:rules:name:nginx_access"
+
+
+def test_ingest_keys_share_one_hash_tag() -> None:
+    """The ingest script touches them together: on Redis Cluster they need one slot."""
+    keys = Keys("t1:")
+    ingest_keys = [
+        keys.ingest_stream(),
+        keys.ingest_backlog_bytes(),
+        keys.dedup_bucket(12),
+        keys.rate_limit("source", "3"),
+        keys.request_result("abc"),
+    ]
+    assert all("{ingest}" in k and k.startswith("t1:") for k in ingest_keys)
+    assert len(set(ingest_keys)) == len(ingest_keys)
 
 
 def test_cached_query_carries_prefix_kind_version_and_generations() -> None:

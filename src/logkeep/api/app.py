@@ -7,7 +7,6 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from typing import Annotated, Any
 
 import asyncpg
@@ -16,11 +15,12 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from logkeep import metrics
-from logkeep.api import search, stats, tail
+from logkeep.api import ingest, search, stats, tail
 from logkeep.api.access_log import AccessLog
+from logkeep.api.body import read_body
 from logkeep.api.deps import get_db, get_logs, get_sources
 from logkeep.api.schemas import LogEntryCreate, LogEntryCreated, RecentLogsPublic
 from logkeep.config import Settings
@@ -28,17 +28,11 @@ from logkeep.db import migrate
 from logkeep.db.database import Database, StoreUnavailable
 from logkeep.db.partitions import maintain
 from logkeep.db.repositories import LogRepository, SourceRepository, UnknownSource
-from logkeep.domain.entry import EntryLimits, InvalidLogEntry, Level
+from logkeep.domain.entry import InvalidLogEntry, Level
 from logkeep.domain.timerange import InvalidQuery
+from logkeep.ingest.service import entry_limits, ingest_service
 
 log = structlog.get_logger("logkeep.api")
-
-
-def entry_limits(settings: Settings) -> EntryLimits:
-    return EntryLimits(
-        max_age=timedelta(days=settings.entry_max_age_days),
-        max_future=timedelta(seconds=settings.max_entry_future_s),
-    )
 
 
 async def maintenance_loop(db: Database, settings: Settings) -> None:
@@ -66,6 +60,22 @@ async def maintenance_loop(db: Database, settings: Settings) -> None:
         await asyncio.sleep(settings.maintenance_interval_s)
 
 
+async def observe_ingest_stream(db: Database) -> None:
+    """Stream length, pending entries and backlog bytes, read at scrape time."""
+    stream = db.keys.ingest_stream()
+    async with db.redis.pipeline(transaction=False) as pipe:
+        pipe.xlen(stream)
+        pipe.get(db.keys.ingest_backlog_bytes())
+        pipe.xinfo_groups(stream)
+        try:
+            length, backlog, groups = await pipe.execute()
+        except ResponseError:  # no stream yet: nothing was ever ingested
+            return
+    metrics.INGEST_STREAM_LENGTH.set(length)
+    metrics.INGEST_BACKLOG_BYTES.set(int(backlog or 0))
+    metrics.INGEST_STREAM_PENDING.set(sum(g["pending"] for g in groups))
+
+
 # Failures that go away by themselves: a store restarting, a pool exhausted, a timeout.
 # Shippers retry on 503 and drop on most 4xx, so these must never surface as 4xx or 500.
 TRANSIENT_STORE_ERRORS: tuple[type[Exception], ...] = (
@@ -78,6 +88,7 @@ TRANSIENT_STORE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.QueryCanceledError,
     asyncpg.OperatorInterventionError,
     asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InternalClientError,  # a connection the server dropped mid-operation
 )
 RETRY_AFTER_S = 5
 
@@ -93,21 +104,6 @@ async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
         status_code=503,
         headers={"Retry-After": str(RETRY_AFTER_S)},
     )
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 past `limit` bytes without reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"body: {declared} bytes is over the {limit}-byte limit")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413, f"body: over the {limit}-byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def parse_body(raw: bytes) -> LogEntryCreate:
@@ -144,13 +140,15 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
             ttl_recent_s=settings.cache_ttl_recent_s,
             ttl_summary_s=settings.cache_ttl_summary_s,
         )
-        app.state.sources = SourceRepository(db.pool)
+        app.state.sources = SourceRepository(db.pool, db.redis_client, db.keys)
+        app.state.ingest = ingest_service(db, settings)
         maintenance = None
         if settings.maintenance_interval_s:
             maintenance = asyncio.create_task(maintenance_loop(db, settings))
         try:
             yield
         finally:
+            await app.state.ingest.close()
             if maintenance is not None:
                 maintenance.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -162,6 +160,7 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
     for error in TRANSIENT_STORE_ERRORS:
         app.add_exception_handler(error, store_unavailable)
     app.add_exception_handler(InvalidQuery, invalid_query)
+    app.include_router(ingest.router)
     app.include_router(search.router)
     app.include_router(stats.router)
     app.include_router(tail.router)
@@ -206,6 +205,7 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
             started = time.perf_counter()
             await db.redis.ping()
             metrics.REDIS_RTT_SECONDS.set(time.perf_counter() - started)
+            await observe_ingest_stream(db)
         except (RedisError, OSError):
             metrics.REDIS_RTT_SECONDS.set(float("nan"))
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

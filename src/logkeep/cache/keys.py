@@ -39,5 +39,33 @@ class Keys:
         """Committed entries for live tail: a capped stream, never the ingest buffer."""
         return f"{self.prefix}tail"
 
-    def source_by_name(self, name: str) -> str:
-        return f"{self.prefix}source:name:{name}"
+    # -- ingest ---------------------------------------------------------------------------
+    # The ingest keys share one hash tag, so the ingest script may touch them all in one
+    # call on Redis Cluster too (one slot; shard by stream when one slot is not enough).
+
+    def ingest_stream(self) -> str:
+        """The ingest buffer: accepted events waiting for a worker's COPY."""
+        return f"{self.prefix}{{ingest}}:stream"
+
+    def ingest_backlog_bytes(self) -> str:
+        """Bytes of events in the ingest stream not yet committed (backpressure)."""
+        return f"{self.prefix}{{ingest}}:backlog"
+
+    def dedup_bucket(self, bucket: int) -> str:
+        """Event fingerprints first seen in one time bucket of the dedup window."""
+        return f"{self.prefix}{{ingest}}:dedup:{bucket}"
+
+    def rate_limit(self, scope: str, subject: str) -> str:
+        """GCRA state (theoretical arrival time) of one rate-limited subject."""
+        return f"{self.prefix}{{ingest}}:rate:{scope}:{subject}"
+
+    def request_result(self, idempotency_key_digest: str) -> str:
+        """The answer to a request with an Idempotency-Key, for its retries."""
+        return f"{self.prefix}{{ingest}}:idem:{idempotency_key_digest}"
+
+    def source_rules(self, source_id: int) -> str:
+        """A source's format and parsing rules, cached from PostgreSQL."""
+        return f"{self.prefix}source:rules:{source_id}"
+
+    def source_rules_by_name(self, name: str) -> str:
+        return f"{self.prefix}source:rules:name:{name}"

@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import redis.asyncio as aioredis
+import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from redis.exceptions import RedisError
 
 from logkeep import metrics
 from logkeep.cache.keys import Keys
@@ -22,7 +24,7 @@ from logkeep.cache.tail import TailBuffer
 from logkeep.db.queries import q
 from logkeep.db.types import Conn
 from logkeep.domain.entry import DEFAULT_LIMITS, EntryLimits, InvalidLogEntry, Level, LogEntry
-from logkeep.domain.rollup import as_columns, minute_counts
+from logkeep.domain.rollup import Countable, as_columns, minute_counts
 from logkeep.domain.sources import parse_source_ref
 
 ENTRY_FIELDS = frozenset({"message", "source_id", "level", "metadata", "timestamp"})
@@ -32,6 +34,8 @@ MAX_RECENT_LIMIT = 1000
 # everywhere within this time.
 RESOLVE_TTL_S = 1.0
 RESOLVE_CACHE_MAX = 10_000
+
+log = structlog.get_logger(__name__)
 
 
 class UnknownSource(ValueError):
@@ -83,7 +87,17 @@ class Stored:
     ingested_at: datetime
 
 
-async def copy_entries(conn: Conn, entries: Sequence[LogEntry]) -> Stored:
+class Row(Countable, Protocol):
+    """An entry ready to store: a LogEntry, or a row read back from the ingest stream."""
+
+    @property
+    def message(self) -> str: ...
+    @property
+    def metadata(self) -> Mapping[str, Any]: ...
+    def copy_record(self) -> tuple[int, datetime, str, str, bytes]: ...
+
+
+async def copy_entries(conn: Conn, entries: Sequence[Row]) -> Stored:
     """COPY entries and add their rollups; the caller owns the transaction."""
     allocated = await conn.fetchrow(q("allocate_entry_ids"), len(entries))
     assert allocated is not None  # a SELECT without FROM returns one row
@@ -98,7 +112,7 @@ async def copy_entries(conn: Conn, entries: Sequence[LogEntry]) -> Stored:
 
 
 def entry_items(
-    entries: Sequence[LogEntry], stored: Stored, source_names: Mapping[int, str]
+    entries: Sequence[Row], stored: Stored, source_names: Mapping[int, str]
 ) -> list[dict[str, Any]]:
     """Committed entries in the API's item shape (for live tail)."""
     ingested_at = stored.ingested_at.isoformat()
@@ -106,9 +120,9 @@ def entry_items(
         {
             "id": entry_id,
             "source_id": e.source_id,
-            "source": source_names[e.source_id],
+            "source": source_names.get(e.source_id, str(e.source_id)),
             "timestamp": e.timestamp.isoformat(),
-            "level": e.level.value,
+            "level": str(e.level),
             "message": e.message,
             "metadata": dict(e.metadata),
             "ingested_at": ingested_at,
@@ -252,11 +266,34 @@ class LogRepository:
 
 
 class SourceRepository:
-    """Log sources and their parsing rules."""
+    """Log sources and their parsing rules. Changes drop the Redis copy ingest reads
+    rules from, so they reach every process within a second."""
 
-    def __init__(self, pg_pool: asyncpg.Pool) -> None:
+    def __init__(
+        self,
+        pg_pool: asyncpg.Pool,
+        redis_client: aioredis.Redis | None = None,
+        keys: Keys | None = None,
+    ) -> None:
         self._pool = pg_pool
+        self._redis = redis_client
+        self._keys = keys or Keys()
         self._resolved: dict[int | str, tuple[float, dict[str, Any]]] = {}
+
+    async def _changed(self, row: asyncpg.Record | None) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        source = dict(row)
+        if self._redis is not None:
+            try:
+                await self._redis.delete(
+                    self._keys.source_rules(source["id"]),
+                    self._keys.source_rules_by_name(source["name"]),
+                )
+            except RedisError as exc:
+                # The cached copy expires by itself (ingest.catalog.REDIS_TTL_S).
+                log.warning("source_cache_forget_failed", error=str(exc))
+        return source
 
     async def create(
         self,
@@ -324,12 +361,12 @@ class SourceRepository:
             row = await conn.fetchrow(
                 q("update_source_rules"), source_id, dict(parsing_rules), format_type
             )
-        return None if row is None else dict(row)
+        return await self._changed(row)
 
     async def set_active(self, source_id: int, active: bool) -> dict[str, Any] | None:
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(q("set_source_active"), source_id, active)
-        return None if row is None else dict(row)
+        return await self._changed(row)
 
 
 class UserRepository:

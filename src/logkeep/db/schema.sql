@@ -110,6 +110,26 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_log_actor ON public.audit_log USING btree (actor_id, occurred_at);
 CREATE INDEX audit_log_occurred_at ON public.audit_log USING btree (occurred_at);
 
+CREATE TABLE ingest_dead_letters (
+    id bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
+    received_at timestamp with time zone NOT NULL DEFAULT now(),
+    source_id integer,
+    entry_id text NOT NULL DEFAULT ''::text,
+    reason text NOT NULL,
+    raw text NOT NULL,
+    CONSTRAINT ingest_dead_letters_pkey PRIMARY KEY (id)
+);
+CREATE INDEX ingest_dead_letters_received_at ON public.ingest_dead_letters USING btree (received_at);
+
+CREATE TABLE ingest_ledger (
+    entry_id text NOT NULL,
+    events integer NOT NULL,
+    committed_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT ingest_ledger_events_check CHECK ((events >= 0)),
+    CONSTRAINT ingest_ledger_pkey PRIMARY KEY (entry_id)
+);
+CREATE INDEX ingest_ledger_committed_at ON public.ingest_ledger USING brin (committed_at);
+
 CREATE TABLE log_entries (
     id bigint NOT NULL DEFAULT nextval('log_entries_id_seq'::regclass),
     source_id integer NOT NULL,

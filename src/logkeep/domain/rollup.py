@@ -5,18 +5,28 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
-
-from logkeep.domain.entry import LogEntry
+from typing import Protocol
 
 MinuteKey = tuple[int, datetime, str]
 
 
-def minute_counts(entries: Iterable[LogEntry]) -> Counter[MinuteKey]:
+class Countable(Protocol):
+    """What a rollup needs of an entry (LogEntry and rows read from the ingest stream)."""
+
+    @property
+    def source_id(self) -> int: ...
+    @property
+    def timestamp(self) -> datetime: ...
+    @property
+    def level(self) -> str: ...
+
+
+def minute_counts(entries: Iterable[Countable]) -> Counter[MinuteKey]:
     """Count entries by (source_id, minute, level)."""
     counts: Counter[MinuteKey] = Counter()
     for entry in entries:
         minute = entry.timestamp.replace(second=0, microsecond=0)
-        counts[(entry.source_id, minute, entry.level.value)] += 1
+        counts[(entry.source_id, minute, str(entry.level))] += 1
     return counts
 
 

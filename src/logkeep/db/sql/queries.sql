@@ -131,3 +131,30 @@ SELECT rows FROM seed_runs WHERE name = $1;
 
 -- name: record_seed_run
 INSERT INTO seed_runs (name, rows) VALUES ($1, $2);
+
+-- name: claim_stream_entries
+-- Ledger rows for stream entries about to be committed; returns only the entries no other
+-- transaction has committed (or is committing: the insert waits for it, then skips).
+INSERT INTO ingest_ledger (entry_id, events)
+SELECT * FROM unnest($1::text[], $2::integer[])
+ON CONFLICT (entry_id) DO NOTHING
+RETURNING entry_id;
+
+-- name: committed_stream_entries
+-- Which of these stream entries are committed (durable-mode requests wait for theirs).
+SELECT entry_id FROM ingest_ledger WHERE entry_id = ANY($1::text[]);
+
+-- name: add_dead_letters
+INSERT INTO ingest_dead_letters (source_id, entry_id, reason, raw)
+SELECT * FROM unnest($1::integer[], $2::text[], $3::text[], $4::text[]);
+
+-- name: prune_ingest_ledger
+DELETE FROM ingest_ledger WHERE committed_at < now() - make_interval(days => $1::integer);
+
+-- name: source_rules_by_id
+SELECT id, name, is_active, format_type, parsing_rules, configuration
+FROM log_sources WHERE id = $1;
+
+-- name: source_rules_by_name
+SELECT id, name, is_active, format_type, parsing_rules, configuration
+FROM log_sources WHERE name = $1;

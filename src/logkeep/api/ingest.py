@@ -1,0 +1,193 @@
+"""POST /api/v1/ingest: JSON arrays, NDJSON and plain text lines, optionally gzipped."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Any, Literal
+
+import structlog
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+
+from logkeep.api.body import read_body
+from logkeep.api.deps import get_settings
+from logkeep.cache.ingest_buffer import BacklogFull, RateLimited, retry_after_header
+from logkeep.config import Settings
+from logkeep.domain.entry import InvalidLogEntry
+from logkeep.domain.ingest import (
+    BodyError,
+    decode_line,
+    decompress,
+    parse_json_array,
+    parse_json_line,
+    split_lines,
+)
+from logkeep.domain.parsers import InvalidRules, compile_parser
+from logkeep.ingest.service import Batch, CommitTimeout, IngestService
+
+log = structlog.get_logger(__name__)
+router = APIRouter()
+
+NDJSON_TYPES = frozenset(
+    {
+        "application/x-ndjson",
+        "application/ndjson",
+        "application/jsonl",
+        "application/jsonlines",
+        "application/x-jsonlines",
+    }
+)
+JSON_TYPES = frozenset({"application/json"})
+TEXT_TYPES = frozenset({"text/plain"})
+REDIS_DOWN_RETRY_S = 5
+
+
+def get_ingest(request: Request) -> IngestService:
+    service: IngestService = request.app.state.ingest
+    return service
+
+
+def _unavailable(detail: str, retry_after_s: float) -> JSONResponse:
+    return JSONResponse(
+        {"detail": detail},
+        status_code=503,
+        headers={"Retry-After": retry_after_header(retry_after_s)},
+    )
+
+
+def _too_many_lines(count: int, limit: int) -> HTTPException:
+    return HTTPException(
+        413, f"lines: the request holds {count} events, over the limit of {limit} per request"
+    )
+
+
+async def _batch_from_body(
+    body: bytes,
+    media_type: str,
+    service: IngestService,
+    settings: Settings,
+    *,
+    source: str | None,
+    line_format: str | None,
+    parse: bool,
+) -> Batch:
+    max_lines = settings.ingest_max_lines
+    if media_type in JSON_TYPES:
+        events = parse_json_array(body)
+        if len(events) > max_lines:
+            raise _too_many_lines(len(events), max_lines)
+        return await service.prepare_events(enumerate(events, start=1), source, parse_message=parse)
+    lines = list(split_lines(body))
+    if len(lines) > max_lines:
+        raise _too_many_lines(len(lines), max_lines)
+    max_bytes = settings.ingest_max_line_bytes
+    if media_type in NDJSON_TYPES:
+        numbered: list[tuple[int, Any]] = []
+        for number, raw in lines:
+            try:
+                numbered.append((number, parse_json_line(decode_line(raw, max_bytes))))
+            except InvalidLogEntry as exc:
+                numbered.append((number, exc))
+        return await service.prepare_events(numbered, source, parse_message=parse)
+    if source is None:
+        raise HTTPException(422, "source: text lines need ?source=NAME")
+    try:
+        rules = await service.active_source(source)
+        if line_format is not None and line_format != rules.format_type:
+            # Another format than the source's: its own rules do not apply.
+            rules = dataclasses.replace(rules, parser=compile_parser(line_format, {}))
+    except (InvalidLogEntry, InvalidRules) as exc:
+        raise HTTPException(422, str(exc)) from None
+    texts: list[tuple[int, str | InvalidLogEntry]] = []
+    for number, raw in lines:
+        try:
+            texts.append((number, decode_line(raw, max_bytes)))
+        except InvalidLogEntry as exc:
+            texts.append((number, exc))
+    return service.prepare_lines(texts, rules)
+
+
+@router.post("/api/v1/ingest", status_code=202)
+async def ingest(
+    request: Request,
+    service: Annotated[IngestService, Depends(get_ingest)],
+    settings: Annotated[Settings, Depends(get_settings)],
+    source: Annotated[
+        str | None, Query(max_length=64, description="source of events that name none")
+    ] = None,
+    mode: Annotated[
+        Literal["fast", "durable"] | None,
+        Query(description="fast: answer once buffered; durable: once committed"),
+    ] = None,
+    line_format: Annotated[
+        str | None,
+        Query(alias="format", max_length=32, description="parse text lines as this format"),
+    ] = None,
+    parse: Annotated[
+        bool, Query(description="parse each JSON event's message by its source's rules")
+    ] = False,
+) -> JSONResponse:
+    """Events as a JSON array, NDJSON (`application/x-ndjson`) or text lines
+    (`text/plain` with `?source=`), optionally `Content-Encoding: gzip`.
+
+    The answer counts accepted, duplicate and rejected events and names each rejected
+    line with its reason; the valid lines of the request are stored. 202 once buffered
+    (fast mode), 200 once committed (durable mode)."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in JSON_TYPES | NDJSON_TYPES | TEXT_TYPES:
+        raise HTTPException(
+            415,
+            f"Content-Type {media_type[:64]!r} is not accepted: send application/json, "
+            "application/x-ndjson or text/plain",
+        )
+    limit = settings.ingest_max_body_bytes
+    try:
+        body = decompress(
+            await read_body(request, limit), request.headers.get("content-encoding"), limit
+        )
+    except BodyError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    try:
+        batch = await _batch_from_body(
+            body,
+            media_type,
+            service,
+            settings,
+            source=source,
+            line_format=line_format,
+            parse=parse,
+        )
+    except BodyError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    durable = (mode or settings.ingest_mode) == "durable"
+    client = request.client.host if request.client else None
+    try:
+        result = await service.submit(
+            batch,
+            client=client,
+            idempotency_key=request.headers.get("idempotency-key"),
+            durable=durable,
+        )
+    except RateLimited as exc:
+        return JSONResponse(
+            {"detail": str(exc)},
+            status_code=429,
+            headers={"Retry-After": retry_after_header(exc.retry_after_s)},
+        )
+    except BacklogFull:
+        return _unavailable("ingest backlog is full (PostgreSQL is behind or away); retry later", 5)
+    except CommitTimeout:
+        return _unavailable(
+            "events are buffered but not committed yet; retry with the same events "
+            "(duplicates are dropped) or the same Idempotency-Key",
+            5,
+        )
+    except RedisError as exc:
+        # Redis down: answer 503 rather than write around the buffer (see docs/ingest.md).
+        log.warning("ingest_redis_unavailable", error=str(exc))
+        return _unavailable("ingest buffer (Redis) unavailable; retry later", REDIS_DOWN_RETRY_S)
+    body_json = result.as_json()
+    if result.accepted == 0 and result.duplicates == 0 and result.rejected:
+        return JSONResponse(body_json, status_code=422)
+    return JSONResponse(body_json, status_code=200 if durable and result.committed else 202)

@@ -1,0 +1,348 @@
+"""Ingest, the pure part: bodies into lines, lines and events into entries, entries into
+the records the ingest stream carries, and the fingerprints dedup compares."""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from logkeep.domain.entry import DEFAULT_LIMITS, EntryLimits, InvalidLogEntry, Level, LogEntry
+from logkeep.domain.parsers import LineParseError, LineParser, ParsedLine
+
+EVENT_FIELDS = frozenset({"source", "message", "timestamp", "level", "metadata", "event_id"})
+MAX_EVENT_ID_CHARS = 256
+PARSE_ERROR_KEY = "_parse_error"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class BodyError(ValueError):
+    """The whole request body is unusable; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRules:
+    """What ingest needs to know about a source, with its parser compiled once."""
+
+    id: int
+    name: str
+    is_active: bool
+    format_type: str
+    parser: LineParser = field(repr=False, compare=False)
+    rate_limit_eps: int | None = None
+    rate_limit_burst: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A validated entry, and its dedup fingerprint when it can have one."""
+
+    entry: LogEntry
+    fingerprint: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    line: int  # 1-based line (NDJSON, text) or array position (JSON array)
+    reason: str
+
+
+# -- bodies --------------------------------------------------------------------------------
+
+
+def decompress(body: bytes, content_encoding: str | None, limit: int) -> bytes:
+    """The body, gunzipped when declared so, refusing more than `limit` bytes of output
+    (a small gzip bomb must not expand into gigabytes)."""
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding in ("identity", ""):
+        return body
+    if encoding not in ("gzip", "x-gzip"):
+        raise BodyError(415, f"Content-Encoding {encoding[:32]!r} is not supported (use gzip)")
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise BodyError(413, f"body: decompressed size is over the {limit}-byte limit")
+        out += inflater.flush()
+    except zlib.error as exc:
+        raise BodyError(400, f"body: not valid gzip data ({exc})") from None
+    if not inflater.eof:
+        raise BodyError(400, "body: gzip data is truncated")
+    if len(out) > limit:
+        raise BodyError(413, f"body: decompressed size is over the {limit}-byte limit")
+    return out
+
+
+def split_lines(body: bytes) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, line) for every non-blank line; CRLF endings are accepted."""
+    for number, raw in enumerate(body.split(b"\n"), start=1):
+        line = raw[:-1] if raw.endswith(b"\r") else raw
+        if line.strip():
+            yield number, line
+
+
+def decode_line(raw: bytes, max_bytes: int) -> str:
+    """A line as text; InvalidLogEntry names what is wrong with it."""
+    if len(raw) > max_bytes:
+        raise InvalidLogEntry("line", f"is {len(raw)} bytes, over the {max_bytes}-byte line limit")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidLogEntry("line", f"is not valid UTF-8 (byte {exc.start})") from None
+
+
+def parse_json_array(body: bytes) -> list[Any]:
+    """A JSON array body; a malformed one can never become valid (400)."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BodyError(400, f"body: not valid JSON ({exc})") from None
+    if isinstance(value, dict):
+        return [value]
+    if not isinstance(value, list):
+        raise BodyError(400, f"body: expected a JSON array of events, got {type(value).__name__}")
+    return value
+
+
+def parse_json_line(line: str) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidLogEntry("line", f"is not valid JSON ({exc})") from None
+
+
+# -- entries -------------------------------------------------------------------------------
+
+
+def fingerprint(source_id: int, event_id: str | None, entry: LogEntry | None) -> bytes:
+    """8 bytes naming an event for dedup: its source and event id, else its source,
+    timestamp and message. 64 bits: at a million events in the window the chance that
+    any two distinct events collide is about 3 in 100 million."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(source_id.to_bytes(4, "big"))
+    if event_id is not None:
+        h.update(b"i")
+        h.update(event_id.encode("utf-8", "surrogatepass"))
+    else:
+        assert entry is not None
+        h.update(b"t")
+        h.update(timestamp_us(entry.timestamp).to_bytes(8, "big", signed=True))
+        h.update(entry.message.encode("utf-8"))
+    return h.digest()
+
+
+def _event_id(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InvalidLogEntry(
+            "event_id", f"must be a string or integer, got {type(value).__name__}"
+        )
+    text = str(value)
+    if not text or len(text) > MAX_EVENT_ID_CHARS:
+        raise InvalidLogEntry("event_id", f"must be 1 to {MAX_EVENT_ID_CHARS} characters")
+    return text
+
+
+def _parsed(parser: LineParser, text: str) -> tuple[ParsedLine, dict[str, Any]]:
+    """The line parsed by its source's rules; a line that does not parse is kept whole,
+    with the reason in its metadata (never dropped without a trace)."""
+    try:
+        parsed = parser(text)
+    except LineParseError as exc:
+        return ParsedLine(message=text), {PARSE_ERROR_KEY: str(exc)[:200]}
+    return parsed, dict(parsed.metadata)
+
+
+def entry_from_line(
+    text: str,
+    source: SourceRules,
+    *,
+    limits: EntryLimits = DEFAULT_LIMITS,
+    now: datetime | None = None,
+) -> Prepared:
+    """A raw line (text body, syslog, file) made an entry by its source's rules."""
+    parsed, metadata = _parsed(source.parser, text)
+    entry = LogEntry(
+        parsed.message,
+        source.id,
+        level=parsed.level or Level.INFO,
+        metadata=metadata,
+        timestamp=parsed.timestamp,
+        limits=limits,
+        now=now,
+    )
+    # A line that carries no time of its own gets the time it arrived: hashing that
+    # would never match a retry, and two equal lines are two events. No fingerprint.
+    has_identity = parsed.event_id is not None or parsed.timestamp is not None
+    return Prepared(entry, fingerprint(source.id, parsed.event_id, entry) if has_identity else None)
+
+
+def event_source_ref(event: object, default: str | None) -> str | int:
+    """The source an event names (or the request's default); InvalidLogEntry otherwise."""
+    if not isinstance(event, Mapping):
+        raise InvalidLogEntry("event", f"must be a JSON object, got {type(event).__name__}")
+    ref = event.get("source", default)
+    if ref is None:
+        raise InvalidLogEntry("source", "is required (in the event or as ?source=)")
+    if isinstance(ref, bool) or not isinstance(ref, str | int):
+        raise InvalidLogEntry("source", f"must be a name or an id, got {type(ref).__name__}")
+    return ref
+
+
+def entry_from_event(
+    event: Mapping[str, Any],
+    source: SourceRules,
+    *,
+    parse_message: bool = False,
+    limits: EntryLimits = DEFAULT_LIMITS,
+    now: datetime | None = None,
+) -> Prepared:
+    """A JSON event made an entry. Fields other than the known ones join its metadata
+    (shippers add host, file and the like); an explicit `metadata` object wins.
+    With `parse_message`, the message is a raw line to parse by the source's rules,
+    and the event's own fields override what parsing found."""
+    message = event.get("message")
+    if not isinstance(message, str):
+        raise InvalidLogEntry("message", "is required" if message is None else "must be a string")
+    metadata_value = event.get("metadata")
+    if metadata_value is not None and not isinstance(metadata_value, Mapping):
+        raise InvalidLogEntry("metadata", f"must be an object, got {type(metadata_value).__name__}")
+    event_id = _event_id(event.get("event_id"))
+    timestamp = event.get("timestamp")
+    level = event.get("level")
+    metadata: dict[str, Any] = {}
+    if parse_message:
+        parsed, metadata = _parsed(source.parser, message)
+        message = parsed.message
+        timestamp = parsed.timestamp if timestamp is None else timestamp
+        level = parsed.level if level is None else level
+        event_id = parsed.event_id if event_id is None else event_id
+    metadata.update((k, v) for k, v in event.items() if k not in EVENT_FIELDS)
+    if metadata_value:
+        metadata.update(metadata_value)
+    entry = LogEntry(
+        message,
+        source.id,
+        level=level or Level.INFO,
+        metadata=metadata,
+        timestamp=timestamp,
+        limits=limits,
+        now=now,
+    )
+    has_identity = event_id is not None or timestamp is not None
+    return Prepared(entry, fingerprint(source.id, event_id, entry) if has_identity else None)
+
+
+# -- stream records ------------------------------------------------------------------------
+# One stream entry carries a request's accepted events as newline-separated JSON arrays
+# (orjson never writes a raw newline inside a value), so the ingest script can drop
+# duplicates by position and join the rest without parsing JSON.
+
+
+def timestamp_us(ts: datetime) -> int:
+    delta = ts - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def encode_entry(entry: LogEntry) -> bytes:
+    """[source_id, epoch microseconds, level, message, metadata] as one JSON line."""
+    return orjson.dumps(
+        [
+            entry.source_id,
+            timestamp_us(entry.timestamp),
+            entry.level.value,
+            entry.message,
+            orjson.Fragment(entry.metadata_json),
+        ]
+    )
+
+
+MAX_DEAD_LETTER_CHARS = 64 * 1024
+
+
+def printable(text: str, limit: int = MAX_DEAD_LETTER_CHARS) -> str:
+    """`text` as PostgreSQL can store it: undecodable bytes and NUL written as escapes."""
+    cut = text[:limit]
+    return cut.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def encode_dead_letter(source_id: int | None, raw: str, reason: str) -> bytes:
+    """A line that could not become an entry, kept for the dead-letter table."""
+    return orjson.dumps({"source_id": source_id, "raw": printable(raw), "reason": reason})
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRow:
+    """An entry read back from the stream, ready for COPY."""
+
+    source_id: int
+    timestamp: datetime
+    level: str
+    message: str
+    metadata: dict[str, Any]
+    metadata_json: bytes
+
+    def copy_record(self) -> tuple[int, datetime, str, str, bytes]:
+        return (self.source_id, self.timestamp, self.level, self.message, self.metadata_json)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    source_id: int | None
+    raw: str
+    reason: str
+
+
+class CorruptRecord(ValueError):
+    """A stream entry that is not what the ingest script writes."""
+
+
+def _row(item: Any) -> StreamRow:
+    source_id, ts_us, level, message, metadata = item
+    if not (
+        isinstance(source_id, int)
+        and isinstance(ts_us, int)
+        and isinstance(level, str)
+        and isinstance(message, str)
+        and isinstance(metadata, dict)
+    ):
+        raise CorruptRecord("an entry record has a field of the wrong type")
+    return StreamRow(
+        source_id,
+        EPOCH + timedelta(microseconds=ts_us),
+        Level(level).value,
+        message,
+        metadata,
+        orjson.dumps(metadata),
+    )
+
+
+def decode_records(payload: bytes) -> tuple[list[StreamRow], list[DeadLetter]]:
+    """Entries and dead letters of one stream entry; CorruptRecord if it is malformed."""
+    try:
+        items = orjson.loads(b"[" + payload.replace(b"\n", b",") + b"]")
+    except orjson.JSONDecodeError as exc:
+        raise CorruptRecord(f"payload is not the ingest record format: {exc}") from None
+    rows: list[StreamRow] = []
+    dead: list[DeadLetter] = []
+    try:
+        for item in items:
+            if isinstance(item, list) and len(item) == 5:
+                rows.append(_row(item))
+            elif isinstance(item, dict) and {"raw", "reason"} <= item.keys():
+                dead.append(DeadLetter(item.get("source_id"), item["raw"], item["reason"]))
+            else:
+                raise CorruptRecord(f"unexpected record {str(item)[:80]!r}")
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CorruptRecord(f"bad record: {exc}") from None
+    return rows, dead

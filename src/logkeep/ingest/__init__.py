@@ -1,0 +1,1 @@
+"""Ingest: the stream producer, the worker and the syslog receiver."""

@@ -1,0 +1,351 @@
+"""The producer side of ingest: lines and events become entries (parsed by their source's
+rules), then pass rate limits and dedup into the ingest stream in one Redis call."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import structlog
+
+from logkeep import metrics
+from logkeep.cache.ingest_buffer import (
+    BacklogFull,
+    DedupWindow,
+    IngestBuffer,
+    RateLimit,
+    RateLimited,
+)
+from logkeep.config import Settings
+from logkeep.db.database import Database
+from logkeep.db.queries import q
+from logkeep.domain.entry import EntryLimits, InvalidLogEntry
+from logkeep.domain.ingest import (
+    Prepared,
+    Rejection,
+    SourceRules,
+    encode_dead_letter,
+    encode_entry,
+    entry_from_event,
+    entry_from_line,
+    event_source_ref,
+)
+from logkeep.ingest.catalog import SourceCatalog
+
+log = structlog.get_logger(__name__)
+
+MAX_REPORTED_REJECTIONS = 100
+IDEMPOTENCY_TTL_S = 24 * 3600
+
+
+@dataclass
+class Batch:
+    """A request's events, prepared: stream records and what became of each line."""
+
+    records: list[bytes] = field(default_factory=list)
+    fingerprints: list[bytes | None] = field(default_factory=list)
+    record_sources: list[str] = field(default_factory=list)
+    record_outcomes: list[str] = field(default_factory=list)  # if not a duplicate
+    rejected: list[Rejection] = field(default_factory=list)
+    rejected_by_source: Counter[str] = field(default_factory=Counter)
+    events_by_source: dict[int, tuple[SourceRules, int]] = field(default_factory=dict)
+    dead_letters: int = 0
+
+    def add(self, prepared: Prepared, source: SourceRules) -> None:
+        self.records.append(encode_entry(prepared.entry))
+        self.fingerprints.append(prepared.fingerprint)
+        self.record_sources.append(source.name)
+        self.record_outcomes.append("accepted")
+        _, count = self.events_by_source.get(source.id, (source, 0))
+        self.events_by_source[source.id] = (source, count + 1)
+
+    def reject(self, line: int, reason: str, source: str = "unknown") -> None:
+        self.rejected.append(Rejection(line, reason))
+        self.rejected_by_source[source] += 1
+
+    def add_dead_letter(self, source: SourceRules | None, raw: str, reason: str) -> None:
+        """Keep a line that cannot be an entry (where no client can be told: syslog)."""
+        self.records.append(encode_dead_letter(source.id if source else None, raw, reason))
+        self.fingerprints.append(None)
+        self.record_sources.append(source.name if source else "unknown")
+        self.record_outcomes.append("dead_letter")
+        self.dead_letters += 1
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+    rejected: list[Rejection]
+    entry_id: str
+    committed: bool
+    replayed: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        shown = self.rejected[:MAX_REPORTED_REJECTIONS]
+        body: dict[str, Any] = {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": len(self.rejected),
+            "errors": [{"line": r.line, "reason": r.reason} for r in shown],
+            "committed": self.committed,
+        }
+        if len(self.rejected) > len(shown):
+            body["errors_truncated"] = len(self.rejected) - len(shown)
+        if self.replayed:
+            body["replayed"] = True
+        return body
+
+
+class CommitTimeout(Exception):
+    """A durable request's events are buffered but were not committed in time."""
+
+
+class CommitWaiter:
+    """Durable mode: waits until the ledger holds a stream entry (the worker commits the
+    entry and its ledger row together). One poller per process checks every waiting
+    entry in one query."""
+
+    POLL_S = 0.02
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._waiting: dict[str, asyncio.Future[None]] = {}
+        self._poller: asyncio.Task[None] | None = None
+
+    async def wait(self, entry_id: str, timeout_s: float) -> None:
+        future = self._waiting.get(entry_id)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._waiting[entry_id] = future
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.create_task(self._poll())
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except TimeoutError:
+            raise CommitTimeout(entry_id) from None
+
+    async def _poll(self) -> None:
+        while self._waiting:
+            await asyncio.sleep(self.POLL_S)
+            ids = list(self._waiting)
+            try:
+                async with self._pool.acquire() as conn:
+                    rows = await conn.fetch(q("committed_stream_entries"), ids)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("commit_poll_failed", error=str(exc))
+                await asyncio.sleep(0.5)
+                continue
+            for row in rows:
+                future = self._waiting.pop(row["entry_id"], None)
+                if future is not None and not future.done():
+                    future.set_result(None)
+            # Forget entries nobody waits for any more (their requests timed out).
+            for entry_id, future in list(self._waiting.items()):
+                if future.done():
+                    del self._waiting[entry_id]
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+
+
+class IngestService:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: SourceCatalog,
+        buffer: IngestBuffer,
+        waiter: CommitWaiter,
+        limits: EntryLimits,
+    ) -> None:
+        self._settings = settings
+        self._catalog = catalog
+        self._buffer = buffer
+        self._waiter = waiter
+        self._limits = limits
+
+    @property
+    def catalog(self) -> SourceCatalog:
+        return self._catalog
+
+    async def close(self) -> None:
+        await self._waiter.close()
+
+    async def active_source(self, ref: str | int) -> SourceRules:
+        """The source, which must exist and be active; InvalidLogEntry otherwise."""
+        source = await self._catalog.get(ref)
+        if source is None:
+            raise InvalidLogEntry("source", f"no source named or numbered {str(ref)[:64]!r}")
+        if not source.is_active:
+            raise InvalidLogEntry("source", f"source {source.name!r} is inactive")
+        return source
+
+    async def prepare_events(
+        self,
+        events: Iterable[tuple[int, Any]],
+        default_source: str | None,
+        *,
+        parse_message: bool = False,
+    ) -> Batch:
+        """JSON events, numbered by line (NDJSON) or position (array); an event given as
+        an InvalidLogEntry (a line that is not JSON) is rejected with its reason."""
+        batch = Batch()
+        now = datetime.now(UTC)
+        # A request names few sources: look each up once, not once per event.
+        found: dict[str | int, SourceRules | InvalidLogEntry] = {}
+        for number, event in events:
+            source_name = "unknown"
+            try:
+                if isinstance(event, InvalidLogEntry):
+                    raise event
+                ref = event_source_ref(event, default_source)
+                if ref not in found:
+                    try:
+                        found[ref] = await self.active_source(ref)
+                    except InvalidLogEntry as exc:
+                        found[ref] = exc
+                source = found[ref]
+                if isinstance(source, InvalidLogEntry):
+                    batch.reject(number, str(source))
+                    continue
+                source_name = source.name
+                prepared = entry_from_event(
+                    event, source, parse_message=parse_message, limits=self._limits, now=now
+                )
+            except InvalidLogEntry as exc:
+                batch.reject(number, str(exc), source_name)
+                continue
+            batch.add(prepared, source)
+        return batch
+
+    def prepare_lines(
+        self,
+        lines: Iterable[tuple[int, str | InvalidLogEntry]],
+        source: SourceRules,
+        *,
+        dead_letter: bool = False,
+    ) -> Batch:
+        """Raw lines of one source, parsed by its rules. A line given as an error (it
+        could not even be decoded) is rejected, or kept as a dead letter."""
+        batch = Batch()
+        now = datetime.now(UTC)
+        for number, line in lines:
+            try:
+                if isinstance(line, InvalidLogEntry):
+                    raise line
+                prepared = entry_from_line(line, source, limits=self._limits, now=now)
+            except InvalidLogEntry as exc:
+                if dead_letter:
+                    raw = line if isinstance(line, str) else ""
+                    batch.add_dead_letter(source, raw, str(exc))
+                else:
+                    batch.reject(number, str(exc), source.name)
+                continue
+            batch.add(prepared, source)
+        return batch
+
+    def _rate_limits(self, batch: Batch, client: str | None) -> list[RateLimit]:
+        s = self._settings
+        limits: list[RateLimit] = []
+        for source, count in batch.events_by_source.values():
+            eps = source.rate_limit_eps or s.rate_limit_source_eps
+            if eps:
+                burst = source.rate_limit_burst or s.rate_limit_source_burst
+                limits.append(RateLimit("source", str(source.id), eps, burst, count))
+        if client is not None and s.rate_limit_client_eps and batch.records:
+            limits.append(
+                RateLimit(
+                    "client",
+                    client,
+                    s.rate_limit_client_eps,
+                    s.rate_limit_client_burst,
+                    len(batch.records),
+                )
+            )
+        return limits
+
+    async def submit(
+        self,
+        batch: Batch,
+        *,
+        client: str | None = None,
+        idempotency_key: str | None = None,
+        durable: bool = False,
+    ) -> IngestResult:
+        """Buffer the batch; with `durable`, return only once PostgreSQL committed it.
+        Raises RateLimited, BacklogFull, CommitTimeout, or a Redis error."""
+        for name, count in batch.rejected_by_source.items():
+            metrics.INGEST_EVENTS.labels(name, "rejected").inc(count)
+        if not batch.records and idempotency_key is None:
+            return IngestResult(0, 0, batch.rejected, "", committed=True)
+        try:
+            appended = await self._buffer.append(
+                batch.records,
+                batch.fingerprints,
+                self._rate_limits(batch, client),
+                idempotency_key=idempotency_key,
+                idempotency_ttl_s=IDEMPOTENCY_TTL_S,
+            )
+        except RateLimited:
+            self._count(batch, "rate_limited")
+            raise
+        except BacklogFull:
+            self._count(batch, "backlog_full")
+            raise
+        for i, (name, outcome) in enumerate(
+            zip(batch.record_sources, batch.record_outcomes, strict=True)
+        ):
+            duplicate = i in appended.duplicate_positions
+            metrics.INGEST_EVENTS.labels(name, "duplicate" if duplicate else outcome).inc()
+        committed = not appended.entry_id
+        if durable and appended.entry_id:
+            started = time.monotonic()
+            await self._waiter.wait(appended.entry_id, self._settings.ingest_durable_timeout_s)
+            log.debug("durable_commit_waited", seconds=round(time.monotonic() - started, 3))
+            committed = True
+        return IngestResult(
+            accepted=max(0, appended.kept - batch.dead_letters),
+            duplicates=len(appended.duplicate_positions),
+            rejected=batch.rejected,
+            entry_id=appended.entry_id,
+            committed=committed,
+            replayed=appended.replayed,
+        )
+
+    @staticmethod
+    def _count(batch: Batch, outcome: str) -> None:
+        for name, count in Counter(batch.record_sources).items():
+            metrics.INGEST_EVENTS.labels(name, outcome).inc(count)
+
+
+def entry_limits(settings: Settings) -> EntryLimits:
+    return EntryLimits(
+        max_age=timedelta(days=settings.entry_max_age_days),
+        max_future=timedelta(seconds=settings.max_entry_future_s),
+    )
+
+
+def ingest_service(db: Database, settings: Settings) -> IngestService:
+    """The ingest service of a process, on its initialised Database."""
+    return IngestService(
+        settings,
+        SourceCatalog(db.pool, db.redis, db.keys),
+        IngestBuffer(
+            db.redis,
+            db.keys,
+            dedup=DedupWindow(settings.dedup_window_s),
+            max_backlog_bytes=settings.ingest_max_backlog_bytes,
+        ),
+        CommitWaiter(db.pool),
+        entry_limits(settings),
+    )

@@ -1,0 +1,341 @@
+"""The ingest worker: reads the stream through a consumer group in batches, COPYs each
+batch into log_entries with its rollups and ledger rows in one transaction, and only then
+acknowledges and deletes the stream entries.
+
+Exactly once: the ledger row of a stream entry is inserted first in the transaction; an
+entry another worker committed (or is committing) conflicts and is skipped, so a batch
+redelivered after a crash, or claimed from a worker that was only slow, adds nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import structlog
+from redis.exceptions import RedisError, ResponseError
+
+from logkeep import metrics
+from logkeep.cache.ingest_buffer import DedupWindow, IngestBuffer
+from logkeep.config import Settings
+from logkeep.db.database import Database
+from logkeep.db.queries import q
+from logkeep.db.repositories import Stored, copy_entries, entry_items
+from logkeep.db.types import Conn
+from logkeep.domain.ingest import CorruptRecord, DeadLetter, StreamRow, decode_records, printable
+from logkeep.ingest.catalog import SourceCatalog
+
+log = structlog.get_logger(__name__)
+
+GROUP = "writers"
+READ_COUNT = 10  # stream entries per read; each holds up to a request's events
+LEDGER_RETENTION_DAYS = 7
+IDLE_CONSUMER_S = 3600  # consumers idle this long with nothing pending are removed
+MAX_BACKOFF_S = 5.0
+STOP_GRACE_S = 10.0  # after a stop request, how long a failing batch keeps retrying
+
+# PostgreSQL failures that pass: retry the same batch. Anything else is about the data.
+TRANSIENT_PG_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a connection left mid-operation when the server went
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.QueryCanceledError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.LockNotAvailableError,
+)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass
+class StreamEntry:
+    entry_id: str
+    payload: bytes
+    rows: list[StreamRow] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+    @classmethod
+    def from_reply(cls, entry_id: bytes | str, fields: dict[bytes, bytes] | None) -> StreamEntry:
+        entry = cls(_text(entry_id), (fields or {}).get(b"e", b""))
+        try:
+            entry.rows, entry.dead = decode_records(entry.payload)
+        except CorruptRecord as exc:
+            # Kept whole as one dead letter: never dropped without a trace.
+            entry.dead = [DeadLetter(None, printable(_text_lossy(entry.payload)), str(exc))]
+        return entry
+
+    @property
+    def events(self) -> int:
+        return len(self.rows) + len(self.dead)
+
+    @property
+    def accepted_at(self) -> float:
+        """When the API appended it (the stream id's milliseconds), epoch seconds."""
+        return int(self.entry_id.split("-")[0]) / 1000
+
+
+def _text_lossy(data: bytes) -> str:
+    return data.decode("utf-8", "backslashreplace")
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Worker:
+    def __init__(self, db: Database, settings: Settings, *, name: str | None = None) -> None:
+        self._db = db
+        self._settings = settings
+        self.name = name or consumer_name()
+        self._keys = db.keys
+        self._stream = db.keys.ingest_stream()
+        self._buffer = IngestBuffer(
+            db.redis,
+            db.keys,
+            dedup=DedupWindow(0),  # the worker only acknowledges
+            max_backlog_bytes=settings.ingest_max_backlog_bytes,
+        )
+        self._catalog = SourceCatalog(db.pool, db.redis, db.keys)
+        self._next_claim = 0.0
+        self._next_housekeeping = 0.0
+        self.committed_events = 0
+
+    async def ensure_group(self) -> None:
+        try:
+            # From the start of the stream: entries appended before any worker existed
+            # are written too.
+            await self._db.redis.xgroup_create(self._stream, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop` is set; the batch in hand when it is set is finished first."""
+        await self._retry_redis(self.ensure_group, stop)
+        log.info("worker_started", consumer=self.name, stream=self._stream)
+        while not stop.is_set():
+            try:
+                entries = await self._collect(stop)
+            except (RedisError, OSError) as exc:
+                log.warning("worker_read_failed", error=str(exc))
+                await _sleep_or_stop(stop, 1.0)
+                continue
+            if entries:
+                await self.commit(entries, stop)
+        log.info("worker_stopped", consumer=self.name, committed_events=self.committed_events)
+
+    async def _retry_redis(self, action: Any, stop: asyncio.Event) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await action()
+                return
+            except (RedisError, OSError) as exc:
+                if stop.is_set():
+                    raise
+                log.warning("worker_redis_unavailable", error=str(exc))
+                await _sleep_or_stop(stop, delay)
+                delay = min(MAX_BACKOFF_S, delay * 2)
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def drain(self) -> int:
+        """Commit everything waiting in the stream, then return the events committed
+        (for tests and benchmarks; `run` is the service loop)."""
+        await self.ensure_group()
+        before = self.committed_events
+        stop = asyncio.Event()
+        while entries := await self._collect(stop, idle_block_ms=50):
+            await self.commit(entries, stop)
+        return self.committed_events - before
+
+    async def _collect(self, stop: asyncio.Event, idle_block_ms: int = 1000) -> list[StreamEntry]:
+        """A batch: up to worker_batch_events events, or what arrived within
+        worker_batch_wait_ms of the first one; empty after `idle_block_ms` of quiet."""
+        s = self._settings
+        entries: list[StreamEntry] = []
+        events = 0
+        now = time.monotonic()
+        if now >= self._next_claim:
+            self._next_claim = now + s.worker_claim_idle_ms / 2000
+            entries += await self._claim()
+            events = sum(e.events for e in entries)
+            if now >= self._next_housekeeping:
+                self._next_housekeeping = now + 60
+                await self._housekeeping()
+        deadline = None if not entries else now + s.worker_batch_wait_ms / 1000
+        while events < s.worker_batch_events and not stop.is_set():
+            if deadline is None:
+                block_ms = idle_block_ms  # idle: return now and then to notice a stop
+            else:
+                block_ms = int((deadline - time.monotonic()) * 1000)
+                if block_ms <= 0:
+                    break
+            reply: Any = await self._db.redis.xreadgroup(
+                GROUP, self.name, {self._stream: ">"}, count=READ_COUNT, block=block_ms
+            )
+            for _stream, items in reply or []:
+                for entry_id, fields in items:
+                    entry = StreamEntry.from_reply(entry_id, fields)
+                    entries.append(entry)
+                    events += entry.events
+            if not entries:
+                break
+            if deadline is None:
+                deadline = time.monotonic() + s.worker_batch_wait_ms / 1000
+        return entries
+
+    async def _claim(self) -> list[StreamEntry]:
+        """Entries other consumers (a crashed worker) held too long without acknowledging."""
+        claimed: list[StreamEntry] = []
+        start = "0-0"
+        while len(claimed) < 100:
+            reply: Any = await self._db.redis.xautoclaim(
+                self._stream,
+                GROUP,
+                self.name,
+                min_idle_time=self._settings.worker_claim_idle_ms,
+                start_id=start,
+                count=READ_COUNT,
+            )
+            start = _text(reply[0])
+            claimed += [StreamEntry.from_reply(i, f) for i, f in reply[1] if f is not None]
+            if start == "0-0":
+                break
+        if claimed:
+            log.info("worker_claimed", entries=len(claimed), consumer=self.name)
+        return claimed
+
+    async def _housekeeping(self) -> None:
+        redis = self._db.redis
+        length = await redis.xlen(self._stream)
+        pending: Any = await redis.xpending(self._stream, GROUP)
+        metrics.INGEST_STREAM_LENGTH.set(length)
+        metrics.INGEST_STREAM_PENDING.set(pending["pending"])
+        metrics.INGEST_BACKLOG_BYTES.set(await self._buffer.backlog_bytes())
+        for consumer in await redis.xinfo_consumers(self._stream, GROUP):
+            name = _text(consumer["name"])
+            idle_s = consumer["idle"] / 1000
+            if name != self.name and consumer["pending"] == 0 and idle_s > IDLE_CONSUMER_S:
+                await redis.xgroup_delconsumer(self._stream, GROUP, name)
+        try:
+            async with self._db.pool.acquire() as conn:
+                await conn.execute(q("prune_ingest_ledger"), LEDGER_RETENTION_DAYS)
+        except TRANSIENT_PG_ERRORS as exc:
+            log.warning("ledger_prune_failed", error=str(exc))
+
+    # -- writing --------------------------------------------------------------------------
+
+    async def commit(self, entries: Sequence[StreamEntry], stop: asyncio.Event) -> None:
+        """Commit the batch (retrying while PostgreSQL is away), then acknowledge it."""
+        delay = 0.1
+        give_up_at: float | None = None
+        while True:
+            try:
+                rows, stored = await self._commit_once(entries)
+                break
+            except TRANSIENT_PG_ERRORS as exc:
+                metrics.WORKER_RETRIES.inc()
+                if stop.is_set():
+                    give_up_at = give_up_at or time.monotonic() + STOP_GRACE_S
+                    if time.monotonic() > give_up_at:
+                        # Left pending: another worker (or our restart) claims it.
+                        log.error("worker_batch_abandoned", entries=len(entries))
+                        return
+                log.warning("worker_commit_retry", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(delay)
+                delay = min(MAX_BACKOFF_S, delay * 2)
+            except asyncpg.PostgresError as exc:
+                if len(entries) > 1:
+                    # One bad entry must not hold back the others: commit one by one.
+                    for entry in entries:
+                        await self.commit([entry], stop)
+                    return
+                log.error("worker_entry_refused", entry=entries[0].entry_id, error=str(exc))
+                # Kept as dead letters instead, in the next attempt's transaction.
+                entry = entries[0]
+                reason = f"PostgreSQL refused the entry: {type(exc).__name__}: {exc}"
+                entry.dead += [DeadLetter(r.source_id, r.message, reason) for r in entry.rows]
+                entry.rows = []
+        await self._after_commit(entries, rows, stored)
+
+    async def _commit_once(
+        self, entries: Sequence[StreamEntry]
+    ) -> tuple[list[StreamRow], Stored | None]:
+        started = time.perf_counter()
+        async with self._db.pool.acquire() as conn, conn.transaction():
+            claimed = {
+                row["entry_id"]
+                for row in await conn.fetch(
+                    q("claim_stream_entries"),
+                    [e.entry_id for e in entries],
+                    [e.events for e in entries],
+                )
+            }
+            mine = [e for e in entries if e.entry_id in claimed]
+            rows = [row for e in mine for row in e.rows]
+            stored = await copy_entries(conn, rows) if rows else None
+            await self._store_dead_letters(conn, mine)
+        metrics.WORKER_COPY_SECONDS.observe(time.perf_counter() - started)
+        metrics.WORKER_BATCH_EVENTS.observe(len(rows))
+        skipped = len(entries) - len(mine)
+        if skipped:
+            log.info("worker_skipped_committed", entries=skipped)
+        return rows, stored
+
+    async def _store_dead_letters(self, conn: Conn, entries: Sequence[StreamEntry]) -> None:
+        dead = [(e.entry_id, d) for e in entries for d in e.dead]
+        if not dead:
+            return
+        await conn.execute(
+            q("add_dead_letters"),
+            [d.source_id for _, d in dead],
+            [entry_id for entry_id, _ in dead],
+            [d.reason for _, d in dead],
+            [printable(d.raw) for _, d in dead],
+        )
+        for _, d in dead:
+            metrics.INGEST_DEAD_LETTERS.labels(str(d.source_id)).inc()
+
+    async def _after_commit(
+        self, entries: Sequence[StreamEntry], rows: list[StreamRow], stored: Stored | None
+    ) -> None:
+        now = time.time()
+        for entry in entries:
+            metrics.INGEST_LAG_SECONDS.observe(max(0.0, now - entry.accepted_at))
+        try:
+            await self._buffer.acknowledge(GROUP, [(e.entry_id, len(e.payload)) for e in entries])
+        except RedisError as exc:
+            # Committed but not acknowledged: redelivered later, skipped by the ledger.
+            log.warning("worker_ack_failed", error=str(exc))
+        self.committed_events += len(rows)
+        if stored is None or not rows:
+            return
+        source_ids = sorted({r.source_id for r in rows})
+        await self._db.cache.invalidate_sources(source_ids)
+        names: dict[int, str] = {}
+        for source_id in source_ids:
+            source = await self._catalog.get(source_id)
+            if source is not None:
+                names[source_id] = source.name
+        await self._db.tail.publish(entry_items(rows, stored, names))
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

@@ -1,0 +1,184 @@
+"""The pure part of ingest: bodies, lines, events, fingerprints and stream records."""
+
+from __future__ import annotations
+
+import gzip
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from logkeep.cache.ingest_buffer import DedupWindow, retry_after_header
+from logkeep.client import shown_time
+from logkeep.domain.entry import InvalidLogEntry, Level
+from logkeep.domain.ingest import (
+    PARSE_ERROR_KEY,
+    BodyError,
+    CorruptRecord,
+    SourceRules,
+    decode_line,
+    decode_records,
+    decompress,
+    encode_dead_letter,
+    encode_entry,
+    entry_from_event,
+    entry_from_line,
+    event_source_ref,
+    fingerprint,
+    parse_json_array,
+    split_lines,
+    timestamp_us,
+)
+from logkeep.domain.parsers import compile_parser
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+APP = SourceRules(
+    id=2,
+    name="app_errors",
+    is_active=True,
+    format_type="json",
+    parser=compile_parser("json", {"message_field": "msg", "timestamp_field": "ts"}),
+)
+
+
+def test_decompress_gzip_within_the_limit() -> None:
+    assert decompress(gzip.compress(b"a\nb"), "gzip", 100) == b"a\nb"
+    assert decompress(b"plain", None, 100) == b"plain"
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding", "status", "words"),
+    [
+        (gzip.compress(b"x" * 1000), "gzip", 413, "decompressed size"),
+        (b"not gzip at all", "gzip", 400, "not valid gzip"),
+        (gzip.compress(b"abc")[:-6], "gzip", 400, "truncated"),
+        (b"abc", "br", 415, "not supported"),
+    ],
+)
+def test_decompress_refuses(body: bytes, encoding: str, status: int, words: str) -> None:
+    with pytest.raises(BodyError, match=words) as info:
+        decompress(body, encoding, 100)
+    assert info.value.status == status
+
+
+def test_split_lines_numbers_lines_and_skips_blank_ones() -> None:
+    assert list(split_lines(b"a\r\n\n  \nb\n")) == [(1, b"a"), (4, b"b")]
+
+
+def test_decode_line_names_the_problem() -> None:
+    with pytest.raises(InvalidLogEntry, match="byte 2"):
+        decode_line(b"ok\xffno", 100)
+    with pytest.raises(InvalidLogEntry, match="over the 4-byte line limit"):
+        decode_line(b"12345", 4)
+
+
+def test_parse_json_array_accepts_one_object_and_refuses_scalars() -> None:
+    assert parse_json_array(b'{"message": "m"}') == [{"message": "m"}]
+    with pytest.raises(BodyError, match="expected a JSON array"):
+        parse_json_array(b"42")
+
+
+def test_event_fields_join_metadata_and_explicit_metadata_wins() -> None:
+    event = {"source": "app_errors", "message": "m", "host": "a", "metadata": {"host": "b"}}
+    prepared = entry_from_event(event, APP, now=NOW)
+    assert prepared.entry.metadata == {"host": "b"}
+    assert prepared.fingerprint is None  # no id, no timestamp of its own
+
+
+def test_event_source_ref_uses_the_default_and_refuses_other_types() -> None:
+    assert event_source_ref({"message": "m"}, "app") == "app"
+    assert event_source_ref({"source": 3}, None) == 3
+    with pytest.raises(InvalidLogEntry, match="is required"):
+        event_source_ref({"message": "m"}, None)
+    with pytest.raises(InvalidLogEntry, match="must be a JSON object"):
+        event_source_ref([1], None)
+    with pytest.raises(InvalidLogEntry, match="name or an id"):
+        event_source_ref({"source": True}, None)
+
+
+def test_parse_message_lets_event_fields_win() -> None:
+    raw = orjson.dumps({"msg": "inner", "ts": "2026-11-26T11:00:00Z", "level": "warn"}).decode()
+    prepared = entry_from_event(
+        {"message": raw, "level": "error"}, APP, parse_message=True, now=NOW
+    )
+    assert prepared.entry.message == "inner"
+    assert prepared.entry.level is Level.ERROR
+    assert prepared.entry.timestamp == datetime(2026, 11, 26, 11, tzinfo=UTC)
+    assert prepared.fingerprint is not None
+
+
+def test_unparseable_line_is_kept_with_the_reason() -> None:
+    prepared = entry_from_line("not json", APP, now=NOW)
+    assert prepared.entry.message == "not json"
+    assert PARSE_ERROR_KEY in prepared.entry.metadata
+
+
+def test_fingerprints_distinguish_source_id_and_content() -> None:
+    entry = entry_from_event({"message": "m", "timestamp": "2026-11-26T11:00:00Z"}, APP, now=NOW)
+    by_content = fingerprint(2, None, entry.entry)
+    assert entry.fingerprint == by_content
+    assert len(by_content) == 8
+    assert fingerprint(3, None, entry.entry) != by_content
+    assert fingerprint(2, "id-1", None) != fingerprint(2, "id-2", None)
+    assert fingerprint(2, "id-1", None) == fingerprint(2, "id-1", entry.entry)
+
+
+def test_event_id_limits() -> None:
+    with pytest.raises(InvalidLogEntry, match="event_id"):
+        entry_from_event({"message": "m", "event_id": "x" * 300}, APP, now=NOW)
+    with pytest.raises(InvalidLogEntry, match="event_id"):
+        entry_from_event({"message": "m", "event_id": 1.5}, APP, now=NOW)
+
+
+def test_records_round_trip_through_the_stream_format() -> None:
+    entries = [
+        entry_from_event(
+            {"message": f"line\n{i} \u00e9", "metadata": {"k": [i, {"n": None}]}},
+            APP,
+            now=NOW + timedelta(microseconds=i),
+        ).entry
+        for i in range(3)
+    ]
+    payload = b"\n".join(
+        [*(encode_entry(e) for e in entries), encode_dead_letter(2, "raw \x00 \udcff", "why")]
+    )
+    rows, dead = decode_records(payload)
+    assert [r.message for r in rows] == [e.message for e in entries]
+    assert [r.timestamp for r in rows] == [e.timestamp for e in entries]
+    assert [orjson.loads(r.metadata_json) for r in rows] == [dict(e.metadata) for e in entries]
+    assert rows[0].copy_record()[2] == "INFO"
+    assert len(dead) == 1
+    assert dead[0].reason == "why"
+    assert "\x00" not in dead[0].raw  # PostgreSQL text cannot hold NUL
+    assert dead[0].raw.startswith("raw \\x00")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"garbage", b'[1, 2, "INFO", "m"]', b'["x", 1, "INFO", "m", {}]', b'[1,1,"NOPE","m",{}]'],
+)
+def test_corrupt_payloads_are_named(payload: bytes) -> None:
+    with pytest.raises(CorruptRecord):
+        decode_records(payload)
+
+
+def test_timestamp_us_is_exact() -> None:
+    assert timestamp_us(datetime(1970, 1, 1, 0, 0, 1, 5, tzinfo=UTC)) == 1_000_005
+
+
+def test_dedup_window_buckets() -> None:
+    window = DedupWindow(60)
+    assert window.bucket_ms == 15_000
+    assert window.bucket_indexes(30_000) == [2, 1, 0, -1, -2]
+    assert window.ttl_ms == 75_000
+    assert DedupWindow(0).bucket_indexes(30_000) == []
+
+
+def test_retry_after_is_whole_seconds_never_zero() -> None:
+    assert retry_after_header(0.001) == "1"
+    assert retry_after_header(2.2) == "3"
+
+
+def test_shown_time_has_one_width() -> None:
+    assert shown_time("2026-11-26T16:58:31Z") == "2026-11-26 16:58:31.000"
+    assert shown_time("2026-11-26T16:58:31.273456+00:00") == "2026-11-26 16:58:31.273"
