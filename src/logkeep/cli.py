@@ -227,6 +227,32 @@ def db_maintain() -> None:
         print_maintenance(run_async(_maintain(resolved)))
 
 
+@db_app.command("roles")
+def db_roles(
+    app_role: Annotated[str, typer.Option(help="the role the application connects as")] = (
+        "logkeep_app"
+    ),
+    readonly_role: Annotated[str, typer.Option(help="read-only role for analysts' SQL")] = (
+        "logkeep_readonly"
+    ),
+) -> None:
+    """Create the application and read-only roles and grant them least privilege."""
+    from logkeep.db.roles import grant_roles
+
+    settings = load_settings()
+    with stores(settings) as (resolved, _):
+        try:
+            run_async(with_connection(resolved, lambda c: grant_roles(c, app_role, readonly_role)))
+        except ValueError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+    console.print(
+        f"{app_role}: the DML logkeep uses; {readonly_role}: SELECT on log data. "
+        f"Set passwords with ALTER ROLE ... PASSWORD, then point LOGKEEP_DATABASE_URL "
+        f"at {app_role}."
+    )
+
+
 @db_app.command("seed")
 def db_seed(
     env: Annotated[
@@ -378,6 +404,22 @@ def up(
         _serve(resolved, bind_host, bind_port, worker=True, syslog_port=syslog_port)
 
 
+@app.command()
+def doctor() -> None:
+    """Check the configuration, PostgreSQL and Redis; print a fix for each problem."""
+    from logkeep.doctor import render, run_checks
+
+    try:
+        # Not load_settings(): in prod it refuses default secrets, which doctor reports.
+        settings = Settings()
+    except ValidationError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    text, code = render(uvloop.run(run_checks(settings)))
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
 def _require_stores(settings: Settings) -> None:
     if not (settings.database_url and settings.redis_url):
         err.print(
@@ -457,7 +499,12 @@ def ingest(
     )
     too_long: list[tuple[int, int]] = []
     try:
-        with progress, httpx.Client(base_url=settings.resolved_api_url, timeout=120) as http:
+        token = settings.api_token.get_secret_value()
+        auth = {"Authorization": f"Bearer {token}"} if token else {}
+        with (
+            progress,
+            httpx.Client(base_url=settings.resolved_api_url, timeout=120, headers=auth) as http,
+        ):
             task = progress.add_task(f"sending {file}", total=total)
             batches = chunks(
                 handle,
@@ -525,7 +572,7 @@ TextArg = Annotated[str | None, typer.Argument(help="words that must all appear"
 
 def _client() -> LogkeepClient:
     settings = load_settings()
-    return LogkeepClient(settings.resolved_api_url)
+    return LogkeepClient(settings.resolved_api_url, token=settings.api_token.get_secret_value())
 
 
 @app.command()
@@ -607,6 +654,15 @@ def stats(
 
 bench_app = typer.Typer(help="Benchmarks that print figures and ratios.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+
+
+def _add_users_commands() -> None:
+    from logkeep.users_cli import users_app
+
+    app.add_typer(users_app, name="users")
+
+
+_add_users_commands()
 
 
 @bench_app.command("query")

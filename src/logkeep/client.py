@@ -40,8 +40,9 @@ def _check(response: httpx.Response) -> None:
 
 
 class LogkeepClient:
-    def __init__(self, base_url: str, timeout_s: float = 30.0) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=timeout_s)
+    def __init__(self, base_url: str, timeout_s: float = 30.0, token: str = "") -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=base_url, timeout=timeout_s, headers=headers)
         self.base_url = base_url
 
     def __enter__(self) -> LogkeepClient:

@@ -81,8 +81,10 @@ class Settings(BaseSettings):
     max_entry_future_s: int = Field(default=3600, ge=0)
 
     # HTTP API. `api_url` is where the CLI's read commands find a running logkeep
-    # (default: http://<http_host>:<http_port>).
+    # (default: http://<http_host>:<http_port>); `api_token` is what they send: a
+    # session token or an API key (required wherever the API requires credentials).
     api_url: str | None = None
+    api_token: SecretStr = SecretStr("")
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
@@ -110,6 +112,9 @@ class Settings(BaseSettings):
 
     # Worker: batches close at this many events or this long after their first event.
     worker_batch_events: int = Field(default=5000, ge=1)
+    # Batch loops per worker process: while one waits for its COPY, another reads and
+    # decodes the next batch (one loop leaves PostgreSQL idle half the time).
+    worker_concurrency: int = Field(default=2, ge=1, le=16)
     worker_batch_wait_ms: int = Field(default=200, ge=1)
     # Entries a consumer has held this long without acknowledging are claimed by others.
     worker_claim_idle_ms: int = Field(default=30_000, ge=100)
@@ -121,6 +126,15 @@ class Settings(BaseSettings):
     syslog_host: str = "127.0.0.1"
     syslog_port: int = Field(default=5514, ge=0, le=65535)
     syslog_source: str = "syslog"
+
+    # Access control. Unset: required everywhere but dev (dev without credentials acts
+    # as an admin on this machine).
+    auth_required: bool | None = None
+    session_idle_s: int = Field(default=3600, ge=60)  # slides on every use
+    session_lifetime_s: int = Field(default=12 * 3600, ge=60)  # never extended
+    login_max_failures_per_user: int = Field(default=5, ge=1)
+    login_max_failures_per_address: int = Field(default=20, ge=1)
+    login_failure_window_s: int = Field(default=900, ge=1)
 
     # Secrets and seed accounts.
     secret_key: SecretStr = SecretStr("")
@@ -150,6 +164,10 @@ class Settings(BaseSettings):
     @property
     def resolved_api_url(self) -> str:
         return self.api_url or f"http://{self.http_host}:{self.http_port}"
+
+    @property
+    def requires_auth(self) -> bool:
+        return self.auth_required if self.auth_required is not None else self.env != "dev"
 
     @property
     def entry_max_age_days(self) -> int:

@@ -520,3 +520,119 @@ async def test_redis_down_answers_503(
         assert await conn.fetchval("SELECT count(*) FROM log_entries WHERE message = 'during'") == 0
     finally:
         await conn.close()
+
+
+async def test_same_second_lines_from_different_clients_are_all_kept(
+    api: httpx.AsyncClient, db: Database, settings: Settings
+) -> None:
+    """Dedup compares whole events: 50 hits on one URL in one second are 50 events."""
+    stamp = datetime.now(UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
+    tag = uuid.uuid4().hex[:10]
+    lines = [f'10.9.0.{i} - - [{stamp}] "GET /{tag} HTTP/1.1" 200 5 "-" "ua"' for i in range(50)]
+    body = "\n".join(lines).encode()
+    first = await api.post(
+        "/api/v1/ingest", params={"source": "nginx_access"}, content=body, headers=TEXT
+    )
+    assert (first.json()["accepted"], first.json()["duplicates"]) == (50, 0)
+    # The same lines again (a shipper's retry) are duplicates.
+    again = await api.post(
+        "/api/v1/ingest", params={"source": "nginx_access"}, content=body, headers=TEXT
+    )
+    assert (again.json()["accepted"], again.json()["duplicates"]) == (0, 50)
+    await drain(db, settings)
+    assert await count_rows(db, "metadata->>'path' = $1", f"/{tag}") == 50
+
+
+async def test_a_source_may_turn_content_dedup_off(
+    api: httpx.AsyncClient, db: Database, settings: Settings
+) -> None:
+    async with db.pool.acquire() as conn:
+        await conn.execute(
+            'UPDATE log_sources SET configuration = configuration || \'{"dedup": "off"}\' '
+            "WHERE name = 'app_errors'"
+        )
+    await asyncio.sleep(0.6)  # the rules cache of this process
+    await db.redis.delete(db.keys.source_rules_by_name("app_errors"))
+    event = [{"source": "app_errors", "message": "same", "timestamp": now_iso()}]
+    await asyncio.sleep(0.6)
+    for _ in range(2):
+        response = await api.post("/api/v1/ingest", content=ndjson(event), headers=NDJSON)
+        assert response.json()["accepted"] == 1
+
+
+async def test_durable_duplicate_is_not_committed_before_its_original(
+    settings: Settings, db: Database
+) -> None:
+    """A durable retry whose events were all accepted before must wait for them."""
+    tag = uuid.uuid4().hex
+    patient = settings.model_copy(update={"ingest_durable_timeout_s": 0.3})
+    event = [{"source": "app_errors", "message": f"retry {tag}", "timestamp": now_iso()}]
+    async with running_app(patient) as api:
+        params = {"mode": "durable"}
+        first = await api.post(
+            "/api/v1/ingest", params=params, content=ndjson(event), headers=NDJSON
+        )
+        assert first.status_code == 503  # no worker yet
+        retry = await api.post(
+            "/api/v1/ingest", params=params, content=ndjson(event), headers=NDJSON
+        )
+        assert retry.status_code == 503, retry.text  # not "committed": nothing is, yet
+        stop = asyncio.Event()
+        worker = asyncio.create_task(Worker(db, settings, name="late").run(stop))
+        try:
+            final = await api.post(
+                "/api/v1/ingest", params=params, content=ndjson(event), headers=NDJSON
+            )
+        finally:
+            stop.set()
+            await worker
+    assert final.status_code == 200, final.text
+    assert final.json()["duplicates"] == 1
+    assert await count_rows(db, "message = $1", f"retry {tag}") == 1
+
+
+async def test_worker_recovers_when_the_stream_is_lost(
+    api: httpx.AsyncClient, db: Database, settings: Settings
+) -> None:
+    worker = Worker(db, settings, name="nogroup")
+    await worker.ensure_group()
+    await db.redis.delete(db.keys.ingest_stream())  # a Redis without persistence restarted
+    tag = uuid.uuid4().hex
+    await api.post(
+        "/api/v1/ingest",
+        content=ndjson([{"source": "app_errors", "message": f"after loss {tag}"}]),
+        headers=NDJSON,
+    )
+    assert await worker.drain() == 1
+    assert await count_rows(db, "message = $1", f"after loss {tag}") == 1
+
+
+async def test_a_lone_surrogate_rejects_its_event_only(api: httpx.AsyncClient) -> None:
+    body = (
+        b'[{"source": "app_errors", "message": "bad \\ud800"},'
+        b' {"source": "app_errors", "message": "ok"}]'
+    )
+    response = await api.post(
+        "/api/v1/ingest", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["accepted"] == 1
+    assert response.json()["errors"][0]["line"] == 1
+    assert "UTF-8" in response.json()["errors"][0]["reason"]
+
+
+async def test_idempotency_keys_belong_to_their_client(db: Database, settings: Settings) -> None:
+    from logkeep.cache.ingest_buffer import DedupWindow, IngestBuffer
+
+    buffer = IngestBuffer(db.ingest_client, db.keys, dedup=DedupWindow(60), max_backlog_bytes=10**9)
+    first = await buffer.append(
+        [b"[1]"], [None], idempotency_key="1", idempotency_ttl_s=60, client="a"
+    )
+    other = await buffer.append(
+        [b"[2]"], [None], idempotency_key="1", idempotency_ttl_s=60, client="b"
+    )
+    again = await buffer.append(
+        [b"[1]"], [None], idempotency_key="1", idempotency_ttl_s=60, client="a"
+    )
+    assert (first.kept, other.kept, again.kept) == (1, 1, 0)
+    assert again.replayed and not other.replayed

@@ -182,3 +182,22 @@ def test_retry_after_is_whole_seconds_never_zero() -> None:
 def test_shown_time_has_one_width() -> None:
     assert shown_time("2026-11-26T16:58:31Z") == "2026-11-26 16:58:31.000"
     assert shown_time("2026-11-26T16:58:31.273456+00:00") == "2026-11-26 16:58:31.273"
+
+
+def test_concatenated_gzip_members_are_all_read() -> None:
+    body = gzip.compress(b"a\n") + gzip.compress(b"b\n")
+    assert decompress(body, "gzip", 100) == b"a\nb\n"
+    with pytest.raises(BodyError, match="not valid gzip"):
+        decompress(gzip.compress(b"a") + b"trailing junk", "gzip", 100)
+
+
+def test_only_data_errors_make_dead_letters() -> None:
+    import asyncpg
+
+    from logkeep.ingest.worker import is_about_the_data
+
+    assert is_about_the_data(asyncpg.DataError())
+    assert is_about_the_data(asyncpg.UniqueViolationError())
+    assert not is_about_the_data(asyncpg.ReadOnlySQLTransactionError())
+    assert not is_about_the_data(asyncpg.DiskFullError())
+    assert not is_about_the_data(asyncpg.OutOfMemoryError())

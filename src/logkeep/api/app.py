@@ -18,16 +18,26 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError, ResponseError
 
 from logkeep import metrics
-from logkeep.api import ingest, search, stats, tail
+from logkeep.api import admin, auth, ingest, search, stats, tail
 from logkeep.api.access_log import AccessLog
+from logkeep.api.auth import Reader, readable_sources, require
 from logkeep.api.body import read_body
 from logkeep.api.deps import get_db, get_logs, get_sources
 from logkeep.api.schemas import LogEntryCreate, LogEntryCreated, RecentLogsPublic
+from logkeep.api.security import SecurityHeaders
+from logkeep.cache.sessions import LoginLimiter, SessionStore
 from logkeep.config import Settings
 from logkeep.db import migrate
+from logkeep.db.access import AccessRepository
 from logkeep.db.database import Database, StoreUnavailable
 from logkeep.db.partitions import maintain
-from logkeep.db.repositories import LogRepository, SourceRepository, UnknownSource
+from logkeep.db.repositories import (
+    LogRepository,
+    SourceRepository,
+    UnknownSource,
+    UserRepository,
+)
+from logkeep.domain.auth import Action, Principal
 from logkeep.domain.entry import InvalidLogEntry, Level
 from logkeep.domain.timerange import InvalidQuery
 from logkeep.ingest.service import entry_limits, ingest_service
@@ -142,6 +152,21 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
         )
         app.state.sources = SourceRepository(db.pool, db.redis_client, db.keys)
         app.state.ingest = ingest_service(db, settings)
+        app.state.access = AccessRepository(db.pool)
+        app.state.users = UserRepository(db.pool)
+        app.state.sessions = SessionStore(
+            db.redis,
+            db.keys,
+            idle_s=settings.session_idle_s,
+            lifetime_s=settings.session_lifetime_s,
+        )
+        app.state.login_limiter = LoginLimiter(
+            db.redis,
+            db.keys,
+            per_user=settings.login_max_failures_per_user,
+            per_address=settings.login_max_failures_per_address,
+            window_s=settings.login_failure_window_s,
+        )
         maintenance = None
         if settings.maintenance_interval_s:
             maintenance = asyncio.create_task(maintenance_loop(db, settings))
@@ -160,11 +185,14 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
     for error in TRANSIENT_STORE_ERRORS:
         app.add_exception_handler(error, store_unavailable)
     app.add_exception_handler(InvalidQuery, invalid_query)
+    app.include_router(auth.router)
+    app.include_router(admin.router)
     app.include_router(ingest.router)
     app.include_router(search.router)
     app.include_router(stats.router)
     app.include_router(tail.router)
 
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(AccessLog)
 
     @app.get("/healthz")
@@ -222,6 +250,7 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
     )
     async def create_log(
         request: Request,
+        principal: Annotated[Principal, Depends(require(Action.INGEST))],
         logs: Annotated[LogRepository, Depends(get_logs)],
         sources: Annotated[SourceRepository, Depends(get_sources)],
     ) -> LogEntryCreated:
@@ -229,6 +258,7 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
         source = await sources.resolve(body.source)
         if source is None or not source["is_active"]:
             raise HTTPException(422, f"source: no active source named or numbered {body.source!r}")
+        readable_sources(principal, [source["id"]])
         entry: dict[str, Any] = {
             "message": body.message,
             "source_id": source["id"],
@@ -244,6 +274,7 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
 
     @app.get("/api/v1/logs/recent")
     async def recent_logs(
+        principal: Reader,
         logs: Annotated[LogRepository, Depends(get_logs)],
         sources: Annotated[SourceRepository, Depends(get_sources)],
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -260,7 +291,11 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
             parsed_level = None if level is None else Level.parse(level)
         except InvalidLogEntry as exc:
             raise HTTPException(422, str(exc)) from None
-        items = await logs.get_recent_logs(limit=limit, source_id=source_id, level=parsed_level)
+        items = await logs.get_recent_logs(
+            limit=limit,
+            level=parsed_level,
+            source_ids=readable_sources(principal, None if source_id is None else [source_id]),
+        )
         return RecentLogsPublic.model_validate({"items": items})
 
     return app

@@ -10,10 +10,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
+from logkeep.api.auth import client_address, require
 from logkeep.api.body import read_body
 from logkeep.api.deps import get_settings
 from logkeep.cache.ingest_buffer import BacklogFull, RateLimited, retry_after_header
 from logkeep.config import Settings
+from logkeep.domain.auth import Action, Principal
 from logkeep.domain.entry import InvalidLogEntry
 from logkeep.domain.ingest import (
     BodyError,
@@ -71,6 +73,7 @@ async def _batch_from_body(
     source: str | None,
     line_format: str | None,
     parse: bool,
+    allowed: frozenset[int] | None,
 ) -> Batch:
     max_lines = settings.ingest_max_lines
     if media_type in JSON_TYPES:
@@ -89,11 +92,11 @@ async def _batch_from_body(
                 numbered.append((number, parse_json_line(decode_line(raw, max_bytes))))
             except InvalidLogEntry as exc:
                 numbered.append((number, exc))
-        return await service.prepare_events(numbered, source, parse_message=parse)
+        return await service.prepare_events(numbered, source, parse_message=parse, allowed=allowed)
     if source is None:
         raise HTTPException(422, "source: text lines need ?source=NAME")
     try:
-        rules = await service.active_source(source)
+        rules = await service.active_source(source, allowed)
         if line_format is not None and line_format != rules.format_type:
             # Another format than the source's: its own rules do not apply.
             rules = dataclasses.replace(rules, parser=compile_parser(line_format, {}))
@@ -111,6 +114,7 @@ async def _batch_from_body(
 @router.post("/api/v1/ingest", status_code=202)
 async def ingest(
     request: Request,
+    principal: Annotated[Principal, Depends(require(Action.INGEST))],
     service: Annotated[IngestService, Depends(get_ingest)],
     settings: Annotated[Settings, Depends(get_settings)],
     source: Annotated[
@@ -157,11 +161,13 @@ async def ingest(
             source=source,
             line_format=line_format,
             parse=parse,
+            allowed=principal.sources,
         )
     except BodyError as exc:
         raise HTTPException(exc.status, str(exc)) from None
     durable = (mode or settings.ingest_mode) == "durable"
-    client = request.client.host if request.client else None
+    # Rate limits per API key; callers without one (dev) are told apart by address.
+    client = f"key:{principal.id}" if principal.kind == "key" else client_address(request)
     try:
         result = await service.submit(
             batch,
@@ -179,8 +185,9 @@ async def ingest(
         return _unavailable("ingest backlog is full (PostgreSQL is behind or away); retry later", 5)
     except CommitTimeout:
         return _unavailable(
-            "events are buffered but not committed yet; retry with the same events "
-            "(duplicates are dropped) or the same Idempotency-Key",
+            "events are buffered and will be committed, but not within the durable "
+            "timeout; a retry with the same Idempotency-Key (or of events that carry an "
+            "event_id or a timestamp) waits for them without storing them twice",
             5,
         )
     except RedisError as exc:

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from logkeep.api.auth import Reader, readable_sources
 from logkeep.api.deps import get_db, get_settings, get_sources, resolve_source_ids
 from logkeep.api.schemas import LogEntryPublic
 from logkeep.config import Settings
@@ -139,6 +140,7 @@ async def started(chunks: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
 )
 async def search_logs(
     request: Request,
+    principal: Reader,
     db: Annotated[Database, Depends(get_db)],
     settings: Annotated[Settings, Depends(get_settings)],
     sources: Annotated[SourceRepository, Depends(get_sources)],
@@ -153,7 +155,9 @@ async def search_logs(
         retention=timedelta(days=settings.retention_days),
         max_future=timedelta(seconds=settings.max_entry_future_s),
     )
-    source_ids = await resolve_source_ids(sources, list(query.source_refs))
+    source_ids = readable_sources(
+        principal, await resolve_source_ids(sources, list(query.source_refs))
+    )
     search = LogSearch(
         db.pool,
         db.cache,

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from logkeep.api.auth import Reader, readable_sources
 from logkeep.api.deps import get_db, get_settings, get_sources, resolve_source_ids
 from logkeep.config import Settings
 from logkeep.db.repositories import SourceRepository
@@ -174,6 +175,7 @@ def requested_window(
     ),
 )
 async def histogram(
+    principal: Reader,
     stats: Annotated[StatsRepository, Depends(get_stats)],
     sources: Annotated[SourceRepository, Depends(get_sources)],
     settings: Annotated[Settings, Depends(get_settings)],
@@ -194,7 +196,7 @@ async def histogram(
         interval=interval,
         levels=level or [],
         min_level=min_level,
-        source_ids=await resolve_source_ids(sources, source or []),
+        source_ids=readable_sources(principal, await resolve_source_ids(sources, source or [])),
     )
     return await stats.histogram(query)
 
@@ -210,9 +212,12 @@ async def histogram(
     ),
 )
 async def summary(
+    principal: Reader,
     stats: Annotated[StatsRepository, Depends(get_stats)],
     hours: Annotated[int, Query(ge=1, le=MAX_HOURS)] = 24,
     top: Annotated[int, Query(ge=1, le=MAX_REPEATS)] = 5,
 ) -> dict[str, Any]:
-    result = await stats.summary(summary_window(datetime.now(UTC), hours), hours)
+    result = await stats.summary(
+        summary_window(datetime.now(UTC), hours), hours, readable_sources(principal, None)
+    )
     return {**result, "top_sources": pick_top_sources(result, top)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -10,6 +11,7 @@ import orjson
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from logkeep.api.auth import Reader, readable_sources
 from logkeep.api.deps import get_db, get_settings, get_sources, resolve_source_ids
 from logkeep.config import Settings
 from logkeep.db.database import Database
@@ -20,6 +22,7 @@ from logkeep.domain.tail import EventPosition, TailFilter
 router = APIRouter()
 
 BLOCK_MS = 1000  # how long one XREAD waits before looking again
+LISTENER_RENEW_S = 10.0  # well within cache.tail.LISTENER_TTL_S
 
 
 async def tail_events(
@@ -27,8 +30,13 @@ async def tail_events(
 ) -> AsyncIterator[ServerSentEvent]:
     client = db.tail_redis
     assert client is not None
+    await db.tail.mark_listening(client)
+    marked_at = time.monotonic()
     after = resume.read_after() if resume else await db.tail.last_id(client)
     while True:
+        if time.monotonic() - marked_at > LISTENER_RENEW_S:
+            await db.tail.mark_listening(client)
+            marked_at = time.monotonic()
         batches = await db.tail.read(client, after, BLOCK_MS)
         last_sent: str | None = None
         for stream_id, items in batches:
@@ -52,6 +60,7 @@ async def tail_events(
 @router.get("/api/v1/tail")
 async def tail(
     request: Request,
+    principal: Reader,
     db: Annotated[Database, Depends(get_db)],
     settings: Annotated[Settings, Depends(get_settings)],
     sources: Annotated[SourceRepository, Depends(get_sources)],
@@ -62,7 +71,7 @@ async def tail(
     contains: Annotated[str | None, Query(max_length=512)] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
 ) -> EventSourceResponse:
-    source_ids = await resolve_source_ids(sources, source)
+    source_ids = readable_sources(principal, await resolve_source_ids(sources, source))
     metadata = metadata_document(
         (name, value)
         for name, value in request.query_params.multi_items()

@@ -25,9 +25,17 @@ local bucket_ttl = tonumber(ARGV[3])
 local idem_ttl = tonumber(ARGV[4])
 local n_rate = tonumber(ARGV[5])
 
+-- The newest entry not yet committed: a durable request is committed once no entry up
+-- to it is left (workers delete entries after their commit).
+local function horizon()
+  local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if newest[1] then return newest[1][1] end
+  return ''
+end
+
 if idem_ttl > 0 then
   local previous = redis.call('GET', KEYS[3])
-  if previous then return {'replay', previous} end
+  if previous then return {'replay', previous, horizon()} end
 end
 
 local backlog = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -58,19 +66,41 @@ for i = 1, n_rate do
 end
 
 -- Dedup: fingerprints live in time-bucketed sets; an event is a duplicate if any bucket
--- of the window holds its fingerprint (or an earlier event of this request had it).
+-- of the window holds its fingerprint, or an earlier event of this request had it.
+-- Set commands take members in chunks (Lua's unpack has a stack limit), so a request
+-- costs a handful of calls, not several per event.
 local ev_base = 5 + n_rate * 3
-local kept, dups = {}, {}
-for i = 1, (#ARGV - ev_base) / 2 do
+local n_events = (#ARGV - ev_base) / 2
+local fps, pos = {}, {}
+for i = 1, n_events do
   local fp = ARGV[ev_base + 2 * i - 1]
-  local dup = false
-  if fp ~= '' then
-    for b = 2, n_buckets do
-      if redis.call('SISMEMBER', KEYS[3 + b], fp) == 1 then dup = true; break end
+  if fp ~= '' then fps[#fps + 1] = fp; pos[#pos + 1] = i end
+end
+local CHUNK = 1000
+local dup = {}
+if #fps > 0 then
+  for b = 1, n_buckets do
+    for c = 1, #fps, CHUNK do
+      local last = math.min(c + CHUNK - 1, #fps)
+      local found = redis.call('SMISMEMBER', KEYS[3 + b], unpack(fps, c, last))
+      for j, hit in ipairs(found) do
+        if hit == 1 then dup[pos[c + j - 1]] = true end
+      end
     end
-    if not dup and redis.call('SADD', KEYS[4], fp) == 0 then dup = true end
   end
-  if dup then dups[#dups + 1] = i else kept[#kept + 1] = ARGV[ev_base + 2 * i] end
+end
+local seen, fresh = {}, {}
+for j, fp in ipairs(fps) do
+  if not dup[pos[j]] then
+    if seen[fp] then dup[pos[j]] = true else seen[fp] = true; fresh[#fresh + 1] = fp end
+  end
+end
+for c = 1, #fresh, CHUNK do
+  redis.call('SADD', KEYS[4], unpack(fresh, c, math.min(c + CHUNK - 1, #fresh)))
+end
+local kept, dups = {}, {}
+for i = 1, n_events do
+  if dup[i] then dups[#dups + 1] = i else kept[#kept + 1] = ARGV[ev_base + 2 * i] end
 end
 if n_buckets > 0 then redis.call('PEXPIRE', KEYS[4], bucket_ttl) end
 
@@ -80,10 +110,10 @@ if #kept > 0 then
   id = redis.call('XADD', KEYS[1], '*', 'n', #kept, 'e', payload)
   redis.call('INCRBY', KEYS[2], #payload)
 end
-if idem_ttl > 0 then
+if idem_ttl > 0 and #kept + #dups > 0 then
   redis.call('SET', KEYS[3], id .. ' ' .. #kept .. ' ' .. #dups, 'PX', idem_ttl)
 end
-local reply = {'ok', id}
+local reply = {'ok', id, horizon()}
 for _, i in ipairs(dups) do reply[#reply + 1] = i end
 return reply
 """
@@ -121,6 +151,9 @@ class Appended:
     entry_id: str  # "" when every event was a duplicate
     kept: int
     duplicate_positions: frozenset[int]  # 0-based positions in the events passed in
+    # The newest stream entry at the time ("" if none): once no entry up to it is left in
+    # the stream, everything this request offered (duplicates included) is committed.
+    horizon: str = ""
     replayed: bool = False  # an earlier request with this Idempotency-Key was answered
 
 
@@ -198,11 +231,14 @@ class IngestBuffer:
         *,
         idempotency_key: str | None = None,
         idempotency_ttl_s: int = 0,
+        client: str = "",
     ) -> Appended:
-        """Buffer the records that are not duplicates, as one stream entry."""
+        """Buffer the records that are not duplicates, as one stream entry. An
+        Idempotency-Key is the client's own: two clients may use the same one."""
         buckets = self._dedup.bucket_indexes(int(time.time() * 1000))
         idem_digest = hashlib.blake2b(
-            (idempotency_key or "").encode("utf-8", "surrogatepass"), digest_size=16
+            f"{client}\x00{idempotency_key or ''}".encode("utf-8", "surrogatepass"),
+            digest_size=16,
         ).hexdigest()
         keys = [
             self.stream,
@@ -225,13 +261,14 @@ class IngestBuffer:
         reply: list[Any] = await self._script(keys=keys, args=args)
         status = _text(reply[0])
         if status == "ok":
-            dups = frozenset(int(i) - 1 for i in reply[2:])
-            return Appended(_text(reply[1]), len(records) - len(dups), dups)
+            dups = frozenset(int(i) - 1 for i in reply[3:])
+            return Appended(_text(reply[1]), len(records) - len(dups), dups, _text(reply[2]))
         if status == "replay":
             # Every event was accepted by the first request; a durable retry waits for
             # that request's stream entry.
             entry_id = _text(reply[1]).split(" ")[0]
-            return Appended(entry_id, 0, frozenset(range(len(records))), replayed=True)
+            everything = frozenset(range(len(records)))
+            return Appended(entry_id, 0, everything, _text(reply[2]), replayed=True)
         if status == "backlog":
             raise BacklogFull(int(_text(reply[1])))
         if status == "limited":
@@ -259,3 +296,9 @@ class IngestBuffer:
 def retry_after_header(seconds: float) -> str:
     """Retry-After takes whole seconds; never 0, or clients retry at once."""
     return str(max(1, math.ceil(seconds)))
+
+
+def stream_position(entry_id: str) -> tuple[int, int]:
+    """A stream id as a comparable (milliseconds, sequence)."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

@@ -39,6 +39,10 @@ class Keys:
         """Committed entries for live tail: a capped stream, never the ingest buffer."""
         return f"{self.prefix}tail"
 
+    def tail_listeners(self) -> str:
+        """Present while a live tail client is connected (renewed by the clients)."""
+        return f"{self.prefix}tail:listeners"
+
     # -- ingest ---------------------------------------------------------------------------
     # The ingest keys share one hash tag, so the ingest script may touch them all in one
     # call on Redis Cluster too (one slot; shard by stream when one slot is not enough).
@@ -69,3 +73,18 @@ class Keys:
 
     def source_rules_by_name(self, name: str) -> str:
         return f"{self.prefix}source:rules:name:{name}"
+
+    # -- sessions and logins --------------------------------------------------------------
+
+    def session(self, digest: str) -> str:
+        """One session, by the SHA-256 of its token (the token itself is never stored)."""
+        return f"{self.prefix}session:{digest}"
+
+    def user_sessions(self, user_id: int) -> str:
+        """The digests of a user's sessions, to end them all at once."""
+        return f"{self.prefix}user-sessions:{user_id}"
+
+    def login_failures(self, kind: str, subject: str) -> str:
+        """Failed logins of a username or a client address in the current window."""
+        subject_digest = hashlib.blake2b(subject.encode("utf-8", "surrogatepass"), digest_size=12)
+        return f"{self.prefix}login-failures:{kind}:{subject_digest.hexdigest()}"

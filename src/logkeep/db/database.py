@@ -12,7 +12,7 @@ import orjson
 import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -33,6 +33,9 @@ PG_STARTUP_ERRORS = (
     asyncpg.TooManyConnectionsError,
     asyncpg.InvalidCatalogNameError,
 )
+
+
+INGEST_SCRIPT_TIMEOUT_S = 30.0
 
 
 class StoreUnavailable(RuntimeError):
@@ -92,6 +95,10 @@ class Database:
         # Blocking reads (live tail) get a pool of their own, so that waiting clients can
         # never take the connections the cache and the writers need.
         self.tail_redis: aioredis.Redis | None = None
+        # The ingest script is not idempotent: a client that re-sent it after a timeout
+        # could buffer a request twice. This client never retries, and waits long enough
+        # for the largest request's script.
+        self.ingest_redis: aioredis.Redis | None = None
         self.keys = Keys(settings.redis_key_prefix)
         self.cache: QueryCache = QueryCache(None, self.keys)
         self.tail: TailBuffer = TailBuffer(None, self.keys, settings.tail_buffer_entries)
@@ -118,6 +125,13 @@ class Database:
                 socket_connect_timeout=self.settings.redis_socket_timeout_s,
                 # A blocked XREAD waits up to a heartbeat; the socket must wait longer.
                 socket_timeout=self.settings.tail_heartbeat_s + 10,
+            )
+            self.ingest_redis = aioredis.from_url(
+                self.redis_url,
+                max_connections=self.settings.redis_max_connections,
+                socket_connect_timeout=self.settings.redis_socket_timeout_s,
+                socket_timeout=INGEST_SCRIPT_TIMEOUT_S,
+                retry=Retry(NoBackoff(), 0),
             )
         except BaseException:
             await self.close()
@@ -207,6 +221,9 @@ class Database:
         return client
 
     async def close(self) -> None:
+        if self.ingest_redis is not None:
+            await self.ingest_redis.aclose()
+            self.ingest_redis = None
         if self.tail_redis is not None:
             await self.tail_redis.aclose()
             self.tail_redis = None
@@ -222,6 +239,12 @@ class Database:
         if self.pg_pool is None:
             raise StoreUnavailable("Database.initialize() has not been called")
         return self.pg_pool
+
+    @property
+    def ingest_client(self) -> aioredis.Redis:
+        if self.ingest_redis is None:
+            raise StoreUnavailable("Database.initialize() has not been called")
+        return self.ingest_redis
 
     @property
     def redis(self) -> aioredis.Redis:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -11,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import asyncpg
+import bcrypt
 import redis.asyncio as aioredis
 import structlog
 from argon2 import PasswordHasher
@@ -34,6 +36,8 @@ MAX_RECENT_LIMIT = 1000
 # everywhere within this time.
 RESOLVE_TTL_S = 1.0
 RESOLVE_CACHE_MAX = 10_000
+BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
+USERNAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # the CHECK on users.username
 
 log = structlog.get_logger(__name__)
 
@@ -220,8 +224,12 @@ class LogRepository:
         limit: int = 100,
         source_id: int | None = None,
         level: Level | str | None = None,
+        *,
+        source_ids: list[int] | None = None,
     ) -> list[dict[str, Any]]:
-        """Newest entries first, optionally of one source and one level."""
+        """Newest entries first, optionally of one source (or of some) and one level."""
+        if source_id is not None:
+            source_ids = [source_id]
         if (
             isinstance(limit, bool)
             or not isinstance(limit, int)
@@ -229,14 +237,14 @@ class LogRepository:
         ):
             raise ValueError(f"limit must be an integer from 1 to {MAX_RECENT_LIMIT}")
         level_value = None if level is None else Level.parse(level).value
-        params = {"limit": limit, "source_id": source_id, "level": level_value}
+        sources = None if source_ids is None else sorted(set(source_ids))
+        params = {"limit": limit, "source_ids": sources, "level": level_value}
 
         async def load() -> list[dict[str, Any]]:
             async with timed("recent_logs"), self._pool.acquire() as conn:
-                rows = await conn.fetch(q("recent_logs"), source_id, level_value, limit)
+                rows = await conn.fetch(q("recent_logs"), sources, level_value, limit)
             return [_json_ready(row) for row in rows]
 
-        sources = None if source_id is None else [source_id]
         result: list[dict[str, Any]] = await self._cache.get_or_load(
             "recent", params, sources, self._ttl_recent_s, load
         )
@@ -378,6 +386,23 @@ class UserRepository:
         # Verified against when the user is unknown, so both failures cost the same time.
         self._dummy_hash = self._hasher.hash("logkeep-timing-equaliser")
 
+    def _verify(self, stored: str, password: str) -> bool:
+        """argon2id hashes, and the bcrypt hashes of older seeds (rehashed on login)."""
+        if stored.startswith(BCRYPT_PREFIXES):
+            encoded = password.encode("utf-8", "surrogatepass")
+            # bcrypt reads at most 72 bytes; longer passwords never matched such hashes.
+            return len(encoded) <= 72 and bcrypt.checkpw(encoded, stored.encode())
+        try:
+            return bool(self._hasher.verify(stored, password))
+        except (VerificationError, InvalidHashError):
+            return False
+
+    async def set_password(self, user_id: int, password: str) -> bool:
+        password_hash = await asyncio.to_thread(self.hash_password, password)
+        async with self._pool.acquire() as conn:
+            status = await conn.execute(q("update_password_hash"), user_id, password_hash)
+        return status.endswith(" 1")
+
     def hash_password(self, password: str) -> str:
         if not password:
             raise ValueError("password must not be empty")
@@ -424,19 +449,19 @@ class UserRepository:
 
     async def authenticate(self, username: str, password: str) -> dict[str, Any] | None:
         """The user if the password matches and the account is active, else None."""
-        async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(q("user_by_username"), username)
+        row = None
+        if USERNAME.fullmatch(username):  # anything else (NUL bytes...) names nobody
+            async with self._pool.acquire() as conn:
+                row = await conn.fetchrow(q("user_by_username"), username)
         stored = row["password_hash"] if row is not None else self._dummy_hash
-        try:
-            # argon2 takes tens of milliseconds of CPU: keep it off the event loop.
-            await asyncio.to_thread(self._hasher.verify, stored, password)
-        except (VerificationError, InvalidHashError):
+        # argon2 and bcrypt take tens of milliseconds of CPU: keep them off the event loop.
+        if not await asyncio.to_thread(self._verify, stored, password):
             return None
         if row is None or not row["is_active"]:
             return None
         async with self._pool.acquire() as conn:
             last_login = await conn.fetchval(q("record_login"), row["id"])
-            if self._hasher.check_needs_rehash(stored):
+            if stored.startswith(BCRYPT_PREFIXES) or self._hasher.check_needs_rehash(stored):
                 new_hash = await asyncio.to_thread(self._hasher.hash, password)
                 await conn.execute(q("update_password_hash"), row["id"], new_hash)
         user = dict(row)

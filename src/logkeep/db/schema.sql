@@ -8,6 +8,8 @@ CREATE SEQUENCE log_entries_id_seq AS bigint;
 CREATE OR REPLACE FUNCTION public.drop_log_partition(day date)
  RETURNS boolean
  LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
 AS $function$
 DECLARE
     part_name text := log_partition_name(day);
@@ -23,6 +25,8 @@ $function$;
 CREATE OR REPLACE FUNCTION public.ensure_log_partition(day date)
  RETURNS bigint
  LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'public', 'pg_temp'
 AS $function$
 DECLARE
     part_name text := log_partition_name(day);
@@ -94,6 +98,32 @@ CREATE TABLE alert_rules (
     CONSTRAINT alert_rules_window_seconds_check CHECK ((window_seconds > 0))
 );
 CREATE TRIGGER alert_rules_touch BEFORE UPDATE ON public.alert_rules FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
+
+CREATE TABLE api_key_sources (
+    key_id integer NOT NULL,
+    source_id integer NOT NULL,
+    CONSTRAINT api_key_sources_key_id_fkey FOREIGN KEY (key_id) REFERENCES api_keys(id) ON DELETE CASCADE,
+    CONSTRAINT api_key_sources_pkey PRIMARY KEY (key_id, source_id),
+    CONSTRAINT api_key_sources_source_id_fkey FOREIGN KEY (source_id) REFERENCES log_sources(id)
+);
+
+CREATE TABLE api_keys (
+    id integer GENERATED ALWAYS AS IDENTITY NOT NULL,
+    name text NOT NULL,
+    prefix text NOT NULL,
+    key_hash bytea NOT NULL,
+    scopes text[] NOT NULL,
+    all_sources boolean NOT NULL DEFAULT false,
+    created_by integer,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    last_used_at timestamp with time zone,
+    revoked_at timestamp with time zone,
+    CONSTRAINT api_keys_created_by_fkey FOREIGN KEY (created_by) REFERENCES users(id),
+    CONSTRAINT api_keys_key_hash_key UNIQUE (key_hash),
+    CONSTRAINT api_keys_name_check CHECK (((length(name) >= 1) AND (length(name) <= 100))),
+    CONSTRAINT api_keys_pkey PRIMARY KEY (id),
+    CONSTRAINT api_keys_scopes_check CHECK (((cardinality(scopes) > 0) AND (scopes <@ ARRAY['ingest'::text, 'read'::text])))
+);
 
 CREATE TABLE audit_log (
     id bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
@@ -176,11 +206,35 @@ CREATE TABLE log_sources (
 );
 CREATE TRIGGER log_sources_touch BEFORE UPDATE ON public.log_sources FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
 
+CREATE TABLE saved_searches (
+    id integer GENERATED ALWAYS AS IDENTITY NOT NULL,
+    owner_id integer NOT NULL,
+    name text NOT NULL,
+    params jsonb NOT NULL,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT saved_searches_name_check CHECK (((length(name) >= 1) AND (length(name) <= 100))),
+    CONSTRAINT saved_searches_owner_id_fkey FOREIGN KEY (owner_id) REFERENCES users(id) ON DELETE CASCADE,
+    CONSTRAINT saved_searches_owner_id_name_key UNIQUE (owner_id, name),
+    CONSTRAINT saved_searches_params_check CHECK ((jsonb_typeof(params) = 'object'::text)),
+    CONSTRAINT saved_searches_pkey PRIMARY KEY (id)
+);
+
 CREATE TABLE seed_runs (
     name text NOT NULL,
     rows bigint NOT NULL,
     applied_at timestamp with time zone NOT NULL DEFAULT now(),
     CONSTRAINT seed_runs_pkey PRIMARY KEY (name)
+);
+
+CREATE TABLE user_source_grants (
+    user_id integer NOT NULL,
+    source_id integer NOT NULL,
+    granted_by integer,
+    granted_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT user_source_grants_granted_by_fkey FOREIGN KEY (granted_by) REFERENCES users(id),
+    CONSTRAINT user_source_grants_pkey PRIMARY KEY (user_id, source_id),
+    CONSTRAINT user_source_grants_source_id_fkey FOREIGN KEY (source_id) REFERENCES log_sources(id),
+    CONSTRAINT user_source_grants_user_id_fkey FOREIGN KEY (user_id) REFERENCES users(id) ON DELETE CASCADE
 );
 
 CREATE TABLE users (

@@ -106,8 +106,12 @@ class StatsRepository:
         )
         return result
 
-    async def summary(self, window: TimeRange, hours: int) -> dict[str, Any]:
-        """Totals, per-source figures and the error summary over `window` (whole minutes)."""
+    async def summary(
+        self, window: TimeRange, hours: int, source_ids: list[int] | None = None
+    ) -> dict[str, Any]:
+        """Totals, per-source figures and the error summary over `window` (whole minutes),
+        of the given sources only when `source_ids` is not None."""
+        wanted = None if source_ids is None else set(source_ids)
 
         async def load() -> dict[str, Any]:
             async with timed("stats_summary"), self._pool.acquire() as conn:
@@ -125,11 +129,17 @@ class StatsRepository:
                         r["last_minute"],
                     )
                     for r in rows
+                    if wanted is None or r["source_id"] in wanted
                 ),
             )
 
-        params = {"hours": hours, "from": window.start.isoformat(), "to": window.end.isoformat()}
+        params = {
+            "hours": hours,
+            "from": window.start.isoformat(),
+            "to": window.end.isoformat(),
+            "sources": source_ids,
+        }
         result: dict[str, Any] = await self._cache.get_or_load(
-            "summary", params, None, self._ttl_summary_s, load
+            "summary", params, source_ids, self._ttl_summary_s, load
         )
         return result

@@ -141,7 +141,8 @@ def _encode_metadata(metadata: Mapping[str, Any], limits: EntryLimits) -> bytes:
         raise InvalidLogEntry("metadata", f"is not JSON-serialisable: {exc}") from None
     # PostgreSQL's jsonb cannot store the NUL character. orjson writes it as \u0000; an
     # even number of backslashes before it means the text "\u0000", which is fine.
-    if _ESCAPED_NUL.search(encoded):
+    # The regex costs ~16 us on typical metadata; the substring test well under 1 us.
+    if b"\\u0000" in encoded and _ESCAPED_NUL.search(encoded):
         raise InvalidLogEntry("metadata", "contains a NUL character")
     if len(encoded) > limits.max_metadata_bytes:
         raise InvalidLogEntry(

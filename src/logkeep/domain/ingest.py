@@ -4,21 +4,32 @@ the records the ingest stream carries, and the fingerprints dedup compares."""
 from __future__ import annotations
 
 import hashlib
+import json
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
-from logkeep.domain.entry import DEFAULT_LIMITS, EntryLimits, InvalidLogEntry, Level, LogEntry
+from logkeep.domain.entry import (
+    DEFAULT_LIMITS,
+    MAX_SOURCE_ID,
+    EntryLimits,
+    InvalidLogEntry,
+    Level,
+    LogEntry,
+)
 from logkeep.domain.parsers import LineParseError, LineParser, ParsedLine
 
 EVENT_FIELDS = frozenset({"source", "message", "timestamp", "level", "metadata", "event_id"})
 MAX_EVENT_ID_CHARS = 256
 PARSE_ERROR_KEY = "_parse_error"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+UTF8_BOM = b"\xef\xbb\xbf"
+DedupMode = Literal["content", "event_id", "off"]
+DEDUP_MODES: tuple[DedupMode, ...] = ("content", "event_id", "off")
 
 
 class BodyError(ValueError):
@@ -40,6 +51,7 @@ class SourceRules:
     parser: LineParser = field(repr=False, compare=False)
     rate_limit_eps: int | None = None
     rate_limit_burst: int | None = None
+    dedup: DedupMode = "content"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,25 +73,31 @@ class Rejection:
 
 def decompress(body: bytes, content_encoding: str | None, limit: int) -> bytes:
     """The body, gunzipped when declared so, refusing more than `limit` bytes of output
-    (a small gzip bomb must not expand into gigabytes)."""
+    (a small gzip bomb must not expand into gigabytes). Concatenated gzip members (what
+    `cat a.gz b.gz` and pigz make) are all read; anything else after them is an error."""
     encoding = (content_encoding or "identity").strip().lower()
     if encoding in ("identity", ""):
         return body
     if encoding not in ("gzip", "x-gzip"):
         raise BodyError(415, f"Content-Encoding {encoding[:32]!r} is not supported (use gzip)")
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(body, limit + 1)
-        if len(out) > limit or inflater.unconsumed_tail:
+    out = bytearray()
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            out += inflater.decompress(rest, limit + 1 - len(out))
+            if len(out) > limit or inflater.unconsumed_tail:
+                raise BodyError(413, f"body: decompressed size is over the {limit}-byte limit")
+            out += inflater.flush()
+        except zlib.error as exc:
+            raise BodyError(400, f"body: not valid gzip data ({exc})") from None
+        if not inflater.eof:
+            raise BodyError(400, "body: gzip data is truncated")
+        if len(out) > limit:
             raise BodyError(413, f"body: decompressed size is over the {limit}-byte limit")
-        out += inflater.flush()
-    except zlib.error as exc:
-        raise BodyError(400, f"body: not valid gzip data ({exc})") from None
-    if not inflater.eof:
-        raise BodyError(400, "body: gzip data is truncated")
-    if len(out) > limit:
-        raise BodyError(413, f"body: decompressed size is over the {limit}-byte limit")
-    return out
+        rest = inflater.unused_data
+        if not rest:
+            return bytes(out)
 
 
 def split_lines(body: bytes) -> Iterator[tuple[int, bytes]]:
@@ -100,10 +118,24 @@ def decode_line(raw: bytes, max_bytes: int) -> str:
         raise InvalidLogEntry("line", f"is not valid UTF-8 (byte {exc.start})") from None
 
 
+def _loads(data: bytes | str) -> Any:
+    """orjson, or the standard parser for what orjson refuses but JSON allows: an escaped
+    lone surrogate ("\\ud800", which JavaScript writes). The event holding it is then
+    rejected alone, by entry validation, instead of the whole body."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(data)
+        except (ValueError, RecursionError):
+            pass
+        raise
+
+
 def parse_json_array(body: bytes) -> list[Any]:
     """A JSON array body; a malformed one can never become valid (400)."""
     try:
-        value = orjson.loads(body)
+        value = _loads(body.removeprefix(UTF8_BOM))
     except orjson.JSONDecodeError as exc:
         raise BodyError(400, f"body: not valid JSON ({exc})") from None
     if isinstance(value, dict):
@@ -115,7 +147,7 @@ def parse_json_array(body: bytes) -> list[Any]:
 
 def parse_json_line(line: str) -> Any:
     try:
-        return orjson.loads(line)
+        return _loads(line.removeprefix("\ufeff"))
     except orjson.JSONDecodeError as exc:
         raise InvalidLogEntry("line", f"is not valid JSON ({exc})") from None
 
@@ -124,9 +156,10 @@ def parse_json_line(line: str) -> Any:
 
 
 def fingerprint(source_id: int, event_id: str | None, entry: LogEntry | None) -> bytes:
-    """8 bytes naming an event for dedup: its source and event id, else its source,
-    timestamp and message. 64 bits: at a million events in the window the chance that
-    any two distinct events collide is about 3 in 100 million."""
+    """8 bytes naming an event for dedup: its source and event id, else its whole
+    content (source, timestamp, level, message and metadata: two requests to one URL in
+    one second from two clients are two events). 64 bits: at a million events in the
+    window the chance that any two distinct events collide is about 3 in 100 million."""
     h = hashlib.blake2b(digest_size=8)
     h.update(source_id.to_bytes(4, "big"))
     if event_id is not None:
@@ -136,8 +169,24 @@ def fingerprint(source_id: int, event_id: str | None, entry: LogEntry | None) ->
         assert entry is not None
         h.update(b"t")
         h.update(timestamp_us(entry.timestamp).to_bytes(8, "big", signed=True))
+        h.update(entry.level.value.encode())
+        h.update(len(entry.message).to_bytes(4, "big"))
         h.update(entry.message.encode("utf-8"))
+        h.update(entry.metadata_json)
     return h.digest()
+
+
+def dedup_fingerprint(
+    source: SourceRules, event_id: str | None, has_timestamp: bool, entry: LogEntry
+) -> bytes | None:
+    """The fingerprint dedup compares, or None when the event cannot have one: without
+    an id or a time of its own, a repeat cannot be told from a new event. A source's
+    configuration may narrow dedup to event ids, or turn it off."""
+    if source.dedup == "off" or (event_id is None and source.dedup == "event_id"):
+        return None
+    if event_id is None and not has_timestamp:
+        return None
+    return fingerprint(source.id, event_id, entry)
 
 
 def _event_id(value: object) -> str | None:
@@ -183,8 +232,10 @@ def entry_from_line(
     )
     # A line that carries no time of its own gets the time it arrived: hashing that
     # would never match a retry, and two equal lines are two events. No fingerprint.
-    has_identity = parsed.event_id is not None or parsed.timestamp is not None
-    return Prepared(entry, fingerprint(source.id, parsed.event_id, entry) if has_identity else None)
+    return Prepared(
+        entry,
+        dedup_fingerprint(source, parsed.event_id, parsed.timestamp is not None, entry),
+    )
 
 
 def event_source_ref(event: object, default: str | None) -> str | int:
@@ -239,8 +290,7 @@ def entry_from_event(
         limits=limits,
         now=now,
     )
-    has_identity = event_id is not None or timestamp is not None
-    return Prepared(entry, fingerprint(source.id, event_id, entry) if has_identity else None)
+    return Prepared(entry, dedup_fingerprint(source, event_id, timestamp is not None, entry))
 
 
 # -- stream records ------------------------------------------------------------------------
@@ -295,6 +345,18 @@ class StreamRow:
     def copy_record(self) -> tuple[int, datetime, str, str, bytes]:
         return (self.source_id, self.timestamp, self.level, self.message, self.metadata_json)
 
+    def record_json(self) -> str:
+        """The whole row as JSON text, for a dead letter."""
+        return orjson.dumps(
+            [
+                self.source_id,
+                self.timestamp.isoformat(),
+                self.level,
+                self.message,
+                orjson.Fragment(self.metadata_json),
+            ]
+        ).decode()
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
@@ -327,6 +389,14 @@ def _row(item: Any) -> StreamRow:
     )
 
 
+def _dead_letter(item: dict[str, Any]) -> DeadLetter:
+    source_id, raw, reason = item.get("source_id"), item["raw"], item["reason"]
+    if not isinstance(raw, str) or not isinstance(reason, str):
+        raise CorruptRecord("a dead-letter record has a field of the wrong type")
+    valid_source = isinstance(source_id, int) and 0 < source_id <= MAX_SOURCE_ID
+    return DeadLetter(source_id if valid_source else None, raw, reason)
+
+
 def decode_records(payload: bytes) -> tuple[list[StreamRow], list[DeadLetter]]:
     """Entries and dead letters of one stream entry; CorruptRecord if it is malformed."""
     try:
@@ -340,7 +410,7 @@ def decode_records(payload: bytes) -> tuple[list[StreamRow], list[DeadLetter]]:
             if isinstance(item, list) and len(item) == 5:
                 rows.append(_row(item))
             elif isinstance(item, dict) and {"raw", "reason"} <= item.keys():
-                dead.append(DeadLetter(item.get("source_id"), item["raw"], item["reason"]))
+                dead.append(_dead_letter(item))
             else:
                 raise CorruptRecord(f"unexpected record {str(item)[:80]!r}")
     except (TypeError, ValueError, OverflowError) as exc:

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from logkeep.cache.keys import Keys
 from logkeep.db.queries import q
-from logkeep.domain.ingest import SourceRules
+from logkeep.domain.ingest import DEDUP_MODES, SourceRules
 from logkeep.domain.parsers import InvalidRules, LineParser, compile_parser
 from logkeep.domain.sources import parse_source_ref
 
@@ -30,6 +30,13 @@ log = structlog.get_logger(__name__)
 LOCAL_TTL_S = 0.5
 REDIS_TTL_S = 30
 LOCAL_MAX = 10_000
+STORE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 @lru_cache(maxsize=1024)
@@ -59,6 +66,7 @@ def source_rules(row: Mapping[str, Any]) -> SourceRules:
         parser=parser,
         rate_limit_eps=_positive_int(configuration.get("rate_limit_eps")),
         rate_limit_burst=_positive_int(configuration.get("rate_limit_burst")),
+        dedup=next((m for m in DEDUP_MODES if m == configuration.get("dedup")), "content"),
     )
 
 
@@ -78,10 +86,21 @@ class SourceCatalog:
         hit = self._local.get(parsed)
         if hit is not None and hit[0] > now:
             return hit[1]
-        row = await self._load(parsed)
+        try:
+            row = await self._load(parsed)
+        except STORE_ERRORS as exc:
+            if hit is None:
+                raise
+            # PostgreSQL away: ingest goes on with the rules last seen (the stream buffers
+            # until the backlog bound); they are re-read once it answers again.
+            log.warning("source_rules_stale", source=str(parsed), error=str(exc))
+            self._local[parsed] = (now + LOCAL_TTL_S, hit[1])
+            return hit[1]
         found = None if row is None else source_rules(row)
         if len(self._local) >= LOCAL_MAX:
-            self._local.clear()
+            # Forget the oldest half rather than everything (dicts keep insertion order).
+            for stale in list(self._local)[: LOCAL_MAX // 2]:
+                del self._local[stale]
         self._local[parsed] = (now + LOCAL_TTL_S, found)
         return found
 

@@ -8,6 +8,7 @@ for the server is counted as rejected here instead of being sent.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -91,9 +92,12 @@ def send_chunks(
     if durable:
         params["mode"] = "durable"
     content_type = "application/x-ndjson" if json_lines else "text/plain; charset=utf-8"
-    for chunk in batches:
+    run_id = uuid.uuid4().hex
+    for index, chunk in enumerate(batches):
         body = b"\n".join(chunk.lines)
-        result = _post_with_retries(client, body, params, content_type)
+        # Retries of a chunk carry the same key: the server stores it once.
+        headers = {"Content-Type": content_type, "Idempotency-Key": f"{run_id}-{index}"}
+        result = _post_with_retries(client, body, params, headers)
         summary.lines += len(chunk.lines)
         summary.accepted += result.get("accepted", 0)
         summary.duplicates += result.get("duplicates", 0)
@@ -113,17 +117,12 @@ class SendError(RuntimeError):
 
 
 def _post_with_retries(
-    client: httpx.Client, body: bytes, params: dict[str, str], content_type: str
+    client: httpx.Client, body: bytes, params: dict[str, str], headers: dict[str, str]
 ) -> dict[str, Any]:
     last_error = ""
     for _attempt in range(MAX_RETRIES):
         try:
-            response = client.post(
-                "/api/v1/ingest",
-                content=body,
-                params=params,
-                headers={"Content-Type": content_type},
-            )
+            response = client.post("/api/v1/ingest", content=body, params=params, headers=headers)
         except httpx.TransportError as exc:
             time.sleep(1.0)
             last_error = f"cannot reach logkeep: {exc}"

@@ -17,7 +17,7 @@ from logkeep.db.queries import q
 from logkeep.domain.ingest import SourceRules
 from logkeep.ingest.service import IngestService, ingest_service
 from logkeep.ingest.syslog_server import SyslogReceiver
-from logkeep.ingest.worker import Worker
+from logkeep.ingest.worker import Worker, consumer_name
 
 log = structlog.get_logger(__name__)
 
@@ -49,10 +49,10 @@ class IngestTasks:
 
     def __init__(self) -> None:
         self.stop = asyncio.Event()
-        self.worker: Worker | None = None
+        self.workers: list[Worker] = []
         self.receiver: SyslogReceiver | None = None
         self._service: IngestService | None = None
-        self._worker_task: asyncio.Task[None] | None = None
+        self._worker_tasks: list[asyncio.Task[None]] = []
 
     async def start(
         self,
@@ -66,8 +66,11 @@ class IngestTasks:
         """Start what is asked for. With `syslog_optional` (`logkeep up`), a syslog port
         already in use is a warning rather than the end of everything."""
         if worker:
-            self.worker = Worker(db, settings)
-            self._worker_task = asyncio.create_task(self.worker.run(self.stop))
+            name = consumer_name()
+            self.workers = [
+                Worker(db, settings, name=f"{name}-{i}") for i in range(settings.worker_concurrency)
+            ]
+            self._worker_tasks = [asyncio.create_task(w.run(self.stop)) for w in self.workers]
         if syslog_port is not None:
             self._service = ingest_service(db, settings)
             source = await syslog_source(db, self._service, settings.syslog_source)
@@ -90,7 +93,15 @@ class IngestTasks:
                 )
 
     async def wait(self) -> None:
-        await self.stop.wait()
+        """Until a stop is requested; a worker loop that ended by itself (it should
+        not) ends the wait too, so the process exits instead of idling."""
+        stopped = asyncio.create_task(self.stop.wait())
+        await asyncio.wait([stopped, *self._worker_tasks], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        for task in self._worker_tasks:
+            if task.done() and not self.stop.is_set():
+                log.error("worker_loop_ended", error=str(task.exception()))
+                raise RuntimeError("an ingest worker loop ended unexpectedly")
 
     async def close(self) -> None:
         self.stop.set()
@@ -98,11 +109,10 @@ class IngestTasks:
             await self.receiver.stop()
         if self._service is not None:
             await self._service.close()
-        if self._worker_task is not None:
-            try:
-                await asyncio.wait_for(self._worker_task, STOP_GRACE_S)
-            except TimeoutError:
-                log.error("worker_stop_timed_out")
+        if self._worker_tasks:
+            _, late = await asyncio.wait(self._worker_tasks, timeout=STOP_GRACE_S)
+            if late:
+                log.error("worker_stop_timed_out", loops=len(late))
 
 
 @contextlib.contextmanager

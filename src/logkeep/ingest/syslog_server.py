@@ -15,10 +15,9 @@ import time
 from dataclasses import dataclass, field
 
 import structlog
-from redis.exceptions import RedisError
 
 from logkeep import metrics
-from logkeep.cache.ingest_buffer import BacklogFull, RateLimited
+from logkeep.cache.ingest_buffer import RateLimited
 from logkeep.domain.entry import InvalidLogEntry
 from logkeep.domain.ingest import SourceRules
 from logkeep.domain.syslog import OctetFramer
@@ -29,6 +28,7 @@ log = structlog.get_logger(__name__)
 FLUSH_EVENTS = 2000
 FLUSH_INTERVAL_S = 0.05
 MAX_QUEUED = 100_000
+MAX_QUEUED_BYTES = 64 * 1024 * 1024  # what bounds memory: messages can be 64 KiB each
 MAX_FRAME_BYTES = 64 * 1024
 
 
@@ -46,6 +46,7 @@ class SyslogQueue:
     """Decoded messages waiting for the ingest stream."""
 
     lines: list[str | InvalidLogEntry] = field(default_factory=list)
+    size: int = 0  # characters queued
     has_room: asyncio.Event = field(default_factory=asyncio.Event)
     has_lines: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -53,10 +54,11 @@ class SyslogQueue:
         self.has_room.set()
 
     def put(self, line: str | InvalidLogEntry) -> bool:
-        if len(self.lines) >= MAX_QUEUED:
+        if len(self.lines) >= MAX_QUEUED or self.size >= MAX_QUEUED_BYTES:
             self.has_room.clear()
             return False
         self.lines.append(line)
+        self.size += len(line) if isinstance(line, str) else 0
         if len(self.lines) >= FLUSH_EVENTS:
             self.has_lines.set()
         return True
@@ -136,11 +138,16 @@ class SyslogReceiver:
             except RateLimited as exc:
                 await asyncio.sleep(min(exc.retry_after_s, 5.0))
                 return
-            except (BacklogFull, RedisError, OSError) as exc:
-                log.warning("syslog_flush_failed", error=str(exc), queued=len(self._queue.lines))
+            except Exception as exc:  # noqa: BLE001 - keep the lines, retry; never die
+                log.warning(
+                    "syslog_flush_failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    queued=len(self._queue.lines),
+                )
                 await asyncio.sleep(1.0)
                 return
             del self._queue.lines[: len(lines)]
+            self._queue.size -= sum(len(line) for line in lines if isinstance(line, str))
             self.received += len(lines)
             self._queue.has_lines.clear()
             self._queue.has_room.set()

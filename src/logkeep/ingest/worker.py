@@ -58,6 +58,11 @@ TRANSIENT_PG_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+def is_about_the_data(exc: asyncpg.PostgresError) -> bool:
+    """Data exceptions (22) and integrity violations (23): retrying cannot help."""
+    return str(getattr(exc, "sqlstate", "") or "")[:2] in ("22", "23")
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -131,12 +136,15 @@ class Worker:
         while not stop.is_set():
             try:
                 entries = await self._collect(stop)
+                if entries:
+                    await self.commit(entries, stop)
             except (RedisError, OSError) as exc:
-                log.warning("worker_read_failed", error=str(exc))
+                log.warning("worker_redis_failed", error=str(exc))
                 await _sleep_or_stop(stop, 1.0)
-                continue
-            if entries:
-                await self.commit(entries, stop)
+            except Exception:  # the worker must outlive any one failure
+                # Whatever it was, what is not acknowledged is redelivered: log and go on.
+                log.exception("worker_iteration_failed")
+                await _sleep_or_stop(stop, 1.0)
         log.info("worker_stopped", consumer=self.name, committed_events=self.committed_events)
 
     async def _retry_redis(self, action: Any, stop: asyncio.Event) -> None:
@@ -177,7 +185,10 @@ class Worker:
             events = sum(e.events for e in entries)
             if now >= self._next_housekeeping:
                 self._next_housekeeping = now + 60
-                await self._housekeeping()
+                try:
+                    await self._housekeeping()
+                except Exception as exc:  # noqa: BLE001 - metrics and pruning can wait
+                    log.warning("worker_housekeeping_failed", error=f"{type(exc).__name__}: {exc}")
         deadline = None if not entries else now + s.worker_batch_wait_ms / 1000
         while events < s.worker_batch_events and not stop.is_set():
             if deadline is None:
@@ -186,9 +197,22 @@ class Worker:
                 block_ms = int((deadline - time.monotonic()) * 1000)
                 if block_ms <= 0:
                     break
-            reply: Any = await self._db.redis.xreadgroup(
-                GROUP, self.name, {self._stream: ">"}, count=READ_COUNT, block=block_ms
-            )
+            try:
+                reply: Any = await self._db.redis.xreadgroup(
+                    GROUP,
+                    self.name,
+                    {self._stream: ">"},
+                    # Entries hold up to a request's events: near a full batch, take one.
+                    count=READ_COUNT if events < s.worker_batch_events // 2 else 1,
+                    block=block_ms,
+                )
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The stream was lost (a Redis without persistence restarted): start over.
+                log.warning("worker_group_recreated", stream=self._stream)
+                await self.ensure_group()
+                continue
             for _stream, items in reply or []:
                 for entry_id, fields in items:
                     entry = StreamEntry.from_reply(entry_id, fields)
@@ -204,7 +228,7 @@ class Worker:
         """Entries other consumers (a crashed worker) held too long without acknowledging."""
         claimed: list[StreamEntry] = []
         start = "0-0"
-        while len(claimed) < 100:
+        while sum(e.events for e in claimed) < self._settings.worker_batch_events:
             reply: Any = await self._db.redis.xautoclaim(
                 self._stream,
                 GROUP,
@@ -261,18 +285,34 @@ class Worker:
                 await asyncio.sleep(delay)
                 delay = min(MAX_BACKOFF_S, delay * 2)
             except asyncpg.PostgresError as exc:
+                if not is_about_the_data(exc):
+                    # Read-only after a failover, disk full, out of memory, shutting down:
+                    # the same batch will go through later.
+                    metrics.WORKER_RETRIES.inc()
+                    log.warning("worker_commit_retry", error=f"{type(exc).__name__}: {exc}")
+                    await asyncio.sleep(delay)
+                    delay = min(MAX_BACKOFF_S, delay * 2)
+                    continue
                 if len(entries) > 1:
                     # One bad entry must not hold back the others: commit one by one.
                     for entry in entries:
                         await self.commit([entry], stop)
                     return
                 log.error("worker_entry_refused", entry=entries[0].entry_id, error=str(exc))
-                # Kept as dead letters instead, in the next attempt's transaction.
+                # Kept as dead letters instead, whole, in the next attempt's transaction.
                 entry = entries[0]
-                reason = f"PostgreSQL refused the entry: {type(exc).__name__}: {exc}"
-                entry.dead += [DeadLetter(r.source_id, r.message, reason) for r in entry.rows]
+                reason = f"PostgreSQL refused the entry: {type(exc).__name__}: {exc}"[:1000]
+                if not entry.rows:
+                    # Even the dead letters were refused: keep the payload as one.
+                    entry.dead = [DeadLetter(None, _text_lossy(entry.payload), reason)]
+                entry.dead += [DeadLetter(r.source_id, r.record_json(), reason) for r in entry.rows]
                 entry.rows = []
-        await self._after_commit(entries, rows, stored)
+                await asyncio.sleep(delay)
+                delay = min(MAX_BACKOFF_S, delay * 2)
+        try:
+            await self._after_commit(entries, rows, stored)
+        except Exception as exc:  # noqa: BLE001 - committed already; the rest is best effort
+            log.warning("worker_after_commit_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def _commit_once(
         self, entries: Sequence[StreamEntry]
@@ -328,6 +368,8 @@ class Worker:
             return
         source_ids = sorted({r.source_id for r in rows})
         await self._db.cache.invalidate_sources(source_ids)
+        if not await self._db.tail.has_listeners():
+            return
         names: dict[int, str] = {}
         for source_id in source_ids:
             source = await self._catalog.get(source_id)

@@ -31,7 +31,7 @@ CROSS JOIN LATERAL (
     ORDER BY le."timestamp" DESC, le.id DESC
     LIMIT $3
 ) e
-WHERE ($1::integer IS NULL OR s.id = $1::integer)
+WHERE ($1::integer[] IS NULL OR s.id = ANY($1::integer[]))
 ORDER BY e."timestamp" DESC, e.id DESC
 LIMIT $3;
 
@@ -141,7 +141,7 @@ ON CONFLICT (entry_id) DO NOTHING
 RETURNING entry_id;
 
 -- name: committed_stream_entries
--- Which of these stream entries are committed (durable-mode requests wait for theirs).
+-- Which of these stream entries are committed (durable requests wait for theirs).
 SELECT entry_id FROM ingest_ledger WHERE entry_id = ANY($1::text[]);
 
 -- name: add_dead_letters
@@ -158,3 +158,67 @@ FROM log_sources WHERE id = $1;
 -- name: source_rules_by_name
 SELECT id, name, is_active, format_type, parsing_rules, configuration
 FROM log_sources WHERE name = $1;
+
+-- name: user_access
+-- A user as a caller: role, whether active, and the sources granted (for non-admins).
+SELECT u.id, u.username, u.role::text AS role, u.is_active,
+       array(SELECT g.source_id FROM user_source_grants g WHERE g.user_id = u.id
+             ORDER BY g.source_id) AS sources
+FROM users u WHERE u.id = $1;
+
+-- name: key_access
+SELECT k.id, k.name, k.scopes, k.all_sources,
+       array(SELECT s.source_id FROM api_key_sources s WHERE s.key_id = k.id
+             ORDER BY s.source_id) AS sources
+FROM api_keys k WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
+
+-- name: touch_key
+-- last_used_at to the minute: one write per key per minute, not one per request.
+UPDATE api_keys SET last_used_at = now()
+WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute');
+
+-- name: insert_key
+INSERT INTO api_keys (name, prefix, key_hash, scopes, all_sources, created_by)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id, name, prefix, scopes, all_sources, created_at, last_used_at, revoked_at;
+
+-- name: insert_key_sources
+INSERT INTO api_key_sources (key_id, source_id) SELECT $1, unnest($2::integer[]);
+
+-- name: list_keys
+SELECT k.id, k.name, k.prefix, k.scopes, k.all_sources, k.created_at, k.last_used_at,
+       k.revoked_at,
+       array(SELECT s.source_id FROM api_key_sources s WHERE s.key_id = k.id
+             ORDER BY s.source_id) AS sources
+FROM api_keys k ORDER BY k.id;
+
+-- name: revoke_key
+UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING id;
+
+-- name: grant_sources
+INSERT INTO user_source_grants (user_id, source_id, granted_by)
+SELECT $1, unnest($2::integer[]), $3
+ON CONFLICT DO NOTHING;
+
+-- name: revoke_sources
+DELETE FROM user_source_grants WHERE user_id = $1 AND source_id = ANY($2::integer[]);
+
+-- name: set_user_active
+UPDATE users SET is_active = $2 WHERE id = $1 RETURNING id;
+
+-- name: set_user_role
+UPDATE users SET role = $2::user_role WHERE id = $1 RETURNING id;
+
+-- name: insert_audit
+INSERT INTO audit_log (actor_id, action, target_type, target_id, client_addr, details)
+VALUES ($1, $2, $3, $4, $5::inet, $6);
+
+-- name: insert_saved_search
+INSERT INTO saved_searches (owner_id, name, params) VALUES ($1, $2, $3)
+RETURNING id, name, params, created_at;
+
+-- name: list_saved_searches
+SELECT id, name, params, created_at FROM saved_searches WHERE owner_id = $1 ORDER BY name;
+
+-- name: delete_saved_search
+DELETE FROM saved_searches WHERE id = $1 AND owner_id = $2 RETURNING id;

@@ -1,0 +1,153 @@
+"""Sessions in Redis: opaque tokens, stored only as their SHA-256, with an idle timeout
+that slides on use and an absolute lifetime. Each user's sessions are indexed, so a
+password change or a disabled account ends all of them at once."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from logkeep.cache.keys import Keys
+from logkeep.domain.auth import SESSION_PREFIX, new_token, token_digest
+
+MAX_PREFERENCES_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    digest: str
+    user_id: int
+    created_at: float
+    preferences: dict[str, Any]
+
+
+class SessionStore:
+    def __init__(self, client: aioredis.Redis, keys: Keys, *, idle_s: int, lifetime_s: int) -> None:
+        self._client = client
+        self._keys = keys
+        self._idle_s = idle_s
+        self._lifetime_s = lifetime_s
+
+    async def create(self, user_id: int) -> str:
+        """A new session's token: shown to the client once, never stored."""
+        token = new_token(SESSION_PREFIX)
+        digest = token_digest(token).hex()
+        record = {"user_id": user_id, "created_at": time.time(), "preferences": {}}
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.set(self._keys.session(digest), orjson.dumps(record), ex=self._idle_s)
+            pipe.sadd(self._keys.user_sessions(user_id), digest)
+            pipe.expire(self._keys.user_sessions(user_id), self._lifetime_s)
+            await pipe.execute()
+        return token
+
+    async def get(self, token: str) -> Session | None:
+        """The live session of a token, its idle timeout renewed; None otherwise."""
+        if not token.startswith(SESSION_PREFIX):
+            return None
+        digest = token_digest(token).hex()
+        key = self._keys.session(digest)
+        raw = await self._client.get(key)
+        if raw is None:
+            return None
+        record = orjson.loads(raw)
+        age = time.time() - record["created_at"]
+        if age > self._lifetime_s:
+            await self._client.delete(key)
+            return None
+        await self._client.expire(key, min(self._idle_s, int(self._lifetime_s - age) + 1))
+        return Session(digest, record["user_id"], record["created_at"], record["preferences"])
+
+    async def set_preferences(self, session: Session, preferences: dict[str, Any]) -> None:
+        encoded = orjson.dumps(preferences)
+        if len(encoded) > MAX_PREFERENCES_BYTES:
+            raise ValueError(f"preferences: over {MAX_PREFERENCES_BYTES} bytes")
+        record = {
+            "user_id": session.user_id,
+            "created_at": session.created_at,
+            "preferences": preferences,
+        }
+        await self._client.set(
+            self._keys.session(session.digest), orjson.dumps(record), xx=True, keepttl=True
+        )
+
+    async def revoke(self, token: str) -> None:
+        digest = token_digest(token).hex()
+        raw = await self._client.getdel(self._keys.session(digest))
+        if raw is not None:
+            await self._client.srem(self._keys.user_sessions(orjson.loads(raw)["user_id"]), digest)
+
+    async def revoke_user(self, user_id: int) -> int:
+        """End every session of a user; how many there were."""
+        index = self._keys.user_sessions(user_id)
+        members = await self._client.smembers(index)
+        digests = [m.decode() if isinstance(m, bytes) else m for m in members]
+        async with self._client.pipeline(transaction=True) as pipe:
+            for digest in digests:
+                pipe.delete(self._keys.session(digest))
+            pipe.delete(index)
+            results = await pipe.execute()
+        return sum(int(r) for r in results[:-1])
+
+
+class LoginLimiter:
+    """Failed logins per username and per client address, in fixed windows."""
+
+    SCRIPT = """
+local counts = {}
+for i, key in ipairs(KEYS) do
+  counts[i] = redis.call('INCR', key)
+  if counts[i] == 1 then redis.call('PEXPIRE', key, ARGV[1]) end
+end
+return counts
+"""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        *,
+        per_user: int,
+        per_address: int,
+        window_s: int,
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self._per_user = per_user
+        self._per_address = per_address
+        self._window_s = window_s
+        self._count = client.register_script(self.SCRIPT)
+
+    def _subjects(self, username: str, address: str) -> list[str]:
+        return [
+            self._keys.login_failures("user", username.lower()),
+            self._keys.login_failures("addr", address),
+        ]
+
+    async def retry_after(self, username: str, address: str) -> float | None:
+        """Seconds until another attempt is allowed, or None if one is allowed now."""
+        user_key, addr_key = self._subjects(username, address)
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.get(user_key)
+            pipe.pttl(user_key)
+            pipe.get(addr_key)
+            pipe.pttl(addr_key)
+            user_n, user_ttl, addr_n, addr_ttl = await pipe.execute()
+        waits = [
+            ttl / 1000
+            for count, ttl, limit in (
+                (user_n, user_ttl, self._per_user),
+                (addr_n, addr_ttl, self._per_address),
+            )
+            if count is not None and int(count) >= limit and ttl > 0
+        ]
+        return max(waits) if waits else None
+
+    async def failed(self, username: str, address: str) -> None:
+        await self._count(keys=self._subjects(username, address), args=[self._window_s * 1000])
+
+    async def succeeded(self, username: str) -> None:
+        await self._client.delete(self._subjects(username, "")[0])
