@@ -656,6 +656,22 @@ bench_app = typer.Typer(help="Benchmarks that print figures and ratios.", no_arg
 app.add_typer(bench_app, name="bench")
 
 
+@bench_app.command("ingest")
+def bench_ingest(
+    rows: Annotated[int, typer.Option(min=1000, help="events to ingest")] = 1_000_000,
+) -> None:
+    """End-to-end ingest (HTTP, Redis, worker, COPY) against one binary COPY and one
+    INSERT per row, on the configured stores or throwaway ones."""
+    from logkeep.bench.ingest import run
+
+    settings = load_settings()
+    configure_logging("warning")
+    with temporary_root("lk-bench-") as root:
+        bench_settings = settings.model_copy(update={"data_dir": root, "maintenance_interval_s": 0})
+        with stop_on_signals(), stores(bench_settings) as (resolved, _):
+            run_async(run(resolved, rows))
+
+
 def _add_users_commands() -> None:
     from logkeep.users_cli import users_app
 

@@ -11,8 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata, resources
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 import logkeep
 from logkeep.api.local import free_port
 from logkeep.embedded import EmbeddedStack
-from tests.conftest import Stores, delete_keys
+from tests.conftest import Stores
 
 # Every test here starts `logkeep` processes (the marker's definition of slow).
 pytestmark = pytest.mark.slow
@@ -81,21 +80,6 @@ def migration_files() -> list[str]:
         for entry in resources.files("logkeep.db.migrations").iterdir()
         if entry.name.endswith(".sql")
     )
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    """A working directory with no .env file in it."""
-    path = tmp_path / "cwd"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-async def redis_prefix(stores: Stores) -> AsyncIterator[str]:
-    prefix = f"test-cli:{uuid.uuid4().hex[:12]}:"
-    yield prefix
-    await delete_keys(stores.redis_url, prefix)
 
 
 def store_env(database_url: str, stores: Stores, prefix: str) -> dict[str, str]:
