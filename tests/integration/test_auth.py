@@ -473,3 +473,45 @@ async def test_admin_actions_are_audited(api: httpx.AsyncClient, db: Database) -
     async with db.pool.acquire() as conn:
         actions = {r["action"] for r in await conn.fetch("SELECT action FROM audit_log")}
     assert {"login", "user_created", "source_created"} <= actions
+
+
+async def test_login_with_redis_down_is_503(secured: Settings, short_tmp: Any) -> None:
+    from logkeep.embedded import EmbeddedRedis
+
+    redis_server = EmbeddedRedis(short_tmp / "redis", ephemeral=True)
+    redis_server.start()
+    try:
+        own = secured.model_copy(update={"redis_url": redis_server.url()})
+        async with running_app(own) as api:
+            token = await login(api, "viewer")
+            redis_server.stop()
+            down = await api.post(
+                "/api/v1/auth/login",
+                json={"username": "viewer", "password": TEST_PASSWORDS["viewer"]},
+            )
+            assert down.status_code == 503
+            assert "Redis" in down.json()["detail"]
+            assert down.headers["Retry-After"]
+            session = await api.get("/api/v1/auth/me", headers=bearer(token))
+            assert session.status_code == 503
+    finally:
+        redis_server.stop()
+
+
+async def test_readiness_tells_anonymous_callers_no_paths(
+    secured: Settings, short_tmp: Any
+) -> None:
+    from logkeep.embedded import EmbeddedRedis
+
+    redis_server = EmbeddedRedis(short_tmp / "redis", ephemeral=True)
+    redis_server.start()
+    try:
+        own = secured.model_copy(update={"redis_url": redis_server.url()})
+        async with running_app(own) as api:
+            redis_server.stop()
+            response = await api.get("/readyz")
+    finally:
+        redis_server.stop()
+    assert response.status_code == 503
+    assert response.json()["problems"]["redis"] in {"ConnectionError", "TimeoutError"}
+    assert str(short_tmp) not in response.text

@@ -129,6 +129,15 @@ def parse_body(raw: bytes) -> LogEntryCreate:
         ) from None
 
 
+def describe_failure(exc: Exception, settings: Settings) -> str:
+    """What /readyz says about a failed store. Anonymous callers outside dev learn the
+    kind of failure, not hosts or socket paths; the log has the whole message."""
+    if not settings.requires_auth:
+        return f"{type(exc).__name__}: {exc}"
+    log.warning("readiness_failed", error=f"{type(exc).__name__}: {exc}")
+    return type(exc).__name__
+
+
 def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
     """The API; it owns `database` unless one is passed in already initialised."""
 
@@ -211,13 +220,13 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
                         f"{len(state.pending)} pending (run `logkeep db migrate`)"
                     )
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready"; reported
-            problems["postgres"] = f"{type(exc).__name__}: {exc}"
+            problems["postgres"] = describe_failure(exc, settings)
         try:
             started = time.perf_counter()
             await db.redis.ping()
             metrics.REDIS_RTT_SECONDS.set(time.perf_counter() - started)
         except (RedisError, OSError) as exc:
-            problems["redis"] = f"{type(exc).__name__}: {exc}"
+            problems["redis"] = describe_failure(exc, settings)
         if problems:
             return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
         return JSONResponse({"status": "ready"})
