@@ -90,6 +90,12 @@ INGEST_CALLS = [
 ANALYST_CALLS = [
     ("GET", "/api/v1/saved-searches", None),
     ("POST", "/api/v1/saved-searches", b'{"name": "NAME", "params": {"q": "x"}}'),
+    ("GET", "/api/v1/alert-rules", None),
+    (
+        "POST",
+        "/api/v1/alert-rules",
+        b'{"name": "NAME", "source": SOURCE, "threshold": 5, "window_seconds": 60}',
+    ),
 ]
 ADMIN_CALLS = [
     ("GET", "/api/v1/users", None),
@@ -110,11 +116,17 @@ ALLOWED = {
 
 
 async def call(
-    api: httpx.AsyncClient, method: str, path: str, body: bytes | None, token: str | None
+    api: httpx.AsyncClient,
+    method: str,
+    path: str,
+    body: bytes | None,
+    token: str | None,
+    source_id: int = 0,
 ) -> httpx.Response:
     headers = {"Content-Type": "application/json", **(bearer(token) if token else {})}
     if body is not None:
         body = body.replace(b"NAME", uuid.uuid4().hex[:8].encode())
+        body = body.replace(b"SOURCE", str(source_id).encode())
     return await api.request(method, path, content=body, headers=headers)
 
 
@@ -141,7 +153,7 @@ async def test_every_role_and_key_scope_against_every_endpoint(
     failures = []
     for caller, token in tokens.items():
         for method, path, body in ALL_CALLS:
-            response = await call(api, method, path, body, token)
+            response = await call(api, method, path, body, token, ids["app_errors"])
             allowed = str((method, path, body)) in ALLOWED[caller]
             expected = "allowed" if allowed else ("401" if token is None else "403")
             got = "allowed" if response.status_code < 400 else str(response.status_code)
@@ -515,3 +527,39 @@ async def test_readiness_tells_anonymous_callers_no_paths(
     assert response.status_code == 503
     assert response.json()["problems"]["redis"] in {"ConnectionError", "TimeoutError"}
     assert str(short_tmp) not in response.text
+
+
+async def test_alert_rules_stay_within_the_analysts_sources(
+    api: httpx.AsyncClient, db: Database
+) -> None:
+    ids = await source_ids(db)
+    admin = bearer(await login(api, "admin"))
+    await api.post(
+        f"/api/v1/users/{await user_id(db, 'analyst')}/grants",
+        json={"sources": [ids["app_errors"]]},
+        headers=admin,
+    )
+    analyst = bearer(await login(api, "analyst"))
+    rule = {"threshold": 10, "window_seconds": 300, "min_level": "ERROR"}
+    mine = await api.post(
+        "/api/v1/alert-rules",
+        json={"name": "errors", "source": ids["app_errors"], **rule},
+        headers=analyst,
+    )
+    assert mine.status_code == 201, mine.text
+    other = await api.post(
+        "/api/v1/alert-rules",
+        json={"name": "nginx", "source": ids["nginx_access"], **rule},
+        headers=admin,
+    )
+    assert other.status_code == 201
+    for body in ({"name": "x", "source": ids["nginx_access"], **rule}, {"name": "y", **rule}):
+        refused = await api.post("/api/v1/alert-rules", json=body, headers=analyst)
+        assert refused.status_code == 403
+    listed = await api.get("/api/v1/alert-rules", headers=analyst)
+    assert [r["name"] for r in listed.json()] == ["errors"]
+    gone = await api.delete(f"/api/v1/alert-rules/{other.json()['id']}", headers=analyst)
+    assert gone.status_code == 404
+    assert (
+        await api.delete(f"/api/v1/alert-rules/{mine.json()['id']}", headers=analyst)
+    ).status_code == 204

@@ -17,7 +17,13 @@ from pydantic import (
     field_validator,
 )
 
-from logkeep.api.auth import client_address, get_access, get_sessions, require
+from logkeep.api.auth import (
+    client_address,
+    get_access,
+    get_sessions,
+    readable_sources,
+    require,
+)
 from logkeep.api.deps import get_sources
 from logkeep.db.access import AccessRepository
 from logkeep.db.queries import q
@@ -82,6 +88,16 @@ class SourceUpdate(Strict):
     format_type: StrictStr | None = Field(default=None, min_length=1, max_length=32)
     parsing_rules: dict[str, Any] | None = None
     is_active: StrictBool | None = None
+
+
+class AlertRuleCreate(Strict):
+    name: StrictStr = Field(min_length=1, max_length=100)
+    description: StrictStr = Field(default="", max_length=1000)
+    source: StrictInt | None = Field(default=None, description="source id; none: every source")
+    min_level: Literal["DEBUG", "INFO", "WARN", "ERROR", "FATAL"] = "ERROR"
+    query: StrictStr = Field(default="", max_length=512)
+    threshold: StrictInt = Field(gt=0)
+    window_seconds: StrictInt = Field(gt=0, le=7 * 86_400)
 
 
 class SavedSearchCreate(Strict):
@@ -325,3 +341,58 @@ def _owner(principal: Principal) -> int:
     if principal.kind != "user":
         raise HTTPException(403, "saved searches belong to users, not API keys")
     return principal.id
+
+
+# -- alert rules (analysts and admins) --------------------------------------------------
+
+
+@router.get("/alert-rules")
+async def list_alert_rules(analyst: Analyst, request: Request) -> list[dict[str, Any]]:
+    """Rules on the sources the caller may read."""
+    async with request.app.state.db.pool.acquire() as conn:
+        rows = await conn.fetch(q("list_alert_rules"), readable_sources(analyst, None))
+    return [dict(r) for r in rows]
+
+
+@router.post("/alert-rules", status_code=201)
+async def create_alert_rule(
+    body: AlertRuleCreate, analyst: Analyst, access: Access, request: Request
+) -> dict[str, Any]:
+    if body.source is None and analyst.sources is not None:
+        raise HTTPException(403, "a rule on every source needs access to every source")
+    if body.source is not None:
+        readable_sources(analyst, [body.source])
+    try:
+        async with request.app.state.db.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                q("insert_alert_rule"),
+                body.name,
+                body.description,
+                body.source,
+                body.min_level,
+                body.query,
+                body.threshold,
+                body.window_seconds,
+                analyst.id if analyst.kind == "user" else None,
+            )
+    except asyncpg.UniqueViolationError:
+        raise HTTPException(409, f"an alert rule named {body.name!r} exists") from None
+    except asyncpg.ForeignKeyViolationError:
+        raise HTTPException(422, f"source: no source {body.source}") from None
+    assert row is not None
+    await _audit(access, request, analyst, "alert_rule_created", "alert_rule", row["id"])
+    return dict(row)
+
+
+@router.delete("/alert-rules/{rule_id}", status_code=204)
+async def delete_alert_rule(
+    rule_id: int, analyst: Analyst, access: Access, request: Request
+) -> Response:
+    async with request.app.state.db.pool.acquire() as conn:
+        deleted = await conn.fetchval(
+            q("delete_alert_rule"), rule_id, readable_sources(analyst, None)
+        )
+    if deleted is None:
+        raise HTTPException(404, f"no alert rule {rule_id} on your sources")
+    await _audit(access, request, analyst, "alert_rule_deleted", "alert_rule", rule_id)
+    return Response(status_code=204)

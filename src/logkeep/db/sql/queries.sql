@@ -222,3 +222,23 @@ SELECT id, name, params, created_at FROM saved_searches WHERE owner_id = $1 ORDE
 
 -- name: delete_saved_search
 DELETE FROM saved_searches WHERE id = $1 AND owner_id = $2 RETURNING id;
+
+-- name: insert_alert_rule
+INSERT INTO alert_rules (name, description, source_id, min_level, query, threshold,
+                         window_seconds, created_by)
+VALUES ($1, $2, $3, $4::log_level, $5, $6, $7, $8)
+RETURNING id, name, description, source_id, min_level::text AS min_level, query, threshold,
+          window_seconds, is_active, created_by, created_at;
+
+-- name: list_alert_rules
+-- Rules on the given sources (NULL: all), and rules on no source for callers who see all.
+SELECT id, name, description, source_id, min_level::text AS min_level, query, threshold,
+       window_seconds, is_active, created_by, created_at
+FROM alert_rules
+WHERE $1::integer[] IS NULL OR source_id = ANY($1::integer[])
+ORDER BY name;
+
+-- name: delete_alert_rule
+DELETE FROM alert_rules
+WHERE id = $1 AND ($2::integer[] IS NULL OR source_id = ANY($2::integer[]))
+RETURNING id;
