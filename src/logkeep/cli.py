@@ -289,6 +289,8 @@ async def _serve_async(
             log_config=None,
             access_log=False,
             lifespan="on",
+            proxy_headers=bool(settings.trusted_proxies),
+            forwarded_allow_ips=settings.trusted_proxies or None,
         )
         tasks = IngestTasks()
         try:

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     api_url: str | None = None
     api_token: SecretStr = SecretStr("")
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Addresses of reverse proxies whose X-Forwarded-For is believed (comma-separated);
+    # empty: none, so a caller cannot choose the address its logins are counted under.
+    trusted_proxies: str = ""
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -194,6 +197,8 @@ class Settings(BaseSettings):
                 problems.append(f"{env_name} is empty or a placeholder")
             elif len(raw) < MIN_PROD_SECRET_LENGTH:
                 problems.append(f"{env_name} is shorter than {MIN_PROD_SECRET_LENGTH} characters")
+        if self.auth_required is False:
+            problems.append("LOGKEEP_AUTH_REQUIRED=false: the API would answer anyone as admin")
         for name in ("database_url", "redis_url"):
             if not getattr(self, name):
                 problems.append(

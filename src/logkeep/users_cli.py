@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from logkeep.cache.sessions import SessionStore
+from logkeep.cache.sessions import LoginLimiter, SessionStore
 from logkeep.config import Settings
 from logkeep.db.access import AccessRepository
 from logkeep.db.database import Database
@@ -36,6 +36,13 @@ class Tools:
             db.keys,
             idle_s=settings.session_idle_s,
             lifetime_s=settings.session_lifetime_s,
+        )
+        self.limiter = LoginLimiter(
+            db.redis,
+            db.keys,
+            per_user=settings.login_max_failures_per_user,
+            per_address=settings.login_max_failures_per_address,
+            window_s=settings.login_failure_window_s,
         )
 
     async def user_id(self, username: str) -> int:
@@ -140,6 +147,7 @@ def set_password(username: str, password: Annotated[str | None, typer.Option()] 
         user_id = await t.user_id(username)
         await t.users.set_password(user_id, secret)
         ended = await t.sessions.revoke_user(user_id)
+        await t.limiter.clear(username)  # a locked-out admin can log in again
         await t.access.audit("password_set", target_type="user", target_id=user_id,
                              details=OPERATOR | {"sessions_revoked": ended})  # fmt: skip
         return ended

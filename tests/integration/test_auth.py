@@ -8,6 +8,7 @@ password guesser; an attacker holding a copy of the database or of Redis."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,6 +17,7 @@ import bcrypt
 import httpx
 import orjson
 import pytest
+from pydantic import SecretStr
 
 from logkeep.config import Settings
 from logkeep.db.database import Database
@@ -563,3 +565,140 @@ async def test_alert_rules_stay_within_the_analysts_sources(
     assert (
         await api.delete(f"/api/v1/alert-rules/{mine.json()['id']}", headers=analyst)
     ).status_code == 204
+
+
+async def test_a_caller_with_no_grants_sees_nothing_even_live(
+    secured: Settings, db: Database
+) -> None:
+    async with served(secured) as base_url, httpx.AsyncClient(base_url=base_url) as api:
+        admin = bearer(await login(api, "admin"))
+        viewer = bearer(await login(api, "viewer"))  # no grants at all
+        for path in ("/api/v1/logs", "/api/v1/logs/recent"):
+            page = await api.get(
+                path, params={"since": "7d"} if path.endswith("logs") else {}, headers=viewer
+            )
+            assert page.json()["items"] == [], path
+        summary = await api.get("/api/v1/stats/summary", headers=viewer)
+        assert summary.json()["sources"] == []
+        seen: list[str] = []
+
+        async def read_tail() -> None:
+            async with api.stream("GET", "/api/v1/tail", headers=viewer, timeout=10) as stream:
+                async for line in stream.aiter_lines():
+                    if line.startswith("data: {"):
+                        seen.append(line)
+
+        reader = asyncio.create_task(read_tail())
+        await asyncio.sleep(0.5)
+        await api.post(
+            "/api/v1/logs", json={"source": "app_errors", "message": "secret"}, headers=admin
+        )
+        await asyncio.sleep(1.5)
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+    assert seen == []
+
+
+async def test_an_open_tail_ends_when_its_key_is_revoked(secured: Settings, db: Database) -> None:
+    async with served(secured) as base_url, httpx.AsyncClient(base_url=base_url) as api:
+        admin = await login(api, "admin")
+        key = await create_key(api, admin, ["read"], all_sources=True)
+
+        async def read_tail() -> int:
+            lines = 0
+            async with api.stream(
+                "GET", "/api/v1/tail", headers=bearer(key["key"]), timeout=30
+            ) as stream:
+                async for _ in stream.aiter_lines():
+                    lines += 1
+            return lines
+
+        reader = asyncio.create_task(read_tail())
+        await asyncio.sleep(0.5)
+        await api.delete(f"/api/v1/api-keys/{key['id']}", headers=bearer(admin))
+        # The stream checks its credentials every few seconds and ends.
+        await asyncio.wait_for(reader, 15)
+
+
+async def test_json_array_ingest_honours_the_keys_sources(
+    api: httpx.AsyncClient, db: Database
+) -> None:
+    ids = await source_ids(db)
+    admin = await login(api, "admin")
+    key = await create_key(api, admin, ["ingest"], sources=[ids["nginx_access"]])
+    response = await api.post(
+        "/api/v1/ingest",
+        json=[{"source": "app_errors", "message": "forged"}],
+        headers=bearer(key["key"]),
+    )
+    assert response.status_code == 422
+    assert "not granted" in response.json()["errors"][0]["reason"]
+
+
+async def test_parallel_guesses_cannot_outrun_the_throttle(secured: Settings) -> None:
+    strict = secured.model_copy(update={"login_max_failures_per_user": 3})
+    async with running_app(strict) as api:
+        answers = await asyncio.gather(
+            *(
+                api.post("/api/v1/auth/login", json={"username": "viewer", "password": "guess"})
+                for _ in range(12)
+            )
+        )
+    codes = sorted(a.status_code for a in answers)
+    assert codes.count(401) == 3, codes
+    assert codes.count(429) == 9, codes
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/api/v1/auth/login", b'{"username": "admin", "password": "pw\\ud800"}'),
+        ("POST", "/api/v1/saved-searches", b'{"name": "a\\u0000b", "params": {}}'),
+        ("DELETE", "/api/v1/saved-searches/1099511627776", None),
+        ("DELETE", "/api/v1/alert-rules/1099511627776", None),
+        ("PUT", "/api/v1/auth/me/preferences", b'{"x": "\\ud800"}'),
+        ("POST", "/api/v1/users/1/grants", b'{"sources": [99999999999]}'),
+        (
+            "POST",
+            "/api/v1/users",
+            b'{"username": "u", "email": "a\\u0000@x", "password": "long-enough-pw"}',
+        ),
+    ],
+)
+async def test_hostile_input_is_422_and_never_echoed(
+    api: httpx.AsyncClient, method: str, path: str, body: bytes | None
+) -> None:
+    admin = await login(api, "admin")
+    response = await api.request(
+        method, path, content=body,
+        headers={"Content-Type": "application/json", **bearer(admin)},
+    )  # fmt: skip
+    assert response.status_code in (401, 404, 422), response.text
+    assert "ud800" not in response.text and "pw" not in response.text.replace("password", "")
+
+
+async def test_bodies_are_limited_on_every_route(secured: Settings) -> None:
+    small = secured.model_copy(update={"max_body_bytes": 2048})
+    async with running_app(small) as api:
+        big = b'{"username": "admin", "password": "' + b"x" * 5000 + b'"}'
+        response = await api.post(
+            "/api/v1/auth/login", content=big, headers={"Content-Type": "application/json"}
+        )
+    assert response.status_code == 413
+    assert "2048-byte limit" in response.json()["detail"]
+
+
+async def test_prod_refuses_to_run_without_authentication(settings: Settings) -> None:
+    from logkeep.config import SettingsError
+
+    prod = settings.model_copy(
+        update={
+            "env": "prod",
+            "auth_required": False,
+            "secret_key": SecretStr("a-real-secret-key"),
+            "admin_password": SecretStr("a-real-admin-pw"),
+        }
+    )
+    with pytest.raises(SettingsError, match="LOGKEEP_AUTH_REQUIRED=false"):
+        prod.check_for_startup()

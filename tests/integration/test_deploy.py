@@ -413,14 +413,22 @@ async def test_profile_configuration_serves_logkeep(
             await conn.execute("CREATE TABLE app_may_not (x int)")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute("TRUNCATE log_entries")
-        running = await server_settings(conn, list(EXPECTED_PG[profile]))
+        # Read as the owner: some settings are visible only to pg_monitor, which the app
+        # role (rows only) does not have.
+        owner = await asyncpg.connect(postgres.url("logkeep"))
+        try:
+            running = await server_settings(owner, list(EXPECTED_PG[profile]))
+            statements = await owner.fetchval(
+                "SELECT count(*) FROM pg_stat_statements" if profile == "prod" else "SELECT 1"
+            )
+        finally:
+            await owner.close()
         assert running == EXPECTED_PG[profile]
+        assert statements > 0
         assert (
             await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
             is False
         )
-        if profile == "prod":
-            assert await conn.fetchval("SELECT count(*) FROM pg_stat_statements") > 0
         # The API's partition maintenance runs as this role: DDL through the owner's
         # SECURITY DEFINER functions, one day further ahead than `migrate` went.
         report = await maintain(conn, retention_days=30, days_ahead=4, max_entry_age_days=30)
@@ -634,11 +642,17 @@ async def test_acknowledged_events_survive_kill_9_of_postgres_then_redis(
         "LOGKEEP_WORKER_CLAIM_IDLE_MS": "1000",
         "LOGKEEP_WORKER_BATCH_WAIT_MS": "20",
         "LOGKEEP_MAINTENANCE_INTERVAL_S": "0",
-        "LOGKEEP_AUTH_REQUIRED": "false",  # this test is about the stores, not about callers
+        # This test is about the stores under prod configuration, not about callers: the
+        # processes run as the test environment, where credentials may be turned off
+        # (prod refuses that).
+        "LOGKEEP_ENV": "test",
+        "LOGKEEP_AUTH_REQUIRED": "false",
     }
     owner = env | {"LOGKEEP_DATABASE_URL": postgres.url("logkeep")}
     code, output = await run([str(LOGKEEP), "db", "migrate"], owner, short_tmp)
     assert code == 0, output
+    code, output = await run([str(LOGKEEP), "db", "roles"], owner, short_tmp)
+    assert code == 0, output  # as compose's migrate service does
     code, output = await run([str(LOGKEEP), "db", "seed", "--env", "test"], owner, short_tmp)
     assert code == 0, output  # the test sources, in a prod-configured stack
     log = short_tmp / "logkeep.log"

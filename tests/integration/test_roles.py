@@ -114,3 +114,46 @@ async def test_the_readonly_role_reads_logs_but_no_credentials(
 def test_role_names_are_checked() -> None:
     with pytest.raises(ValueError, match="role name"):
         quoted('app"; DROP TABLE users; --')
+
+
+async def test_partitions_and_partition_functions_are_not_open_to_everyone(
+    settings: Settings, roles: tuple[str, str]
+) -> None:
+    assert settings.database_url
+    owner = await asyncpg.connect(settings.database_url)
+    stranger = f"lk_nobody_{uuid.uuid4().hex[:8]}"
+    try:
+        await owner.execute(f"CREATE ROLE {quoted(stranger)} LOGIN")
+        database = await quoted_database_name(owner)
+        await owner.execute(f"GRANT CONNECT ON DATABASE {database} TO {stranger}")
+        conn = await asyncpg.connect(as_role(settings.database_url, stranger))
+        try:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("SELECT drop_log_partition(current_date)")
+        finally:
+            await conn.close()
+        partition = await owner.fetchval(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'log_entries'::regclass AND c.relname <> 'log_entries_default' "
+            "LIMIT 1"
+        )
+        app = await asyncpg.connect(as_role(settings.database_url, roles[0]))
+        try:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await app.execute(f'DELETE FROM "{partition}"')
+            # Maintenance works through the owner's functions, as the app role.
+            from logkeep.db.partitions import maintain
+
+            report = await maintain(app, retention_days=30, days_ahead=3, max_entry_age_days=30)
+            assert report.default_rows == 0
+        finally:
+            await app.close()
+    finally:
+        await owner.execute(f"DROP OWNED BY {quoted(stranger)}")
+        await owner.execute(f"DROP ROLE {quoted(stranger)}")
+        await owner.close()
+
+
+async def quoted_database_name(conn: asyncpg.Connection) -> str:
+    name: str = await conn.fetchval("SELECT quote_ident(current_database())")
+    return name

@@ -4,7 +4,8 @@
 # as the postgres user with PGPASSWORD set. (The schema is not made here: the `migrate`
 # service applies logkeep's migrations, then the profile's seed.)
 #
-# Two roles, neither a superuser:
+# Three roles, none a superuser (logkeep_readonly: SELECT on log data, granted by
+# `logkeep db roles`, for analysts' own SQL):
 #   logkeep      (LOGKEEP_DB_PASSWORD) owns the database and every object the migrations
 #                create; only the one-shot `migrate` service logs in as it.
 #   logkeep_app  (LOGKEEP_APP_DB_PASSWORD) reads and writes rows and nothing more: the
@@ -36,20 +37,20 @@ psql -v ON_ERROR_STOP=1 --no-psqlrc --username "${POSTGRES_USER:-postgres}" \
     --set=app_password="$LOGKEEP_APP_DB_PASSWORD" <<'SQL'
 CREATE ROLE logkeep LOGIN PASSWORD :'owner_password';
 CREATE ROLE logkeep_app LOGIN PASSWORD :'app_password';
--- pg_monitor lets `logkeep doctor` see every connection, and pg_stat_statements.
-GRANT pg_monitor TO logkeep, logkeep_app;
+-- For analysts' own SQL: grant membership to their login roles (no login of its own).
+CREATE ROLE logkeep_readonly NOLOGIN;
+-- pg_monitor lets `logkeep doctor` (run with the owner's URL) see every connection and
+-- pg_stat_statements. Not the app role: it would read other sessions' statements.
+GRANT pg_monitor TO logkeep;
 CREATE DATABASE logkeep OWNER logkeep;
 -- Only logkeep's roles (and superusers) may connect; PUBLIC may by default.
 REVOKE ALL ON DATABASE logkeep FROM PUBLIC;
-GRANT CONNECT ON DATABASE logkeep TO logkeep_app;
+GRANT CONNECT ON DATABASE logkeep TO logkeep_app, logkeep_readonly;
 \connect logkeep
--- Whatever the owner creates from now on (tables, partitions, sequences), the app role
--- may use for rows only: no DDL, no TRUNCATE, no ownership. (PostgreSQL 15 already denies
--- PUBLIC the right to create objects in schema public.)
-ALTER DEFAULT PRIVILEGES FOR ROLE logkeep IN SCHEMA public
-    GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO logkeep_app;
-ALTER DEFAULT PRIVILEGES FOR ROLE logkeep IN SCHEMA public
-    GRANT USAGE, SELECT ON SEQUENCES TO logkeep_app;
+-- No default privileges on tables: after each migration the `migrate` service runs
+-- `logkeep db roles`, which grants the app role, table by table, only the statements
+-- logkeep issues (log entries and the audit trail: insert and read, never update or
+-- delete). (PostgreSQL 15 already denies PUBLIC the right to create objects in public.)
 SELECT current_setting('shared_preload_libraries') ~ 'pg_stat_statements' AS preloaded \gset
 \if :preloaded
 CREATE EXTENSION IF NOT EXISTS pg_stat_statements;

@@ -7,15 +7,7 @@ from typing import Annotated, Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictInt,
-    StrictStr,
-    field_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from logkeep.api.auth import (
     client_address,
@@ -25,6 +17,7 @@ from logkeep.api.auth import (
     require,
 )
 from logkeep.api.deps import get_sources
+from logkeep.api.fields import MAX_ID, PathId, RowId, Text
 from logkeep.db.access import AccessRepository
 from logkeep.db.queries import q
 from logkeep.db.repositories import SourceRepository, UserRepository
@@ -43,34 +36,34 @@ class Strict(BaseModel):
 
 
 class UserCreate(Strict):
-    username: StrictStr = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    email: StrictStr = Field(min_length=3, max_length=254)
-    password: StrictStr = Field(min_length=12, max_length=1024)
+    username: Text = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    email: Text = Field(min_length=3, max_length=254)
+    password: Text = Field(min_length=12, max_length=1024)
     role: Literal["admin", "analyst", "viewer"] = "viewer"
 
 
 class UserUpdate(Strict):
     role: Literal["admin", "analyst", "viewer"] | None = None
     is_active: StrictBool | None = None
-    password: StrictStr | None = Field(default=None, min_length=12, max_length=1024)
+    password: Text | None = Field(default=None, min_length=12, max_length=1024)
 
 
 class SourceList(Strict):
-    sources: list[StrictInt] = Field(min_length=1, max_length=1000)
+    sources: list[RowId] = Field(min_length=1, max_length=1000)
 
 
 class KeyCreate(Strict):
-    name: StrictStr = Field(min_length=1, max_length=100)
+    name: Text = Field(min_length=1, max_length=100)
     scopes: list[Literal["ingest", "read"]] = Field(min_length=1)
-    sources: list[StrictInt] = Field(default_factory=list, max_length=1000)
+    sources: list[RowId] = Field(default_factory=list, max_length=1000)
     all_sources: StrictBool = False
 
 
 class SourceCreate(Strict):
-    name: StrictStr = Field(min_length=1, max_length=63)
-    source_type: StrictStr = Field(min_length=1, max_length=64)
-    format_type: StrictStr = Field(min_length=1, max_length=32)
-    description: StrictStr = Field(default="", max_length=1000)
+    name: Text = Field(min_length=1, max_length=63)
+    source_type: Text = Field(min_length=1, max_length=64)
+    format_type: Text = Field(min_length=1, max_length=32)
+    description: Text = Field(default="", max_length=1000)
     parsing_rules: dict[str, Any] = Field(default_factory=dict)
     configuration: dict[str, Any] = Field(default_factory=dict)
 
@@ -85,24 +78,24 @@ class SourceCreate(Strict):
 
 
 class SourceUpdate(Strict):
-    format_type: StrictStr | None = Field(default=None, min_length=1, max_length=32)
+    format_type: Text | None = Field(default=None, min_length=1, max_length=32)
     parsing_rules: dict[str, Any] | None = None
     is_active: StrictBool | None = None
 
 
 class AlertRuleCreate(Strict):
-    name: StrictStr = Field(min_length=1, max_length=100)
-    description: StrictStr = Field(default="", max_length=1000)
-    source: StrictInt | None = Field(default=None, description="source id; none: every source")
+    name: Text = Field(min_length=1, max_length=100)
+    description: Text = Field(default="", max_length=1000)
+    source: RowId | None = Field(default=None, description="source id; none: every source")
     min_level: Literal["DEBUG", "INFO", "WARN", "ERROR", "FATAL"] = "ERROR"
-    query: StrictStr = Field(default="", max_length=512)
-    threshold: StrictInt = Field(gt=0)
+    query: Text = Field(default="", max_length=512)
+    threshold: StrictInt = Field(gt=0, le=MAX_ID)
     window_seconds: StrictInt = Field(gt=0, le=7 * 86_400)
 
 
 class SavedSearchCreate(Strict):
-    name: StrictStr = Field(min_length=1, max_length=100)
-    params: dict[str, StrictStr | list[StrictStr]]
+    name: Text = Field(min_length=1, max_length=100)
+    params: dict[str, Text | list[Text]]
 
 
 def _users(request: Request) -> UserRepository:
@@ -158,7 +151,7 @@ async def create_user(
 
 @router.patch("/users/{user_id}")
 async def update_user(
-    user_id: int, body: UserUpdate, admin: Admin, access: Access, request: Request
+    user_id: PathId, body: UserUpdate, admin: Admin, access: Access, request: Request
 ) -> dict[str, Any]:
     users = _users(request)
     if await users.get(user_id) is None:
@@ -184,7 +177,7 @@ async def update_user(
 
 @router.post("/users/{user_id}/grants", status_code=204)
 async def grant(
-    user_id: int, body: SourceList, admin: Admin, access: Access, request: Request
+    user_id: PathId, body: SourceList, admin: Admin, access: Access, request: Request
 ) -> Response:
     try:
         await access.grant(user_id, body.sources, admin.id if admin.kind == "user" else None)
@@ -196,7 +189,7 @@ async def grant(
 
 @router.delete("/users/{user_id}/grants", status_code=204)
 async def revoke(
-    user_id: int, body: SourceList, admin: Admin, access: Access, request: Request
+    user_id: PathId, body: SourceList, admin: Admin, access: Access, request: Request
 ) -> Response:
     await access.revoke(user_id, body.sources)
     await _audit(access, request, admin, "revoke", "user", user_id, {"sources": body.sources})
@@ -236,7 +229,7 @@ async def create_key(
 
 
 @router.delete("/api-keys/{key_id}", status_code=204)
-async def revoke_key(key_id: int, admin: Admin, access: Access, request: Request) -> Response:
+async def revoke_key(key_id: PathId, admin: Admin, access: Access, request: Request) -> Response:
     if not await access.revoke_key(key_id):
         raise HTTPException(404, f"no live key {key_id}")
     await _audit(access, request, admin, "key_revoked", "api_key", key_id)
@@ -279,7 +272,7 @@ async def create_source(
 
 @router.patch("/sources/{source_id}")
 async def update_source(
-    source_id: int,
+    source_id: PathId,
     body: SourceUpdate,
     admin: Admin,
     access: Access,
@@ -329,7 +322,7 @@ async def save_search(
 
 
 @router.delete("/saved-searches/{search_id}", status_code=204)
-async def delete_saved(search_id: int, analyst: Analyst, request: Request) -> Response:
+async def delete_saved(search_id: PathId, analyst: Analyst, request: Request) -> Response:
     async with request.app.state.db.pool.acquire() as conn:
         deleted = await conn.fetchval(q("delete_saved_search"), search_id, _owner(analyst))
     if deleted is None:
@@ -386,7 +379,7 @@ async def create_alert_rule(
 
 @router.delete("/alert-rules/{rule_id}", status_code=204)
 async def delete_alert_rule(
-    rule_id: int, analyst: Analyst, access: Access, request: Request
+    rule_id: PathId, analyst: Analyst, access: Access, request: Request
 ) -> Response:
     async with request.app.state.db.pool.acquire() as conn:
         deleted = await conn.fetchval(

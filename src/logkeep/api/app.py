@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import asyncpg
 import structlog
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
@@ -24,7 +25,7 @@ from logkeep.api.auth import Reader, readable_sources, require
 from logkeep.api.body import read_body
 from logkeep.api.deps import get_db, get_logs, get_sources
 from logkeep.api.schemas import LogEntryCreate, LogEntryCreated, RecentLogsPublic
-from logkeep.api.security import SecurityHeaders
+from logkeep.api.security import BodyLimit, SecurityHeaders
 from logkeep.cache.sessions import LoginLimiter, SessionStore
 from logkeep.config import Settings
 from logkeep.db import migrate
@@ -101,6 +102,21 @@ TRANSIENT_STORE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.InternalClientError,  # a connection the server dropped mid-operation
 )
 RETRY_AFTER_S = 5
+
+
+async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """422 naming each field and what is wrong with it, never echoing the input: it may
+    be a password, or text that cannot even be encoded back."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {
+            "loc": [str(part) for part in e.get("loc", ())],
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
+        for e in exc.errors()
+    ]
+    return JSONResponse({"detail": errors}, status_code=422)
 
 
 async def invalid_query(request: Request, exc: Exception) -> JSONResponse:
@@ -190,7 +206,18 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
             if owned:
                 await db.close()
 
-    app = FastAPI(title="logkeep", version="0.1.0", lifespan=lifespan)
+    # Outside dev nothing but health, readiness and metrics answers without credentials:
+    # the interactive docs and the schema neither.
+    docs = not settings.requires_auth
+    app = FastAPI(
+        title="logkeep",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    app.add_exception_handler(RequestValidationError, invalid_request)
     for error in TRANSIENT_STORE_ERRORS:
         app.add_exception_handler(error, store_unavailable)
     app.add_exception_handler(InvalidQuery, invalid_query)
@@ -201,6 +228,9 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
     app.include_router(stats.router)
     app.include_router(tail.router)
 
+    app.add_middleware(
+        BodyLimit, limit=settings.max_body_bytes, exempt=frozenset({"/api/v1/ingest"})
+    )
     app.add_middleware(SecurityHeaders)
     app.add_middleware(AccessLog)
 

@@ -12,10 +12,11 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
 from logkeep.api.deps import get_settings
+from logkeep.api.fields import Text
 from logkeep.cache.ingest_buffer import retry_after_header
 from logkeep.cache.sessions import LoginLimiter, Session, SessionStore
 from logkeep.config import Settings
@@ -56,33 +57,41 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers=UNAUTHENTICATED)
 
 
-async def authenticate(request: Request) -> Principal:
-    """The caller, once per request (cached on the request)."""
-    cached: Principal | None = getattr(request.state, "principal", None)
-    if cached is not None:
-        return cached
+async def resolve_principal(request: Request) -> Principal | None:
+    """The caller by this request's credentials, looked up now (None: no valid ones).
+    Raises 401 for a malformed header or missing credentials where they are required,
+    503 when the session store cannot be asked."""
     settings: Settings = request.app.state.settings
     header = request.headers.get("authorization")
     token = bearer_token(header)
-    principal: Principal | None = None
     if token is None:
         if header is not None:
             raise _unauthorized("Authorization: expected `Bearer <token>`")
         if settings.requires_auth:
             raise _unauthorized("credentials required: Authorization: Bearer <token>")
-        principal = ANONYMOUS_ADMIN
-    elif token.startswith(SESSION_PREFIX):
+        return ANONYMOUS_ADMIN
+    if token.startswith(SESSION_PREFIX):
         try:
             session = await get_sessions(request).get(token)
         except RedisError:
             raise HTTPException(
                 503, "session store (Redis) unavailable; retry later", {"Retry-After": "5"}
             ) from None
-        if session is not None:
-            principal = await get_access(request).user(session.user_id)
-            request.state.session = session
-    elif token.startswith(KEY_PREFIX):
-        principal = await get_access(request).key(token)
+        if session is None:
+            return None
+        request.state.session = session
+        return await get_access(request).user(session.user_id)
+    if token.startswith(KEY_PREFIX):
+        return await get_access(request).key(token)
+    return None
+
+
+async def authenticate(request: Request) -> Principal:
+    """The caller, once per request (cached on the request)."""
+    cached: Principal | None = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
+    principal = await resolve_principal(request)
     if principal is None:
         raise _unauthorized("invalid, expired or revoked credentials")
     request.state.principal = principal
@@ -118,8 +127,8 @@ def readable_sources(principal: Principal, requested: list[int] | None) -> list[
 
 class LoginRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    username: StrictStr = Field(min_length=1, max_length=64)
-    password: StrictStr = Field(min_length=1, max_length=1024)
+    username: Text = Field(min_length=1, max_length=64)
+    password: Text = Field(min_length=1, max_length=1024)
 
 
 class Preferences(BaseModel):
@@ -141,7 +150,7 @@ async def login(
     sessions = get_sessions(request)
     users: UserRepository = request.app.state.users
     try:
-        wait = await limiter.retry_after(body.username, address)
+        wait = await limiter.attempt(body.username, address)
         if wait is not None:
             await access.audit(
                 "login_throttled", target_type="user", target_id=body.username[:64],
@@ -154,13 +163,12 @@ async def login(
             )
         user = await users.authenticate(body.username, body.password)
         if user is None:
-            await limiter.failed(body.username, address)
             await access.audit(
                 "login_failed", target_type="user", target_id=body.username[:64],
                 client_addr=address,
             )  # fmt: skip
             raise _unauthorized(BAD_LOGIN)
-        await limiter.succeeded(body.username)
+        await limiter.succeeded(body.username, address)
         token = await sessions.create(user["id"])
     except RedisError:
         raise HTTPException(
@@ -216,6 +224,8 @@ async def set_preferences(
     preferences = body.model_dump()
     try:
         await get_sessions(request).set_preferences(session, preferences)
+    except TypeError:  # orjson: text that is not valid UTF-8 (a lone surrogate)
+        raise HTTPException(422, "preferences: not valid UTF-8 text") from None
     except ValueError as exc:
         raise HTTPException(413, str(exc)) from None
     return preferences

@@ -80,7 +80,9 @@ async def _batch_from_body(
         events = parse_json_array(body)
         if len(events) > max_lines:
             raise _too_many_lines(len(events), max_lines)
-        return await service.prepare_events(enumerate(events, start=1), source, parse_message=parse)
+        return await service.prepare_events(
+            enumerate(events, start=1), source, parse_message=parse, allowed=allowed
+        )
     lines = list(split_lines(body))
     if len(lines) > max_lines:
         raise _too_many_lines(len(lines), max_lines)

@@ -4,37 +4,48 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from logkeep.api.auth import Reader, readable_sources
+from logkeep.api.auth import Reader, readable_sources, resolve_principal
 from logkeep.api.deps import get_db, get_settings, get_sources, resolve_source_ids
 from logkeep.config import Settings
 from logkeep.db.database import Database
 from logkeep.db.repositories import SourceRepository
+from logkeep.domain.auth import Forbidden
 from logkeep.domain.search import METADATA_PREFIX, metadata_document
 from logkeep.domain.tail import EventPosition, TailFilter
 
 router = APIRouter()
 
 BLOCK_MS = 1000  # how long one XREAD waits before looking again
-LISTENER_RENEW_S = 10.0  # well within cache.tail.LISTENER_TTL_S
+# How often a stream renews its listener mark (well within cache.tail.LISTENER_TTL_S) and
+# checks its caller's credentials and scope again.
+RECHECK_S = 5.0
 
 
 async def tail_events(
-    db: Database, flt: TailFilter, resume: EventPosition | None
+    db: Database,
+    flt: TailFilter,
+    resume: EventPosition | None,
+    still_allowed: Callable[[], Awaitable[bool]],
 ) -> AsyncIterator[ServerSentEvent]:
+    """Entries as they commit. Every RECHECK_S the caller's credentials and scope
+    are checked again: a revoked key, an ended session or a changed grant ends the
+    stream (the client reconnects, and is answered with its current rights)."""
     client = db.tail_redis
     assert client is not None
     await db.tail.mark_listening(client)
     marked_at = time.monotonic()
     after = resume.read_after() if resume else await db.tail.last_id(client)
     while True:
-        if time.monotonic() - marked_at > LISTENER_RENEW_S:
+        if time.monotonic() - marked_at > RECHECK_S:
+            if not await still_allowed():
+                return
             await db.tail.mark_listening(client)
             marked_at = time.monotonic()
         batches = await db.tail.read(client, after, BLOCK_MS)
@@ -71,7 +82,16 @@ async def tail(
     contains: Annotated[str | None, Query(max_length=512)] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
 ) -> EventSourceResponse:
-    source_ids = readable_sources(principal, await resolve_source_ids(sources, source))
+    requested = await resolve_source_ids(sources, source)
+    source_ids = readable_sources(principal, requested)
+
+    async def still_allowed() -> bool:
+        try:
+            current = await resolve_principal(request)
+            return current is not None and current.readable(requested) == source_ids
+        except (HTTPException, Forbidden):
+            return False
+
     metadata = metadata_document(
         (name, value)
         for name, value in request.query_params.multi_items()
@@ -95,7 +115,7 @@ async def tail(
     async def guarded() -> AsyncIterator[ServerSentEvent]:
         # Taken when the stream starts, so that a response never sent holds no slot.
         async with slots:
-            async for event in tail_events(db, flt, resume):
+            async for event in tail_events(db, flt, resume, still_allowed):
                 yield event
 
     return EventSourceResponse(guarded(), ping=settings.tail_heartbeat_s)

@@ -94,15 +94,21 @@ class SessionStore:
 
 
 class LoginLimiter:
-    """Failed logins per username and per client address, in fixed windows."""
+    """Login attempts per username and per client address, in fixed windows. An attempt
+    is counted before the password is checked, in one script, so parallel guesses cannot
+    all pass the check first; a success clears the user's count and gives the address
+    its attempt back."""
 
     SCRIPT = """
-local counts = {}
+local waits = {}
 for i, key in ipairs(KEYS) do
-  counts[i] = redis.call('INCR', key)
-  if counts[i] == 1 then redis.call('PEXPIRE', key, ARGV[1]) end
+  local count = redis.call('INCR', key)
+  if count == 1 then redis.call('PEXPIRE', key, ARGV[1]) end
+  if count > tonumber(ARGV[i + 1]) then waits[#waits + 1] = redis.call('PTTL', key) end
 end
-return counts
+local longest = 0
+for _, w in ipairs(waits) do if w > longest then longest = w end end
+return longest
 """
 
     def __init__(
@@ -127,27 +133,21 @@ return counts
             self._keys.login_failures("addr", address),
         ]
 
-    async def retry_after(self, username: str, address: str) -> float | None:
-        """Seconds until another attempt is allowed, or None if one is allowed now."""
+    async def attempt(self, username: str, address: str) -> float | None:
+        """Count an attempt; seconds to wait if it is one too many, else None."""
+        wait_ms: int = await self._count(
+            keys=self._subjects(username, address),
+            args=[self._window_s * 1000, self._per_user, self._per_address],
+        )
+        return wait_ms / 1000 if wait_ms > 0 else None
+
+    async def succeeded(self, username: str, address: str) -> None:
         user_key, addr_key = self._subjects(username, address)
-        async with self._client.pipeline(transaction=False) as pipe:
-            pipe.get(user_key)
-            pipe.pttl(user_key)
-            pipe.get(addr_key)
-            pipe.pttl(addr_key)
-            user_n, user_ttl, addr_n, addr_ttl = await pipe.execute()
-        waits = [
-            ttl / 1000
-            for count, ttl, limit in (
-                (user_n, user_ttl, self._per_user),
-                (addr_n, addr_ttl, self._per_address),
-            )
-            if count is not None and int(count) >= limit and ttl > 0
-        ]
-        return max(waits) if waits else None
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.delete(user_key)
+            pipe.decr(addr_key)
+            await pipe.execute()
 
-    async def failed(self, username: str, address: str) -> None:
-        await self._count(keys=self._subjects(username, address), args=[self._window_s * 1000])
-
-    async def succeeded(self, username: str) -> None:
+    async def clear(self, username: str) -> None:
+        """An operator's reset (a new password): the user may log in at once."""
         await self._client.delete(self._subjects(username, "")[0])

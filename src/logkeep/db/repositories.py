@@ -37,6 +37,7 @@ MAX_RECENT_LIMIT = 1000
 RESOLVE_TTL_S = 1.0
 RESOLVE_CACHE_MAX = 10_000
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
+MAX_CONCURRENT_VERIFICATIONS = 4
 USERNAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # the CHECK on users.username
 
 log = structlog.get_logger(__name__)
@@ -385,6 +386,7 @@ class UserRepository:
         self._hasher = hasher or PasswordHasher()
         # Verified against when the user is unknown, so both failures cost the same time.
         self._dummy_hash = self._hasher.hash("logkeep-timing-equaliser")
+        self._verifying = asyncio.Semaphore(MAX_CONCURRENT_VERIFICATIONS)
 
     def _verify(self, stored: str, password: str) -> bool:
         """argon2id hashes, and the bcrypt hashes of older seeds (rehashed on login)."""
@@ -454,9 +456,11 @@ class UserRepository:
             async with self._pool.acquire() as conn:
                 row = await conn.fetchrow(q("user_by_username"), username)
         stored = row["password_hash"] if row is not None else self._dummy_hash
-        # argon2 and bcrypt take tens of milliseconds of CPU: keep them off the event loop.
-        if not await asyncio.to_thread(self._verify, stored, password):
-            return None
+        # argon2 and bcrypt take tens of milliseconds of CPU and argon2 64 MiB: off the
+        # event loop, and a few at a time, so a flood of logins cannot exhaust memory.
+        async with self._verifying:
+            if not await asyncio.to_thread(self._verify, stored, password):
+                return None
         if row is None or not row["is_active"]:
             return None
         async with self._pool.acquire() as conn:

@@ -19,7 +19,7 @@ ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # SECURITY DEFINER function), and it never runs DDL.
 APP_PRIVILEGES: dict[str, str] = {
     "log_entries": "SELECT, INSERT",
-    "log_metrics": "SELECT, INSERT, UPDATE",
+    "log_metrics": "SELECT, INSERT, UPDATE, DELETE",  # rollups past retention
     "log_sources": "SELECT, INSERT, UPDATE",
     "users": "SELECT, INSERT, UPDATE",
     "user_source_grants": "SELECT, INSERT, DELETE",
@@ -32,9 +32,16 @@ APP_PRIVILEGES: dict[str, str] = {
     "ingest_dead_letters": "SELECT, INSERT",
     "seed_runs": "SELECT, INSERT",
     "schema_migrations": "SELECT",
+    # Maintenance counts stray rows here; it moves them through ensure_log_partition.
+    "log_entries_default": "SELECT",
 }
 READONLY_TABLES = ("log_entries", "log_sources", "log_metrics", "alert_rules")
 DEFINER_FUNCTIONS = ("ensure_log_partition(date)", "drop_log_partition(date)")
+DAY_PARTITIONS_SQL = """
+SELECT quote_ident(c.relname) AS name
+FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'log_entries'::regclass AND c.relname <> 'log_entries_default'
+"""
 
 
 def quoted(name: str) -> str:
@@ -58,6 +65,10 @@ async def grant_roles(conn: Conn, app_role: str, readonly_role: str) -> None:
         for table, privileges in APP_PRIVILEGES.items():
             await conn.execute(f"REVOKE ALL ON {table} FROM {app}")
             await conn.execute(f"GRANT {privileges} ON {table} TO {app}")
+        # Day partitions take their rows through log_entries; default privileges (or
+        # an earlier grant) must not let the roles write to one directly.
+        for partition in await conn.fetch(DAY_PARTITIONS_SQL):
+            await conn.execute(f"REVOKE ALL ON {partition['name']} FROM {app}, {readonly}")
         await conn.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {app}")
         for function in DEFINER_FUNCTIONS:
             # Functions are executable by everyone by default; these run as the owner.

@@ -75,7 +75,8 @@ class TailFilter:
     ) -> TailFilter:
         chosen = select_levels(levels, min_level)
         return cls(
-            source_ids=frozenset(source_ids) if source_ids else None,
+            # [] means no source at all (a caller with no grants), never "every source".
+            source_ids=None if source_ids is None else frozenset(source_ids),
             levels=None if len(chosen) == len(Level) else frozenset(lv.value for lv in chosen),
             words=tuple(w.casefold() for w in _WORD.findall(q or "")),
             substring=substring.casefold() if substring else None,

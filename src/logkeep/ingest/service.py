@@ -216,8 +216,8 @@ class IngestService:
         events: Iterable[tuple[int, Any]],
         default_source: str | None,
         *,
+        allowed: frozenset[int] | None,
         parse_message: bool = False,
-        allowed: frozenset[int] | None = None,
     ) -> Batch:
         """JSON events, numbered by line (NDJSON) or position (array); an event given as
         an InvalidLogEntry (a line that is not JSON) is rejected with its reason."""

@@ -45,5 +45,9 @@ CREATE TABLE saved_searches (
 -- Partition DDL needs the owner of log_entries. The application connects as a role with
 -- DML only (see docs/deploy.md), so these two functions run with their owner's rights;
 -- the fixed search_path keeps a caller's objects out of them.
+-- Functions are executable by PUBLIC by default: these only by their owner and the roles
+-- `logkeep db roles` grants them to.
 ALTER FUNCTION ensure_log_partition(date) SECURITY DEFINER SET search_path = public, pg_temp;
 ALTER FUNCTION drop_log_partition(date) SECURITY DEFINER SET search_path = public, pg_temp;
+REVOKE EXECUTE ON FUNCTION ensure_log_partition(date) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION drop_log_partition(date) FROM PUBLIC;
