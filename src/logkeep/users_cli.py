@@ -215,7 +215,9 @@ def create_key(
         ids = await t.source_ids(source)
         created = await t.access.create_key(name, scope, source_ids=ids, all_sources=all_sources)
         await t.access.audit("key_created", target_type="api_key",
-                             target_id=created.record["id"], details=OPERATOR)  # fmt: skip
+                             target_id=created.record["id"],
+                             details=OPERATOR | {"scopes": scope, "sources": ids,
+                                                 "all_sources": all_sources})  # fmt: skip
         return created.token
 
     token = _run(action)

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError, ResponseError
 from logkeep import metrics
 from logkeep.api import admin, auth, ingest, search, stats, tail
 from logkeep.api.access_log import AccessLog
-from logkeep.api.auth import Reader, readable_sources, require
+from logkeep.api.auth import Reader, readable_sources, requested_sources, require
 from logkeep.api.body import read_body
 from logkeep.api.deps import get_db, get_logs, get_sources
 from logkeep.api.schemas import LogEntryCreate, LogEntryCreated, RecentLogsPublic
@@ -320,12 +320,7 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
         source: Annotated[str | None, Query(max_length=64)] = None,
         level: Annotated[str | None, Query(max_length=16)] = None,
     ) -> RecentLogsPublic:
-        source_id = None
-        if source is not None:
-            found = await sources.resolve(source)
-            if found is None:
-                raise HTTPException(422, f"source: no source named or numbered {source!r}")
-            source_id = found["id"]
+        requested = await requested_sources(principal, sources, [] if source is None else [source])
         try:
             parsed_level = None if level is None else Level.parse(level)
         except InvalidLogEntry as exc:
@@ -333,7 +328,7 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
         items = await logs.get_recent_logs(
             limit=limit,
             level=parsed_level,
-            source_ids=readable_sources(principal, None if source_id is None else [source_id]),
+            source_ids=readable_sources(principal, requested),
         )
         return RecentLogsPublic.model_validate({"items": items})
 

@@ -15,13 +15,13 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
-from logkeep.api.deps import get_settings
+from logkeep.api.deps import get_settings, resolve_source_ids
 from logkeep.api.fields import Text
 from logkeep.cache.ingest_buffer import retry_after_header
 from logkeep.cache.sessions import LoginLimiter, Session, SessionStore
 from logkeep.config import Settings
 from logkeep.db.access import AccessRepository
-from logkeep.db.repositories import UserRepository
+from logkeep.db.repositories import SourceRepository, UserRepository
 from logkeep.domain.auth import (
     ANONYMOUS_ADMIN,
     KEY_PREFIX,
@@ -122,6 +122,23 @@ def readable_sources(principal: Principal, requested: list[int] | None) -> list[
         raise HTTPException(403, str(exc)) from None
 
 
+async def requested_sources(
+    principal: Principal, sources: SourceRepository, refs: list[str]
+) -> list[int] | None:
+    """The ids of the sources a read names (None: it names none). A caller limited to
+    some sources gets the same 403 for a source that does not exist as for one it may
+    not read, so it cannot probe which sources exist; others get the 422 naming it."""
+    if principal.sources is None:
+        return await resolve_source_ids(sources, refs)
+    ids: list[int] = []
+    for ref in refs:
+        found = await sources.resolve(ref)
+        if found is None or found["id"] not in principal.sources:
+            raise HTTPException(403, f"source {ref[:64]!r}: not readable by {principal.name!r}")
+        ids.append(found["id"])
+    return sorted(set(ids)) if refs else None
+
+
 # -- routes ----------------------------------------------------------------------------
 
 
@@ -194,6 +211,10 @@ async def logout(
     token = bearer_token(request.headers.get("authorization"))
     if token is not None and token.startswith(SESSION_PREFIX):
         await get_sessions(request).revoke(token)
+        await get_access(request).audit(
+            "logout", actor_id=principal.id, target_type="user", target_id=principal.id,
+            client_addr=client_address(request),
+        )  # fmt: skip
     return Response(status_code=204)
 
 

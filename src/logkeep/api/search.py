@@ -18,8 +18,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from logkeep.api.auth import Reader, readable_sources
-from logkeep.api.deps import get_db, get_settings, get_sources, resolve_source_ids
+from logkeep.api.auth import Reader, readable_sources, requested_sources
+from logkeep.api.deps import get_db, get_settings, get_sources
 from logkeep.api.schemas import LogEntryPublic
 from logkeep.config import Settings
 from logkeep.db.database import Database
@@ -156,7 +156,7 @@ async def search_logs(
         max_future=timedelta(seconds=settings.max_entry_future_s),
     )
     source_ids = readable_sources(
-        principal, await resolve_source_ids(sources, list(query.source_refs))
+        principal, await requested_sources(principal, sources, list(query.source_refs))
     )
     search = LogSearch(
         db.pool,

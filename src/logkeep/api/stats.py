@@ -9,8 +9,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from logkeep.api.auth import Reader, readable_sources
-from logkeep.api.deps import get_db, get_settings, get_sources, resolve_source_ids
+from logkeep.api.auth import Reader, readable_sources, requested_sources
+from logkeep.api.deps import get_db, get_settings, get_sources
 from logkeep.config import Settings
 from logkeep.db.repositories import SourceRepository
 from logkeep.db.stats import StatsRepository
@@ -196,7 +196,9 @@ async def histogram(
         interval=interval,
         levels=level or [],
         min_level=min_level,
-        source_ids=readable_sources(principal, await resolve_source_ids(sources, source or [])),
+        source_ids=readable_sources(
+            principal, await requested_sources(principal, sources, source or [])
+        ),
     )
     return await stats.histogram(query)
 

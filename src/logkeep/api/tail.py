@@ -11,8 +11,8 @@ import orjson
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from logkeep.api.auth import Reader, readable_sources, resolve_principal
-from logkeep.api.deps import get_db, get_settings, get_sources, resolve_source_ids
+from logkeep.api.auth import Reader, readable_sources, requested_sources, resolve_principal
+from logkeep.api.deps import get_db, get_settings, get_sources
 from logkeep.config import Settings
 from logkeep.db.database import Database
 from logkeep.db.repositories import SourceRepository
@@ -82,7 +82,7 @@ async def tail(
     contains: Annotated[str | None, Query(max_length=512)] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
 ) -> EventSourceResponse:
-    requested = await resolve_source_ids(sources, source)
+    requested = await requested_sources(principal, sources, source)
     source_ids = readable_sources(principal, requested)
 
     async def still_allowed() -> bool:
