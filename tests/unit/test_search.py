@@ -495,3 +495,16 @@ def test_slices_never_step_outside_the_calendar() -> None:
     window = TimeRange(start, start + timedelta(days=30))
     slices = list(newest_slices(window, window.end))
     assert slices[-1].start == start
+
+
+@pytest.mark.parametrize("message", ['=HYPERLINK("http://x")', "+1+1", "-2", "@SUM(A1)", "\tx"])
+def test_csv_cells_never_start_a_formula(message: str) -> None:
+    item = {**ITEMS[0], "message": message}
+    row = next(csv.reader(io.StringIO(csv_chunk([item]).decode("utf-8"))))
+    assert row[4] == "'" + message
+
+
+def test_csv_leaves_ordinary_text_alone() -> None:
+    item = {**ITEMS[0], "message": "GET /health -> 200"}
+    row = next(csv.reader(io.StringIO(csv_chunk([item]).decode("utf-8"))))
+    assert row[4] == "GET /health -> 200"

@@ -70,6 +70,15 @@ def ndjson_chunk(items: list[dict[str, Any]]) -> bytes:
     return b"".join(orjson.dumps(entry) + b"\n" for entry in items)
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """A cell a spreadsheet will not run: logged text is attacker-controlled (a user agent
+    of `=HYPERLINK(...)`), so cells that would start a formula get a leading quote."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def csv_chunk(items: list[dict[str, Any]], *, header: bool = False) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer)  # quotes commas, quotes and newlines in messages
@@ -82,8 +91,8 @@ def csv_chunk(items: list[dict[str, Any]], *, header: bool = False) -> bytes:
                 entry["timestamp"],
                 entry["source"],
                 entry["level"],
-                entry["message"],
-                orjson.dumps(entry["metadata"]).decode(),
+                spreadsheet_safe(entry["message"]),
+                orjson.dumps(entry["metadata"]).decode(),  # starts with "{": never a formula
             ]
         )
     return buffer.getvalue().encode("utf-8")
