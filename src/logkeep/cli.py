@@ -38,6 +38,7 @@ from logkeep.db.seed import SeedReport, seed
 from logkeep.db.types import Conn
 from logkeep.embedded import EmbeddedError, EmbeddedStack, temporary_root
 from logkeep.logging import configure_logging
+from logkeep.users_cli import users_app
 
 T = TypeVar("T")
 
@@ -674,13 +675,7 @@ def bench_ingest(
             run_async(run(resolved, rows))
 
 
-def _add_users_commands() -> None:
-    from logkeep.users_cli import users_app
-
-    app.add_typer(users_app, name="users")
-
-
-_add_users_commands()
+app.add_typer(users_app, name="users")
 
 
 @bench_app.command("query")

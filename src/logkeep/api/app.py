@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-import asyncpg
 import structlog
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -22,7 +21,6 @@ from logkeep import metrics
 from logkeep.api import admin, auth, ingest, search, stats, tail
 from logkeep.api.access_log import AccessLog
 from logkeep.api.auth import Reader, readable_sources, requested_sources, require
-from logkeep.api.body import read_body
 from logkeep.api.deps import get_db, get_logs, get_sources
 from logkeep.api.schemas import LogEntryCreate, LogEntryCreated, RecentLogsPublic
 from logkeep.api.security import BodyLimit, SecurityHeaders
@@ -30,7 +28,7 @@ from logkeep.cache.sessions import LoginLimiter, SessionStore
 from logkeep.config import Settings
 from logkeep.db import migrate
 from logkeep.db.access import AccessRepository
-from logkeep.db.database import Database, StoreUnavailable
+from logkeep.db.database import PG_TRANSIENT_ERRORS, Database, StoreUnavailable
 from logkeep.db.partitions import maintain
 from logkeep.db.repositories import (
     LogRepository,
@@ -89,18 +87,7 @@ async def observe_ingest_stream(db: Database) -> None:
 
 # Failures that go away by themselves: a store restarting, a pool exhausted, a timeout.
 # Shippers retry on 503 and drop on most 4xx, so these must never surface as 4xx or 500.
-TRANSIENT_STORE_ERRORS: tuple[type[Exception], ...] = (
-    OSError,
-    TimeoutError,
-    StoreUnavailable,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.QueryCanceledError,
-    asyncpg.OperatorInterventionError,
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.InternalClientError,  # a connection the server dropped mid-operation
-)
+TRANSIENT_STORE_ERRORS: tuple[type[Exception], ...] = (*PG_TRANSIENT_ERRORS, StoreUnavailable)
 RETRY_AFTER_S = 5
 
 
@@ -229,7 +216,9 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
     app.include_router(tail.router)
 
     app.add_middleware(
-        BodyLimit, limit=settings.max_body_bytes, exempt=frozenset({"/api/v1/ingest"})
+        BodyLimit,
+        limit=settings.max_body_bytes,
+        per_path={"/api/v1/ingest": settings.ingest_max_body_bytes},
     )
     app.add_middleware(SecurityHeaders)
     app.add_middleware(AccessLog)
@@ -293,7 +282,7 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
         logs: Annotated[LogRepository, Depends(get_logs)],
         sources: Annotated[SourceRepository, Depends(get_sources)],
     ) -> LogEntryCreated:
-        body = parse_body(await read_body(request, settings.max_body_bytes))
+        body = parse_body(await request.body())  # size-limited by BodyLimit
         source = await sources.resolve(body.source)
         if source is None or not source["is_active"]:
             raise HTTPException(422, f"source: no active source named or numbered {body.source!r}")

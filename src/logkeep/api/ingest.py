@@ -11,7 +11,6 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
 from logkeep.api.auth import client_address, require
-from logkeep.api.body import read_body
 from logkeep.api.deps import get_settings
 from logkeep.cache.ingest_buffer import BacklogFull, RateLimited, retry_after_header
 from logkeep.config import Settings
@@ -149,9 +148,8 @@ async def ingest(
         )
     limit = settings.ingest_max_body_bytes
     try:
-        body = decompress(
-            await read_body(request, limit), request.headers.get("content-encoding"), limit
-        )
+        # The compressed size is limited by BodyLimit, the decompressed one here.
+        body = decompress(await request.body(), request.headers.get("content-encoding"), limit)
     except BodyError as exc:
         raise HTTPException(exc.status, str(exc)) from None
     try:

@@ -42,21 +42,22 @@ class SecurityHeaders:
 
 
 class BodyLimit:
-    """413 for a request body over `limit` bytes, declared or streamed, before any
-    handler parses it (login and admin routes are parsed by pydantic whole)."""
+    """413 for a request body over the limit, declared or streamed, before any handler
+    reads it: `limit` for every route, or the route's own in `per_path` (ingest)."""
 
-    def __init__(self, app: ASGIApp, limit: int, exempt: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, limit: int, per_path: dict[str, int]) -> None:
         self.app = app
-        self.limit = limit
-        self.exempt = exempt
+        self.default_limit = limit
+        self.per_path = per_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in self.exempt:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.per_path.get(str(scope.get("path", "")), self.default_limit)
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await self._refuse(send)
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await self._refuse(send, limit)
                 return
         received = 0
         started = False
@@ -66,7 +67,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
+                if received > limit:
                     raise BodyTooLarge
             return message
 
@@ -79,10 +80,11 @@ class BodyLimit:
             await self.app(scope, counted, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, limit)
 
-    async def _refuse(self, send: Send) -> None:
-        body = orjson.dumps({"detail": f"body: over the {self.limit}-byte limit"})
+    @staticmethod
+    async def _refuse(send: Send, limit: int) -> None:
+        body = orjson.dumps({"detail": f"body: over the {limit}-byte limit"})
         await send(
             {
                 "type": "http.response.start",

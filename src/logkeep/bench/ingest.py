@@ -40,6 +40,7 @@ from rich.console import Console
 
 from logkeep.api.local import free_port
 from logkeep.cache.keys import Keys
+from logkeep.cache.replies import as_text
 from logkeep.config import Settings
 from logkeep.db.database import _init_connection
 from logkeep.db.migrate import migrate
@@ -160,10 +161,6 @@ def prepare(rows: int, source_ids: dict[str, int]) -> tuple[list[bytes], list[Re
 # Processes
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of a process so far (0 when it cannot be read)."""
     try:
@@ -258,7 +255,7 @@ async def wait_ready(
                 # The worker creates its group once connected to both stores (a blocked
                 # XREADGROUP does not show as a consumer on every Redis version).
                 groups = await redis.xinfo_groups(keys.ingest_stream())
-                worker_ready = any(_text(g["name"]) == GROUP for g in groups)
+                worker_ready = any(as_text(g["name"]) == GROUP for g in groups)
             await asyncio.sleep(0.1)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from logkeep.cache.keys import Keys
+from logkeep.cache.replies import as_text
 
 # KEYS: stream, backlog counter, idempotency key, dedup buckets (current first), rate keys.
 # ARGV: max backlog bytes, bucket count, bucket ttl ms, idempotency ttl ms, rate count,
@@ -173,10 +174,6 @@ class RateLimited(Exception):
         self.retry_after_s = retry_after_s
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 @dataclass(frozen=True, slots=True)
 class DedupWindow:
     """The window split into buckets: an event is compared against the buckets that
@@ -217,7 +214,6 @@ class IngestBuffer:
         self._dedup = dedup
         self._max_backlog = max_backlog_bytes
         self._script = client.register_script(INGEST_SCRIPT)
-        self._ack = client.register_script(ACK_SCRIPT)
 
     @property
     def stream(self) -> str:
@@ -259,22 +255,31 @@ class IngestBuffer:
         for record, fp in zip(records, fingerprints, strict=True):
             args += [fp if fp is not None and buckets else b"", record]
         reply: list[Any] = await self._script(keys=keys, args=args)
-        status = _text(reply[0])
+        status = as_text(reply[0])
         if status == "ok":
             dups = frozenset(int(i) - 1 for i in reply[3:])
-            return Appended(_text(reply[1]), len(records) - len(dups), dups, _text(reply[2]))
+            return Appended(as_text(reply[1]), len(records) - len(dups), dups, as_text(reply[2]))
         if status == "replay":
             # Every event was accepted by the first request; a durable retry waits for
             # that request's stream entry.
-            entry_id = _text(reply[1]).split(" ")[0]
+            entry_id = as_text(reply[1]).split(" ")[0]
             everything = frozenset(range(len(records)))
-            return Appended(entry_id, 0, everything, _text(reply[2]), replayed=True)
+            return Appended(entry_id, 0, everything, as_text(reply[2]), replayed=True)
         if status == "backlog":
-            raise BacklogFull(int(_text(reply[1])))
+            raise BacklogFull(int(as_text(reply[1])))
         if status == "limited":
-            limit = limits[int(_text(reply[2])) - 1]
-            raise RateLimited(limit, max(0.001, int(_text(reply[1])) / 1000))
+            limit = limits[int(as_text(reply[2])) - 1]
+            raise RateLimited(limit, max(0.001, int(as_text(reply[1])) / 1000))
         raise RuntimeError(f"unexpected reply from the ingest script: {reply!r}")
+
+
+class StreamAcknowledger:
+    """The workers' side of the stream: acknowledge and delete committed entries."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self._client = client
+        self._keys = keys
+        self._ack = client.register_script(ACK_SCRIPT)
 
     async def acknowledge(self, group: str, entries: Sequence[tuple[str, int]]) -> int:
         """XACK and XDEL committed entries (id, payload bytes); returns bytes freed."""
@@ -284,7 +289,7 @@ class IngestBuffer:
         for entry_id, size in entries:
             args += [entry_id, size]
         freed: int = await self._ack(
-            keys=[self.stream, self._keys.ingest_backlog_bytes()], args=args
+            keys=[self._keys.ingest_stream(), self._keys.ingest_backlog_bytes()], args=args
         )
         return freed
 

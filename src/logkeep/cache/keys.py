@@ -74,6 +74,10 @@ class Keys:
     def source_rules_by_name(self, name: str) -> str:
         return f"{self.prefix}source:rules:name:{name}"
 
+    def source_rules_copies(self, source_id: int, name: str) -> list[str]:
+        """Every cached copy of a source's rules: written together, dropped together."""
+        return [self.source_rules(source_id), self.source_rules_by_name(name)]
+
     # -- sessions and logins --------------------------------------------------------------
 
     def session(self, digest: str) -> str:

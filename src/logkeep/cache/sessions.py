@@ -50,15 +50,15 @@ class SessionStore:
             return None
         digest = token_digest(token).hex()
         key = self._keys.session(digest)
-        raw = await self._client.get(key)
+        # Read and renew in one round trip; the lifetime is checked on every read, so a
+        # renewal past it never lets the session be used.
+        raw = await self._client.getex(key, ex=self._idle_s)
         if raw is None:
             return None
         record = orjson.loads(raw)
-        age = time.time() - record["created_at"]
-        if age > self._lifetime_s:
+        if time.time() - record["created_at"] > self._lifetime_s:
             await self._client.delete(key)
             return None
-        await self._client.expire(key, min(self._idle_s, int(self._lifetime_s - age) + 1))
         return Session(digest, record["user_id"], record["created_at"], record["preferences"])
 
     async def set_preferences(self, session: Session, preferences: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from logkeep.cache.keys import Keys
+from logkeep.cache.replies import as_text
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +78,7 @@ class TailBuffer:
     async def last_id(self, client: aioredis.Redis) -> str:
         """The id of the newest stream entry ("0-0" when empty): where a new client starts."""
         newest: Any = await client.xrevrange(self._key, count=1)
-        return _text(newest[0][0]) if newest else "0-0"
+        return as_text(newest[0][0]) if newest else "0-0"
 
     async def read(
         self, client: aioredis.Redis, after: str, block_ms: int
@@ -87,14 +88,10 @@ class TailBuffer:
         return decode_xread(reply)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def decode_xread(reply: Any) -> list[tuple[str, list[dict[str, Any]]]]:
     """[(stream entry id, items)] from an XREAD reply on one stream (None on timeout)."""
     batches: list[tuple[str, list[dict[str, Any]]]] = []
     for _key, entries in reply or []:
         for entry_id, fields in entries:
-            batches.append((_text(entry_id), orjson.loads(fields[b"items"])))
+            batches.append((as_text(entry_id), orjson.loads(fields[b"items"])))
     return batches

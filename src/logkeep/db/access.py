@@ -48,9 +48,8 @@ class AccessRepository:
             return None
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(q("key_access"), token_digest(token))
-            if row is None:
-                return None
-            await conn.execute(q("touch_key"), row["id"])
+        if row is None:
+            return None
         return key_principal(
             row["id"], row["name"], row["scopes"], row["all_sources"], row["sources"]
         )

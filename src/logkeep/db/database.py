@@ -38,6 +38,21 @@ PG_STARTUP_ERRORS = (
 INGEST_SCRIPT_TIMEOUT_S = 30.0
 
 
+# PostgreSQL failures that pass by themselves (a server restarting or out of reach, a pool
+# exhausted, a timeout, a connection dropped mid-operation): never about the data.
+PG_TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.QueryCanceledError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InternalClientError,
+)
+
+
 class StoreUnavailable(RuntimeError):
     """PostgreSQL or Redis could not be reached before the start-up deadline."""
 

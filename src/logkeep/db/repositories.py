@@ -296,8 +296,7 @@ class SourceRepository:
         if self._redis is not None:
             try:
                 await self._redis.delete(
-                    self._keys.source_rules(source["id"]),
-                    self._keys.source_rules_by_name(source["name"]),
+                    *self._keys.source_rules_copies(source["id"], source["name"])
                 )
             except RedisError as exc:
                 # The cached copy expires by itself (ingest.catalog.REDIS_TTL_S).
@@ -385,7 +384,8 @@ class UserRepository:
         self._pool = pg_pool
         self._hasher = hasher or PasswordHasher()
         # Verified against when the user is unknown, so both failures cost the same time.
-        self._dummy_hash = self._hasher.hash("logkeep-timing-equaliser")
+        # Made on the first login, not at start-up: an argon2 hash takes tens of ms.
+        self._dummy_hash: str | None = None
         self._verifying = asyncio.Semaphore(MAX_CONCURRENT_VERIFICATIONS)
 
     def _verify(self, stored: str, password: str) -> bool:
@@ -455,7 +455,10 @@ class UserRepository:
         if USERNAME.fullmatch(username):  # anything else (NUL bytes...) names nobody
             async with self._pool.acquire() as conn:
                 row = await conn.fetchrow(q("user_by_username"), username)
+        if row is None and self._dummy_hash is None:
+            self._dummy_hash = await asyncio.to_thread(self._hasher.hash, "timing-equaliser")
         stored = row["password_hash"] if row is not None else self._dummy_hash
+        assert stored is not None
         # argon2 and bcrypt take tens of milliseconds of CPU and argon2 64 MiB: off the
         # event loop, and a few at a time, so a flood of logins cannot exhaust memory.
         async with self._verifying:

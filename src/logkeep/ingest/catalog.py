@@ -20,6 +20,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from logkeep.cache.keys import Keys
+from logkeep.db.database import PG_TRANSIENT_ERRORS
 from logkeep.db.queries import q
 from logkeep.domain.ingest import DEDUP_MODES, SourceRules
 from logkeep.domain.parsers import InvalidRules, LineParser, compile_parser
@@ -31,11 +32,9 @@ LOCAL_TTL_S = 0.5
 REDIS_TTL_S = 30
 LOCAL_MAX = 10_000
 STORE_ERRORS: tuple[type[Exception], ...] = (
-    OSError,
-    TimeoutError,
+    *PG_TRANSIENT_ERRORS,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
 )
 
 
@@ -128,8 +127,8 @@ class SourceCatalog:
             try:
                 encoded = orjson.dumps(row)
                 async with self._client.pipeline(transaction=False) as pipe:
-                    pipe.set(self._keys.source_rules(row["id"]), encoded, ex=REDIS_TTL_S)
-                    pipe.set(self._keys.source_rules_by_name(row["name"]), encoded, ex=REDIS_TTL_S)
+                    for key in self._keys.source_rules_copies(row["id"], row["name"]):
+                        pipe.set(key, encoded, ex=REDIS_TTL_S)
                     await pipe.execute()
             except RedisError as exc:
                 log.warning("source_cache_unavailable", error=str(exc))

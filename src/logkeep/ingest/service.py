@@ -26,6 +26,7 @@ from logkeep.cache.ingest_buffer import (
     RateLimited,
     stream_position,
 )
+from logkeep.cache.replies import as_text
 from logkeep.config import Settings
 from logkeep.db.database import Database
 from logkeep.db.queries import q
@@ -61,7 +62,6 @@ class Batch:
     rejected: list[Rejection] = field(default_factory=list)
     rejected_by_source: Counter[str] = field(default_factory=Counter)
     events_by_source: dict[int, tuple[SourceRules, int]] = field(default_factory=dict)
-    dead_letters: int = 0
 
     def add(self, prepared: Prepared, source: SourceRules) -> None:
         self.records.append(encode_entry(prepared.entry))
@@ -70,6 +70,10 @@ class Batch:
         self.record_outcomes.append("accepted")
         _, count = self.events_by_source.get(source.id, (source, 0))
         self.events_by_source[source.id] = (source, count + 1)
+
+    @property
+    def dead_letters(self) -> int:
+        return self.record_outcomes.count("dead_letter")
 
     def reject(self, line: int, reason: str, source: str = "unknown") -> None:
         self.rejected.append(Rejection(line, reason))
@@ -81,7 +85,6 @@ class Batch:
         self.fingerprints.append(None)
         self.record_sources.append(source.name if source else "unknown")
         self.record_outcomes.append("dead_letter")
-        self.dead_letters += 1
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,7 @@ class CommitWaiter:
                 log.warning("commit_poll_failed", error=str(exc))
                 await asyncio.sleep(0.5)
                 continue
-            first = stream_position(_text(oldest[0][0])) if oldest else None
+            first = stream_position(as_text(oldest[0][0])) if oldest else None
             in_ledger = {row["entry_id"] for row in rows}
             for horizon, future in self._waiting:
                 done = horizon in in_ledger and (first is None or first > stream_position(horizon))
@@ -169,10 +172,6 @@ class CommitWaiter:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class IngestService:

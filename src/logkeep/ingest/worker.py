@@ -23,9 +23,10 @@ import structlog
 from redis.exceptions import RedisError, ResponseError
 
 from logkeep import metrics
-from logkeep.cache.ingest_buffer import DedupWindow, IngestBuffer
+from logkeep.cache.ingest_buffer import StreamAcknowledger
+from logkeep.cache.replies import as_text
 from logkeep.config import Settings
-from logkeep.db.database import Database
+from logkeep.db.database import PG_TRANSIENT_ERRORS, Database
 from logkeep.db.queries import q
 from logkeep.db.repositories import Stored, copy_entries, entry_items
 from logkeep.db.types import Conn
@@ -41,30 +42,14 @@ IDLE_CONSUMER_S = 3600  # consumers idle this long with nothing pending are remo
 MAX_BACKOFF_S = 5.0
 STOP_GRACE_S = 10.0  # after a stop request, how long a failing batch keeps retrying
 
-# PostgreSQL failures that pass: retry the same batch. Anything else is about the data.
-TRANSIENT_PG_ERRORS: tuple[type[Exception], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,  # a connection left mid-operation when the server went
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.QueryCanceledError,
-    asyncpg.OperatorInterventionError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    asyncpg.LockNotAvailableError,
-)
+# Retried as they are: the batch goes through once PostgreSQL is back. (Every other
+# PostgreSQL error but one about the data is retried too: see `commit`.)
+TRANSIENT_PG_ERRORS: tuple[type[Exception], ...] = (*PG_TRANSIENT_ERRORS, asyncpg.InterfaceError)
 
 
 def is_about_the_data(exc: asyncpg.PostgresError) -> bool:
     """Data exceptions (22) and integrity violations (23): retrying cannot help."""
     return str(getattr(exc, "sqlstate", "") or "")[:2] in ("22", "23")
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass
@@ -76,7 +61,7 @@ class StreamEntry:
 
     @classmethod
     def from_reply(cls, entry_id: bytes | str, fields: dict[bytes, bytes] | None) -> StreamEntry:
-        entry = cls(_text(entry_id), (fields or {}).get(b"e", b""))
+        entry = cls(as_text(entry_id), (fields or {}).get(b"e", b""))
         try:
             entry.rows, entry.dead = decode_records(entry.payload)
         except CorruptRecord as exc:
@@ -109,12 +94,7 @@ class Worker:
         self.name = name or consumer_name()
         self._keys = db.keys
         self._stream = db.keys.ingest_stream()
-        self._buffer = IngestBuffer(
-            db.redis,
-            db.keys,
-            dedup=DedupWindow(0),  # the worker only acknowledges
-            max_backlog_bytes=settings.ingest_max_backlog_bytes,
-        )
+        self._acks = StreamAcknowledger(db.redis, db.keys)
         self._catalog = SourceCatalog(db.pool, db.redis, db.keys)
         self._next_claim = 0.0
         self._next_housekeeping = 0.0
@@ -237,7 +217,7 @@ class Worker:
                 start_id=start,
                 count=READ_COUNT,
             )
-            start = _text(reply[0])
+            start = as_text(reply[0])
             claimed += [StreamEntry.from_reply(i, f) for i, f in reply[1] if f is not None]
             if start == "0-0":
                 break
@@ -251,9 +231,9 @@ class Worker:
         pending: Any = await redis.xpending(self._stream, GROUP)
         metrics.INGEST_STREAM_LENGTH.set(length)
         metrics.INGEST_STREAM_PENDING.set(pending["pending"])
-        metrics.INGEST_BACKLOG_BYTES.set(await self._buffer.backlog_bytes())
+        metrics.INGEST_BACKLOG_BYTES.set(await self._acks.backlog_bytes())
         for consumer in await redis.xinfo_consumers(self._stream, GROUP):
-            name = _text(consumer["name"])
+            name = as_text(consumer["name"])
             idle_s = consumer["idle"] / 1000
             if name != self.name and consumer["pending"] == 0 and idle_s > IDLE_CONSUMER_S:
                 await redis.xgroup_delconsumer(self._stream, GROUP, name)
@@ -359,7 +339,7 @@ class Worker:
         for entry in entries:
             metrics.INGEST_LAG_SECONDS.observe(max(0.0, now - entry.accepted_at))
         try:
-            await self._buffer.acknowledge(GROUP, [(e.entry_id, len(e.payload)) for e in entries])
+            await self._acks.acknowledge(GROUP, [(e.entry_id, len(e.payload)) for e in entries])
         except RedisError as exc:
             # Committed but not acknowledged: redelivered later, skipped by the ledger.
             log.warning("worker_ack_failed", error=str(exc))

@@ -167,15 +167,21 @@ SELECT u.id, u.username, u.role::text AS role, u.is_active,
 FROM users u WHERE u.id = $1;
 
 -- name: key_access
+-- A live key as a caller, recording its use in the same round trip: last_used_at to the
+-- minute, so one write per key per minute, not one per request.
+WITH k AS (
+    SELECT id, name, scopes, all_sources, last_used_at
+    FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL
+), touched AS (
+    UPDATE api_keys SET last_used_at = now()
+    WHERE id = (SELECT id FROM k)
+      AND ((SELECT last_used_at FROM k) IS NULL
+           OR (SELECT last_used_at FROM k) < now() - interval '1 minute')
+)
 SELECT k.id, k.name, k.scopes, k.all_sources,
        array(SELECT s.source_id FROM api_key_sources s WHERE s.key_id = k.id
              ORDER BY s.source_id) AS sources
-FROM api_keys k WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
-
--- name: touch_key
--- last_used_at to the minute: one write per key per minute, not one per request.
-UPDATE api_keys SET last_used_at = now()
-WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute');
+FROM k;
 
 -- name: insert_key
 INSERT INTO api_keys (name, prefix, key_hash, scopes, all_sources, created_by)
