@@ -460,11 +460,16 @@ def test_dockerignore_keeps_data_venvs_and_tests_out() -> None:
         ".env",
         ".git/HEAD",
         "bench/run.py",
-        "src/logkeep/__pycache__/cli.pyc",
+        "src/logkeep/cli/__pycache__/common.pyc",
     ]
     for path in left_out:
         assert docker_ignored(path, patterns), path
-    kept = ["pyproject.toml", "README.md", "src/logkeep/cli.py", "src/logkeep/db/schema.sql"]
+    kept = [
+        "pyproject.toml",
+        "README.md",
+        "src/logkeep/cli/__init__.py",
+        "src/logkeep/db/schema.sql",
+    ]
     for path in kept:
         assert not docker_ignored(path, patterns), path
 

@@ -63,7 +63,7 @@ class Tools:
 
 
 def _run(action: Callable[[Tools], Awaitable[T]]) -> T:
-    from logkeep.cli import load_settings, run_async, stores
+    from logkeep.cli.common import load_settings, run_async, stores
 
     settings = load_settings()
     with stores(settings) as (resolved, _):
