@@ -10,6 +10,13 @@ from logkeep.domain.entry import MAX_SOURCE_ID
 # all digits, so "12" always means the source with id 12.
 SOURCE_NAME = re.compile(r"^(?![0-9]+$)[a-z0-9][a-z0-9_.-]{0,62}$")
 
+# What a source gets when its creator says nothing more: the API, `logkeep sources create`
+# and sources created on first use all start from these. `source_type` is a free label for
+# people (web, database...); `format_type` decides how text lines are parsed, and "text"
+# keeps every line whole, so nothing is misread before someone chooses a format.
+DEFAULT_SOURCE_TYPE = "application"
+DEFAULT_FORMAT_TYPE = "text"
+
 
 def is_source_name(text: str) -> bool:
     return SOURCE_NAME.fullmatch(text) is not None
