@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from logkeep.instance import default_data_dir, running_instance
+
 Environment = Literal["dev", "test", "prod"]
 
 # Values that must never reach production: the empty string and the usual placeholders.
@@ -32,10 +34,11 @@ class Settings(BaseSettings):
 
     env: Environment = "dev"
 
-    # Stores. Unset means "start embedded servers under data_dir" (dev and test only).
+    # Stores. Unset: the running `logkeep up`'s (logkeep.instance), else embedded servers
+    # under data_dir (dev and test only). data_dir is one place per user, not per cwd.
     database_url: str | None = None
     redis_url: str | None = None
-    data_dir: Path = Path(".logkeep")
+    data_dir: Path = Field(default_factory=default_data_dir)
 
     # PostgreSQL pool.
     pg_pool_min_size: int = Field(default=2, ge=0)
@@ -166,7 +169,18 @@ class Settings(BaseSettings):
 
     @property
     def resolved_api_url(self) -> str:
+        if recorded := self.api_url_from_instance:
+            return recorded
         return self.api_url or f"http://{self.http_host}:{self.http_port}"
+
+    @property
+    def api_url_from_instance(self) -> str | None:
+        """The running `logkeep up`'s API URL (it may have been given --port), unless an
+        address is configured: LOGKEEP_API_URL, LOGKEEP_HTTP_HOST or LOGKEEP_HTTP_PORT."""
+        if self.api_url or self.model_fields_set & {"http_host", "http_port"}:
+            return None
+        instance = running_instance(self.resolved_data_dir)
+        return instance.api_url if instance is not None else None
 
     @property
     def requires_auth(self) -> bool:
