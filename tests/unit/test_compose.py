@@ -11,6 +11,7 @@ test_deploy.py.)
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import json
 import os
 import re
@@ -24,6 +25,8 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+
+from logkeep.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose.yaml"
@@ -194,7 +197,7 @@ def test_the_schema_rejects_what_compose_would_reject() -> None:
 EXPECTED_ROLES = {
     "dev": {"postgres", "redis", "migrate", "api", "worker", "syslog", "adminer"},
     "test": {"postgres", "redis", "migrate", "api", "worker", "syslog"},
-    "prod": {"postgres", "redis", "migrate", "api", "worker", "syslog"},
+    "prod": {"postgres", "redis", "migrate", "api", "worker", "syslog", "proxy"},
 }
 
 
@@ -245,17 +248,21 @@ def test_migrate_is_one_shot_and_gates_the_app(stack: dict[str, Any], profile: s
 ALLOWED_PORTS = {
     "dev": {"api": {8000}, "syslog": {5514}, "adminer": {8080}},
     "test": {"api": {18000}, "syslog": {15514}},
-    "prod": {"api": {8000}, "syslog": {5514}},
+    # prod: HTTP only through the TLS proxy; the API itself is not published.
+    "prod": {"proxy": {443, 80}, "syslog": {5514}},
 }
 
 
 @needs_compose
-def test_only_the_api_and_syslog_are_published(stack: dict[str, Any], profile: str) -> None:
+def test_only_the_http_entry_and_syslog_are_published(stack: dict[str, Any], profile: str) -> None:
     ports = {role(n): published(s) for n, s in stack["services"].items() if s.get("ports")}
     assert {r: {p for _, p, _ in entries} for r, entries in ports.items()} == (
         ALLOWED_PORTS[profile]
     )
     assert {proto for _, _, proto in ports["syslog"]} == {"tcp", "udp"}
+    if profile == "prod":
+        # HTTPS (and HTTP/3 over UDP) on 443; port 80 only redirects and answers ACME.
+        assert set(ports["proxy"]) == {("", 443, "tcp"), ("", 443, "udp"), ("", 80, "tcp")}
     if profile != "prod":
         # Developers' and CI's stacks answer on this machine only.
         assert {address for entries in ports.values() for address, _, _ in entries} == {"127.0.0.1"}
@@ -263,12 +270,16 @@ def test_only_the_api_and_syslog_are_published(stack: dict[str, Any], profile: s
 
 @needs_compose
 def test_data_stays_on_an_internal_network(stack: dict[str, Any], profile: str) -> None:
-    data, edge = f"{profile}-data", f"{profile}-edge"
+    data, edge, web = f"{profile}-data", f"{profile}-edge", f"{profile}-web"
     assert stack["networks"][data].get("internal") is True
     assert not stack["networks"][edge].get("internal")
     for name, spec in stack["services"].items():
         networks = set(spec["networks"])
-        assert networks <= {data, edge}, name  # never another profile's network
+        assert networks <= {data, edge, web}, name  # never another profile's network
+        if role(name) == "proxy":
+            # The proxy reaches the API only; never PostgreSQL or Redis.
+            assert networks == {edge, web}, name
+            continue
         assert data in networks, name
         if role(name) in ("postgres", "redis"):
             assert networks == {data}, name
@@ -294,8 +305,13 @@ def test_data_lives_in_named_volumes_or_tmpfs(stack: dict[str, Any], profile: st
         else:
             assert volumes == {}  # dev Redis keeps nothing
     for name, spec in services.items():
-        if role(name) not in ("postgres", "redis"):
-            assert not [m for m in mounts(spec) if m["type"] == "volume"], name
+        volumes = {m["target"]: m["source"] for m in mounts(spec) if m["type"] == "volume"}
+        if role(name) == "proxy":
+            # Its certificates and ACME account survive restarts (rate limits otherwise).
+            assert set(volumes) == {"/data"}, name
+            assert volumes["/data"] in stack["volumes"], name
+        elif role(name) not in ("postgres", "redis"):
+            assert volumes == {}, name
 
 
 def conf_value(path: Path, key: str) -> str:
@@ -339,6 +355,12 @@ def test_official_images_pinned_to_the_tested_versions(stack: dict[str, Any], pr
     assert stack["services"][f"redis-{profile}"]["image"].startswith("redis:7.0")
     if profile == "dev":
         assert stack["services"]["adminer-dev"]["image"].startswith("adminer:")
+    if profile == "prod":
+        # A minor release pinned; the Caddyfile is validated below by Debian's Caddy 2.6
+        # and uses nothing newer.
+        assert re.fullmatch(
+            r"caddy:2\.\d+(\.\d+)?-alpine", stack["services"]["proxy-prod"]["image"]
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -500,3 +522,175 @@ def test_every_profile_has_its_configuration_files() -> None:
     for profile in PROFILES:
         assert (ROOT / "deploy" / "postgres" / f"{profile}.conf").is_file()
         assert (ROOT / "deploy" / "redis" / f"{profile}.conf").is_file()
+
+
+# ---------------------------------------------------------------------------------------
+# The HTTPS proxy in front of the prod API (deploy/caddy/Caddyfile)
+
+CADDYFILE = ROOT / "deploy" / "caddy" / "Caddyfile"
+CADDY = shutil.which("caddy")
+OPENSSL = shutil.which("openssl")
+needs_caddy = pytest.mark.skipif(
+    CADDY is None,
+    reason="caddy is not installed (apt-get install -y caddy): the proxy's Caddyfile was "
+    "not validated",
+)
+
+
+def caddyfile_default(variable: str) -> str:
+    """The default the Caddyfile gives `{$VARIABLE:default}`."""
+    match = re.search(r"\{\$" + variable + r":([^}]+)\}", CADDYFILE.read_text())
+    assert match, f"{variable} has no default in {CADDYFILE}"
+    return match[1]
+
+
+@needs_compose
+def test_prod_api_is_reached_only_through_the_proxy(rendered: dict[str, dict[str, Any]]) -> None:
+    stack = active(rendered["prod"], "prod")
+    api, proxy = stack["services"]["api-prod"], stack["services"]["proxy-prod"]
+    assert "ports" not in api
+    assert set(api["networks"]) == {"prod-data", "prod-web"}
+    web = stack["networks"]["prod-web"]
+    assert web.get("internal") is True  # the API has no route out through it
+    (pool,) = web["ipam"]["config"]
+    subnet, handed_out = (
+        ipaddress.ip_network(pool["subnet"]),
+        ipaddress.ip_network(pool["ip_range"]),
+    )
+    address = ipaddress.ip_address(proxy["networks"]["prod-web"]["ipv4_address"])
+    # Fixed, and outside what Docker gives other containers (an API replica, say).
+    assert address in subnet
+    assert address not in handed_out
+    # Only the proxy's X-Forwarded-For / -Proto are believed, and logkeep accepts the value.
+    trusted = api["environment"]["LOGKEEP_TRUSTED_PROXIES"]
+    assert trusted == str(address)
+    assert Settings(_env_file=None, trusted_proxies=trusted).trusted_proxies == trusted
+    # The proxy forwards to the API's service name and the port it serves on.
+    host, port = proxy["environment"]["LOGKEEP_UPSTREAM"].rsplit(":", 1)
+    assert host == "api-prod"
+    assert api["command"][api["command"].index("--port") + 1] == port
+    assert proxy["depends_on"] == {"api-prod": {"condition": "service_healthy"}}
+    # Its configuration is ours; certificates (files mode) where the Caddyfile looks.
+    binds = {m["target"]: Path(m["source"]) for m in mounts(proxy) if m["type"] == "bind"}
+    assert binds["/etc/caddy/Caddyfile"] == CADDYFILE
+    for variable in ("LOGKEEP_PROXY_CERT_FILE", "LOGKEEP_PROXY_KEY_FILE"):
+        assert str(Path(caddyfile_default(variable)).parent) in binds
+    # Hardened like logkeep's containers, plus the one capability to bind 80 and 443.
+    assert proxy["read_only"] is True
+    assert proxy["cap_drop"] == ["ALL"]
+    assert proxy["cap_add"] == ["NET_BIND_SERVICE"]
+    assert proxy["security_opt"] == ["no-new-privileges:true"]
+    # The healthcheck asks the Caddyfile's loopback health site.
+    health = f"http://127.0.0.1:{caddyfile_default('LOGKEEP_PROXY_HEALTH_PORT')}/healthz"
+    assert health in proxy["healthcheck"]["test"]
+
+
+def caddy_env(values: dict[str, str], home: Path) -> dict[str, str]:
+    """Only `values`, and a home of its own for Caddy's storage."""
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "XDG_DATA_HOME": str(home / "data"),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        **values,
+    }
+
+
+def proxy_environment(rendered: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """proxy-prod's environment as compose renders it, for a real domain name."""
+    proxy = active(rendered["prod"], "prod")["services"]["proxy-prod"]
+    env = {k: str(v) for k, v in proxy["environment"].items()}
+    return env | {"LOGKEEP_DOMAIN": "logs.example.com"}
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    if OPENSSL is None:
+        pytest.skip("openssl is not installed: no certificate to validate the proxy with")
+    cert, key = directory / "tls.crt", directory / "tls.key"
+    subprocess.run(
+        [OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "2", "-subj", "/CN=logs.example.com",
+         "-addext", "subjectAltName=DNS:logs.example.com", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+def caddy(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    assert CADDY is not None
+    return subprocess.run(
+        [CADDY, command, "--config", str(CADDYFILE), "--adapter", "caddyfile"],
+        env=env, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+
+
+@needs_compose
+@needs_caddy
+@pytest.mark.parametrize("mode", ["acme", "files", "internal"])
+def test_the_proxy_configuration_is_valid(
+    rendered: dict[str, dict[str, Any]], mode: str, tmp_path: Path
+) -> None:
+    """`caddy validate` loads and provisions the whole configuration (certificate files
+    included) without serving: with compose's environment and each LOGKEEP_PROXY_TLS."""
+    env = proxy_environment(rendered) | {"LOGKEEP_PROXY_TLS": mode}
+    if mode == "files":
+        # compose mounts them on /certs; this machine has them here.
+        cert, key = self_signed(tmp_path)
+        env |= {"LOGKEEP_PROXY_CERT_FILE": str(cert), "LOGKEEP_PROXY_KEY_FILE": str(key)}
+    result = caddy("validate", caddy_env(env, tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "Valid configuration" in result.stdout + result.stderr
+
+
+@needs_compose
+@needs_caddy
+def test_the_proxy_validation_can_fail(rendered: dict[str, dict[str, Any]], tmp_path: Path) -> None:
+    env = proxy_environment(rendered)
+    missing = tmp_path / "nowhere.crt"
+    result = caddy(
+        "validate",
+        caddy_env(
+            env | {"LOGKEEP_PROXY_TLS": "files", "LOGKEEP_PROXY_CERT_FILE": str(missing)},
+            tmp_path,
+        ),
+    )
+    assert result.returncode != 0
+    assert str(missing) in result.stderr
+    result = caddy("validate", caddy_env(env | {"LOGKEEP_PROXY_TLS": "letsencrypt"}, tmp_path))
+    assert result.returncode != 0
+    assert "tls-letsencrypt" in result.stderr  # an unknown mode is named
+
+
+@needs_compose
+@needs_caddy
+def test_the_proxy_serves_the_domain_on_the_published_ports(
+    rendered: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """What Caddy makes of the Caddyfile with compose's environment: HTTPS for the domain on
+    the port compose publishes, forwarded to the API; the health site on loopback only."""
+    env = proxy_environment(rendered)
+    result = caddy("adapt", caddy_env(env, tmp_path))
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout)
+    http = config["apps"]["http"]
+    proxy = active(rendered["prod"], "prod")["services"]["proxy-prod"]
+    targets = {int(entry["target"]) for entry in proxy["ports"]}
+    assert targets == {http["https_port"], http["http_port"]} == {443, 80}
+    servers = list(http["servers"].values())
+    site = next(s for s in servers if s["listen"] == [f":{http['https_port']}"])
+    (route,) = site["routes"]
+    assert route["match"] == [{"host": ["logs.example.com"]}]
+    handlers = list(iter_handlers(route))
+    (upstream,) = [h["upstreams"] for h in handlers if h.get("handler") == "reverse_proxy"]
+    assert upstream == [{"dial": env["LOGKEEP_UPSTREAM"]}]
+    health_port = caddyfile_default("LOGKEEP_PROXY_HEALTH_PORT")
+    (health,) = [s for s in servers if s is not site]
+    assert health["listen"] == [f"127.0.0.1:{health_port}"]
+    assert config["admin"] == {"disabled": True}
+
+
+def iter_handlers(route: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for handler in route.get("handle", []):
+        yield handler
+        for sub in handler.get("routes", []):
+            yield from iter_handlers(sub)
