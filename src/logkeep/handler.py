@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import random
+import re
 import sys
 import threading
 import time
@@ -113,6 +114,9 @@ def _json_default(value: object) -> str:
         return f"<{type(value).__name__} that cannot be shown>"
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _clean_text(text: str) -> str:
     """Text logkeep accepts: NUL bytes and lone surrogates become U+FFFD."""
     if "\x00" in text:
@@ -120,7 +124,7 @@ def _clean_text(text: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        text = _SURROGATE.sub("\ufffd", text)
     return text
 
 
