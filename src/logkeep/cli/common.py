@@ -20,6 +20,7 @@ from logkeep.db import migrate as migrations
 from logkeep.db.database import StoreUnavailable, describe_pg_target
 from logkeep.db.types import Conn
 from logkeep.embedded import EmbeddedError, EmbeddedStack
+from logkeep.instance import with_running_instance
 
 T = TypeVar("T")
 
@@ -39,7 +40,9 @@ def load_settings() -> Settings:
 
 @contextlib.contextmanager
 def stores(settings: Settings) -> Iterator[tuple[Settings, EmbeddedStack | None]]:
-    """Settings pointing at real stores: the configured ones, else embedded servers."""
+    """Settings pointing at real stores: the configured ones, else the running `logkeep
+    up`'s, else embedded servers in the data directory for the duration."""
+    settings = with_running_instance(settings)
     if settings.database_url and settings.redis_url:
         yield settings, None
         return
@@ -129,13 +132,19 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def require_stores(settings: Settings) -> None:
+def require_stores(settings: Settings) -> Settings:
+    """Settings pointing at the configured stores, else the running `logkeep up`'s; exit 2
+    saying how to get either."""
+    settings = with_running_instance(settings)
     if not (settings.database_url and settings.redis_url):
         err.print(
-            "[red]error:[/red] set LOGKEEP_DATABASE_URL and LOGKEEP_REDIS_URL "
-            "(`logkeep up` runs everything against embedded servers)"
+            "[red]error:[/red] no `logkeep up` is running for the data directory "
+            f"{settings.resolved_data_dir}, and LOGKEEP_DATABASE_URL and LOGKEEP_REDIS_URL "
+            "are not both set: start `logkeep up` (with the same LOGKEEP_DATA_DIR, if you "
+            "set one), or set both"
         )
         raise typer.Exit(2)
+    return settings
 
 
 def api_client() -> LogkeepClient:

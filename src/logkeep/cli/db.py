@@ -5,15 +5,17 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from asyncpg import Record
 from rich.table import Table
 
 from logkeep.cli.common import console, err, load_settings, run_async, stores, with_connection
 from logkeep.config import Environment, Settings
 from logkeep.db import migrate as migrations
-from logkeep.db.database import Database
+from logkeep.db.database import Database, describe_pg_target
 from logkeep.db.partitions import MaintenanceReport, maintain
 from logkeep.db.schema_dump import describe_schema
 from logkeep.db.seed import SeedReport, seed
+from logkeep.db.types import Conn
 
 db_app = typer.Typer(help="Schema, partitions and seed data.", no_args_is_help=True)
 
@@ -89,15 +91,37 @@ def db_migrate() -> None:
         print_migrations(run_async(migrate_schema(resolved)))
 
 
+# When each recorded migration was applied (after migrations.status checked the record).
+APPLIED_SQL = "SELECT version, name, applied_at FROM schema_migrations ORDER BY version"
+
+
+async def migration_report(conn: Conn) -> tuple[migrations.MigrationStatus, list[Record]]:
+    state = await migrations.status(conn)
+    applied = await conn.fetch(APPLIED_SQL) if state.applied else []
+    return state, applied
+
+
 @db_app.command("status")
 def db_status() -> None:
-    """Show applied and pending migrations."""
+    """List applied migrations (and when) and pending ones."""
     settings = load_settings()
     with stores(settings) as (resolved, _):
-        state = run_async(with_connection(resolved, migrations.status))
-    console.print(f"current migration: {state.current:04d}")
+        state, applied = run_async(with_connection(resolved, migration_report))
+        target = describe_pg_target(resolved.database_url or "")
+    console.print(f"database {target}", markup=False, highlight=False, soft_wrap=True)
+    for row in applied:
+        filename = f"{row['version']:04d}_{row['name']}.sql"
+        console.print(f"applied  {filename:<24} {row['applied_at']:%Y-%m-%d %H:%M:%S %Z}")
     for pending in state.pending:
-        console.print(f"pending: {pending.filename}")
+        console.print(f"pending  {pending.filename}")
+    console.print(
+        f"current migration: {state.current:04d}; "
+        + (
+            f"{len(state.pending)} pending (`logkeep db migrate` applies them)"
+            if state.pending
+            else "up to date"
+        )
+    )
 
 
 @db_app.command("schema")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -29,9 +33,18 @@ from logkeep.cli.db import (
 )
 from logkeep.config import Settings
 from logkeep.db import migrate as migrations
-from logkeep.db.database import Database, describe_pg_target
+from logkeep.db.database import Database, describe_pg_target, describe_redis_target
 from logkeep.db.partitions import MaintenanceReport
 from logkeep.db.seed import SeedReport
+from logkeep.embedded import EmbeddedStack
+from logkeep.instance import (
+    Instance,
+    connect_host,
+    remove_record,
+    running_instance,
+    with_running_instance,
+    write_record,
+)
 from logkeep.logging import configure_logging
 
 
@@ -79,15 +92,10 @@ def serve(
     host: Annotated[str | None, typer.Option(help="bind address")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port")] = None,
 ) -> None:
-    """Run the HTTP API against the configured stores."""
+    """Run the HTTP API against the configured stores (or the running `logkeep up`'s)."""
     settings = load_settings()
     configure_logging(settings.log_level)
-    if not (settings.database_url and settings.redis_url):
-        err.print(
-            "[red]error:[/red] set LOGKEEP_DATABASE_URL and LOGKEEP_REDIS_URL, "
-            "or use `logkeep up` to start embedded servers"
-        )
-        raise typer.Exit(2)
+    settings = require_stores(settings)
     with stop_on_signals():
         _serve(settings, host or settings.http_host, port or settings.http_port)
 
@@ -104,6 +112,14 @@ def up(
     an ingest worker and the syslog receiver."""
     settings = load_settings()
     configure_logging(settings.log_level)
+    data_dir = settings.resolved_data_dir
+    if (running := running_instance(data_dir)) is not None:
+        err.print(
+            f"[red]error:[/red] logkeep up is already running for {data_dir} (pid "
+            f"{running.pid}, API {running.api_url}); every logkeep command uses it. Stop it "
+            "first, or give a second one a data directory of its own (LOGKEEP_DATA_DIR)"
+        )
+        raise typer.Exit(1)
     started = time.monotonic()
     with stop_on_signals(), stores(settings) as (resolved, stack):
 
@@ -119,30 +135,93 @@ def up(
         print_seed(seeded)
         bind_host = host or settings.http_host
         bind_port = port or settings.http_port
-        console.rule("logkeep is up")
-        if stack is not None and not settings.database_url:
-            console.print(
-                f"PostgreSQL  {stack.postgres.psql_hint()}"
-                + ("  (already running)" if stack.postgres.reused else "")
-            )
-        else:
-            console.print(f"PostgreSQL  {describe_pg_target(resolved.database_url or '')}")
-        if stack is not None and not settings.redis_url:
-            console.print(
-                f"Redis       {stack.redis.cli_hint()}"
-                + ("  (already running)" if stack.redis.reused else "")
-            )
-        console.print(f"data        {settings.resolved_data_dir}")
-        console.print(
-            f"API         http://{bind_host}:{bind_port}  (/readyz, /metrics, "
-            "/api/v1/ingest, /api/v1/logs, /docs)"
-        )
         syslog_port = None if no_syslog else settings.syslog_port
-        if syslog_port is not None:
-            console.print(f"syslog      {settings.syslog_host}:{syslog_port} (TCP and UDP)")
-        console.print("worker      in this process (`logkeep worker` adds more)")
-        console.print(f"ready in    {time.monotonic() - started:.1f}s; Ctrl-C stops everything")
-        _serve(resolved, bind_host, bind_port, worker=True, syslog_port=syslog_port)
+        instance = Instance(
+            pid=os.getpid(),
+            data_dir=str(data_dir),
+            database_url=resolved.database_url or "",
+            redis_url=resolved.redis_url or "",
+            # The address clients use, in the scheme the API serves.
+            api_url=resolved.model_copy(
+                update={
+                    "api_url": None,
+                    "http_host": connect_host(bind_host),
+                    "http_port": bind_port,
+                }
+            ).resolved_api_url,
+            auth_required=resolved.requires_auth,
+            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        record = write_record(data_dir, instance)
+        try:
+            print_up(settings, instance, stack, record, syslog_port)
+            console.print(f"ready in    {time.monotonic() - started:.1f}s; Ctrl-C stops everything")
+            _serve(resolved, bind_host, bind_port, worker=True, syslog_port=syslog_port)
+        finally:
+            remove_record(data_dir, instance.pid)
+
+
+def _line(text: str) -> None:
+    """One line as it is: no markup, no wrapping (it is meant to be copied)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def print_up(
+    settings: Settings,
+    instance: Instance,
+    stack: EmbeddedStack | None,
+    record: Path,
+    syslog_port: int | None,
+) -> None:
+    """Where everything is, and the settings that reach it from elsewhere."""
+    console.rule("logkeep is up")
+    _line(f"data        {instance.data_dir}")
+    embedded_pg = stack is not None and not settings.database_url
+    embedded_redis = stack is not None and not settings.redis_url
+    if stack is not None and embedded_pg:
+        if stack.postgres.relocated:
+            _line(
+                f"            PostgreSQL's files: {stack.postgres.home}, linked as "
+                f"{stack.postgres.root} (the account PostgreSQL runs as cannot enter the "
+                "data directory)"
+            )
+        _line(f"PostgreSQL  {stack.postgres.psql_hint()}")
+    else:
+        _line(f"PostgreSQL  {describe_pg_target(instance.database_url)} (LOGKEEP_DATABASE_URL)")
+    if stack is not None and embedded_redis:
+        _line(f"Redis       {stack.redis.cli_hint()}")
+    else:
+        _line(f"Redis       {describe_redis_target(instance.redis_url)} (LOGKEEP_REDIS_URL)")
+    _line(
+        f"API         {instance.api_url}  (/readyz, /metrics, /api/v1/ingest, /api/v1/logs, /docs)"
+    )
+    if instance.auth_required:
+        _line(
+            "auth        on: every endpoint but /healthz, /readyz and /metrics needs "
+            "`Authorization: Bearer <token>` (the CLI sends LOGKEEP_API_TOKEN)"
+        )
+    else:
+        _line(
+            f"auth        off (LOGKEEP_ENV={settings.env}): the API answers anyone on this "
+            "machine as an admin; LOGKEEP_AUTH_REQUIRED=true turns it on"
+        )
+    if syslog_port is not None:
+        _line(f"syslog      {settings.syslog_host}:{syslog_port} (TCP and UDP)")
+    _line("worker      in this process (`logkeep worker` adds more)")
+    _line(f"Every logkeep command finds this instance through {record} while it runs.")
+    if embedded_pg or embedded_redis:
+        _line("From another environment (a shell, a .env file), these reach its stores:")
+    if embedded_pg:
+        _line(f"LOGKEEP_DATABASE_URL={shlex.quote(instance.database_url)}")
+    if embedded_redis:
+        _line(f"LOGKEEP_REDIS_URL={shlex.quote(instance.redis_url)}")
+    legacy = Path.cwd() / ".logkeep"
+    if (legacy / "postgres").exists() and legacy.resolve() != Path(instance.data_dir):
+        _line(
+            f"note: {legacy} holds the data of an older logkeep, which kept it in the current "
+            f"directory; to go on with it, set LOGKEEP_DATA_DIR={legacy}"
+        )
 
 
 def doctor() -> None:
@@ -151,7 +230,7 @@ def doctor() -> None:
 
     try:
         # Not load_settings(): in prod it refuses default secrets, which doctor reports.
-        settings = Settings()
+        settings = with_running_instance(Settings())
     except ValidationError as exc:
         err.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -166,7 +245,7 @@ def worker() -> None:
 
     settings = load_settings()
     configure_logging(settings.log_level)
-    require_stores(settings)
+    settings = require_stores(settings)
     run_async(run_ingest_tasks(settings, worker=True, syslog_port=None))
 
 
@@ -179,7 +258,7 @@ def syslog(
 
     settings = load_settings()
     configure_logging(settings.log_level)
-    require_stores(settings)
+    settings = require_stores(settings)
     if host is not None:
         settings = settings.model_copy(update={"syslog_host": host})
     chosen = settings.syslog_port if port is None else port

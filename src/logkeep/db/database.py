@@ -22,6 +22,7 @@ from logkeep.cache.keys import Keys
 from logkeep.cache.query_cache import QueryCache
 from logkeep.cache.tail import TailBuffer
 from logkeep.config import Settings
+from logkeep.instance import with_running_instance
 
 log = structlog.get_logger(__name__)
 
@@ -94,13 +95,18 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 class Database:
-    """Owns the PostgreSQL pool and the Redis client; `async with Database(...)`."""
+    """Owns the PostgreSQL pool and the Redis client; `async with Database(...)`.
 
-    def __init__(self, settings: Settings) -> None:
+    Without settings it reads them as every command does: LOGKEEP_* variables and `.env`,
+    then the running `logkeep up` for whichever store URL is unset."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        if settings is None:
+            settings = with_running_instance(Settings())
         if not settings.database_url or not settings.redis_url:
             raise StoreUnavailable(
-                "LOGKEEP_DATABASE_URL and LOGKEEP_REDIS_URL must be set "
-                "(`logkeep up` sets them for its embedded servers)"
+                "set LOGKEEP_DATABASE_URL and LOGKEEP_REDIS_URL, or start `logkeep up` "
+                f"(none is running for the data directory {settings.resolved_data_dir})"
             )
         self.settings = settings
         self.database_url: str = settings.database_url
