@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
+import ssl
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from logkeep.instance import default_data_dir, running_instance
@@ -94,6 +96,10 @@ class Settings(BaseSettings):
     trusted_proxies: str = ""
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
+    # HTTPS served by logkeep itself (PEM files; both or neither). Behind a TLS-terminating
+    # proxy leave them unset and list the proxy in trusted_proxies (docs/deploy.md).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     # Ingest (POST /api/v1/ingest, syslog, `logkeep ingest`).
@@ -165,13 +171,34 @@ class Settings(BaseSettings):
                 "LOGKEEP_MAX_ENTRY_AGE_DAYS must not exceed LOGKEEP_RETENTION_DAYS "
                 f"({self.max_entry_age_days} > {self.retention_days})"
             )
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            given = "CERT" if self.tls_cert_file is not None else "KEY"
+            raise ValueError(
+                "LOGKEEP_TLS_CERT_FILE and LOGKEEP_TLS_KEY_FILE go together: "
+                f"only LOGKEEP_TLS_{given}_FILE is set"
+            )
         return self
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: str) -> str:
+        # uvicorn compares addresses: a host name here would silently never match.
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"LOGKEEP_TRUSTED_PROXIES: {item!r} is not an IP address or network "
+                    "(CIDR); host names are not resolved"
+                ) from None
+        return value
 
     @property
     def resolved_api_url(self) -> str:
         if recorded := self.api_url_from_instance:
             return recorded
-        return self.api_url or f"http://{self.http_host}:{self.http_port}"
+        scheme = "https" if self.tls_cert_file is not None else "http"
+        return self.api_url or f"{scheme}://{self.http_host}:{self.http_port}"
 
     @property
     def api_url_from_instance(self) -> str | None:
@@ -200,6 +227,7 @@ class Settings(BaseSettings):
         Called by every long-running command before it touches a store, so that a
         production process never starts with a placeholder secret.
         """
+        self._check_tls_files()
         if self.env != "prod":
             return
         problems: list[str] = []
@@ -221,3 +249,27 @@ class Settings(BaseSettings):
                 )
         if problems:
             raise SettingsError("refusing to start with LOGKEEP_ENV=prod: " + "; ".join(problems))
+
+    def _check_tls_files(self) -> None:
+        """The certificate and key can be read and belong together, or a clear error now
+        instead of a traceback from the server later."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return
+        for name, path in (("CERT", self.tls_cert_file), ("KEY", self.tls_key_file)):
+            try:
+                with path.open("rb") as file:
+                    file.read(1)
+            except OSError as exc:
+                raise SettingsError(
+                    f"LOGKEEP_TLS_{name}_FILE: cannot read {path}: {exc.strerror or exc}"
+                ) from None
+        try:
+            # An encrypted key fails here rather than prompting for its passphrase.
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                self.tls_cert_file, self.tls_key_file, password=lambda: b""
+            )
+        except (ssl.SSLError, ValueError) as exc:
+            raise SettingsError(
+                f"LOGKEEP_TLS_CERT_FILE / LOGKEEP_TLS_KEY_FILE: {self.tls_cert_file} and "
+                f"{self.tls_key_file} are not a PEM certificate and its private key ({exc})"
+            ) from None

@@ -7,6 +7,8 @@ from __future__ import annotations
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from logkeep.api.transport import HSTS_HEADER, came_over_https
+
 HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -28,6 +30,8 @@ class SecurityHeaders:
         extra = list(HEADERS)
         if not str(scope.get("path", "")).startswith(DOCS_PATHS):
             extra.append(API_CSP)
+        if came_over_https(scope):  # never over plain HTTP: a browser would ignore it there
+            extra.append(HSTS_HEADER)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

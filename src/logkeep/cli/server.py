@@ -65,6 +65,8 @@ async def _serve_async(
             lifespan="on",
             proxy_headers=bool(settings.trusted_proxies),
             forwarded_allow_ips=settings.trusted_proxies or None,
+            ssl_certfile=settings.tls_cert_file,
+            ssl_keyfile=settings.tls_key_file,
         )
         tasks = IngestTasks()
         try:
