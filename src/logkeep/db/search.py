@@ -40,6 +40,7 @@ WORDS = (
 )
 CONTAINS = "le.message ILIKE {} ESCAPE '\\'"
 METADATA = "le.metadata @> {}::jsonb"
+EXCLUDED_METADATA = "NOT le.metadata @> {}::jsonb"
 # The row comparison walks the (source_id, "timestamp", id) key from the cursor; the
 # plain bound beside it lets the planner prune partitions newer than the cursor.
 AFTER = '(le."timestamp", le.id) < ({}, {}) AND le."timestamp" <= {}'
@@ -133,6 +134,8 @@ def filter_conditions(
         conditions.append(CONTAINS.format(args.add(query.contains_pattern)))
     if query.metadata is not None:
         conditions.append(METADATA.format(args.add(query.metadata)))
+    for excluded in query.excluded_metadata:
+        conditions.append(EXCLUDED_METADATA.format(args.add(excluded)))
     if paged and query.after is not None:
         at = args.add(query.after.timestamp)
         conditions.append(AFTER.format(at, args.add(query.after.id), at))

@@ -33,10 +33,12 @@ MAX_TEXT_CHARS = 512  # q and contains
 MAX_VALUE_CHARS = 1024  # any other value
 MAX_CURSOR_CHARS = 256
 METADATA_PREFIX = "metadata."
+# `not.metadata.<key>=<value>` leaves out the entries whose metadata holds that value.
+NOT_METADATA_PREFIX = "not.metadata."
 
 SINGLE_PARAMS = ("from", "to", "since", "min_level", "q", "contains", "limit", "cursor")
 REPEATABLE_PARAMS = ("source", "level")
-KNOWN_PARAMS = (*SINGLE_PARAMS, *REPEATABLE_PARAMS, "metadata.<key>")
+KNOWN_PARAMS = (*SINGLE_PARAMS, *REPEATABLE_PARAMS, "metadata.<key>", "not.metadata.<key>")
 
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _JSON_NUMBER = re.compile(r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$")
@@ -84,6 +86,8 @@ class SearchQuery:
     limit: int
     cursor: Cursor | None
     fingerprint: str
+    # Documents no entry may contain (not.metadata.<key>=<value>), one per filter.
+    excluded_metadata: tuple[dict[str, Any], ...] = ()
 
     @property
     def after(self) -> Position | None:
@@ -115,6 +119,7 @@ class SearchQuery:
             "words": self.words,
             "contains": self.contains,
             "metadata": self.metadata,
+            "excluded_metadata": list(self.excluded_metadata),
             "limit": self.limit,
             "after": None
             if self.after is None
@@ -363,12 +368,22 @@ def _fingerprint(values: dict[str, Any]) -> str:
     ).hexdigest()
 
 
+def excluded_documents(filters: Iterable[tuple[str, str]]) -> tuple[dict[str, Any], ...]:
+    """`not.metadata.a=1` filters as one containment document each (an entry is left out
+    when it contains any of them)."""
+    return tuple(
+        document
+        for name, value in filters
+        if (document := metadata_document([(name[len("not.") :], value)])) is not None
+    )
+
+
 def _split_params(
     items: Iterable[tuple[str, str]],
 ) -> tuple[dict[str, str], dict[str, list[str]], list[tuple[str, str]]]:
     single: dict[str, str] = {}
     repeated: dict[str, list[str]] = {name: [] for name in REPEATABLE_PARAMS}
-    metadata: list[tuple[str, str]] = []
+    metadata: list[tuple[str, str]] = []  # with not.metadata. ones, told apart by prefix
     unknown: list[str] = []
     for name, value in items:
         if "\x00" in name or "\x00" in value:
@@ -376,7 +391,7 @@ def _split_params(
         limit = MAX_CURSOR_CHARS if name == "cursor" else MAX_VALUE_CHARS
         if len(value) > limit and name not in ("q", "contains"):
             raise InvalidQuery(_show(name), f"is longer than {limit} characters")
-        if name.startswith(METADATA_PREFIX):
+        if name.startswith((METADATA_PREFIX, NOT_METADATA_PREFIX)):
             metadata.append((name, value))
         elif name in repeated:
             repeated[name].append(value)
@@ -407,7 +422,16 @@ def parse_search(
 
     The window is at most `retention` long and must overlap the period entries can
     exist in (from `retention` plus a day of partition slack ago to `max_future` ahead)."""
-    single, repeated, metadata_filters = _split_params(items)
+    single, repeated, all_metadata = _split_params(items)
+    metadata_filters = [(n, v) for n, v in all_metadata if n.startswith(METADATA_PREFIX)]
+    excluded = excluded_documents(
+        (n, v) for n, v in all_metadata if n.startswith(NOT_METADATA_PREFIX)
+    )
+    if len(all_metadata) > MAX_METADATA_FILTERS:
+        raise InvalidQuery(
+            "metadata",
+            f"at most {MAX_METADATA_FILTERS} metadata filters, got {len(all_metadata)}",
+        )
     window = parse_time_range(
         start=single.get("from"),
         end=single.get("to"),
@@ -439,6 +463,8 @@ def parse_search(
             "words": words,
             "contains": contains,
             "metadata": metadata,
+            # Added only when present, so cursors issued before it stay valid.
+            **({"excluded_metadata": list(excluded)} if excluded else {}),
         }
     )
     cursor = None
@@ -468,4 +494,5 @@ def parse_search(
         limit=_limit(single.get("limit")),
         cursor=cursor,
         fingerprint=fingerprint,
+        excluded_metadata=excluded,
     )

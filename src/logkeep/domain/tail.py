@@ -61,6 +61,7 @@ class TailFilter:
     words: tuple[str, ...] = ()
     substring: str | None = None
     metadata: Mapping[str, Any] | None = None
+    excluded_metadata: tuple[Mapping[str, Any], ...] = ()  # not.metadata.<key>=<value>
 
     @classmethod
     def build(
@@ -72,6 +73,7 @@ class TailFilter:
         q: str | None,
         substring: str | None,
         metadata: Mapping[str, Any] | None = None,
+        excluded_metadata: Sequence[Mapping[str, Any]] = (),
     ) -> TailFilter:
         chosen = select_levels(levels, min_level)
         return cls(
@@ -81,6 +83,7 @@ class TailFilter:
             words=tuple(w.casefold() for w in _WORD.findall(q or "")),
             substring=substring.casefold() if substring else None,
             metadata=metadata or None,
+            excluded_metadata=tuple(excluded_metadata),
         )
 
     def matches(self, item: Mapping[str, Any]) -> bool:
@@ -95,4 +98,6 @@ class TailFilter:
             present = {w.casefold() for w in _WORD.findall(message)}
             if not all(word in present for word in self.words):
                 return False
+        if any(contains(item["metadata"], doc) for doc in self.excluded_metadata):
+            return False
         return self.metadata is None or contains(item["metadata"], self.metadata)
