@@ -139,6 +139,20 @@ class Settings(BaseSettings):
     syslog_port: int = Field(default=5514, ge=0, le=65535)
     syslog_source: str = "syslog"
 
+    # Shippers' protocols: OTLP/HTTP, Loki push, Elasticsearch bulk, GELF (docs/shippers.md).
+    # A source named for the first time: `create` it; create it only for callers that may
+    # write every source (`key`); or `refuse` the event. Unset: create in dev, key elsewhere.
+    sources_on_first_use: Literal["create", "key", "refuse"] | None = None
+    otlp_port: int = Field(default=0, ge=0, le=65535)  # also serve /v1/logs here; 0: API only
+    # Where each protocol finds an event's source, first match wins (comma-separated).
+    otlp_source_attributes: str = "logkeep.source,service.name"
+    loki_source_labels: str = "source,service_name,app,job"
+    gelf_source_fields: str = "_source,host"
+    # GELF receiver (UDP and TCP on one port), and its source for what maps to none.
+    gelf_host: str = "127.0.0.1"
+    gelf_port: int = Field(default=12201, ge=0, le=65535)
+    gelf_source: str = "gelf"
+
     # Access control. Unset: required everywhere but dev (dev without credentials acts
     # as an admin on this machine).
     auth_required: bool | None = None
@@ -212,6 +226,12 @@ class Settings(BaseSettings):
     @property
     def requires_auth(self) -> bool:
         return self.auth_required if self.auth_required is not None else self.env != "dev"
+
+    @property
+    def first_use(self) -> Literal["create", "key", "refuse"]:
+        if self.sources_on_first_use is not None:
+            return self.sources_on_first_use
+        return "create" if self.env == "dev" else "key"
 
     @property
     def entry_max_age_days(self) -> int:

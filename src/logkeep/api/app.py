@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError, ResponseError
 
 from logkeep import metrics
-from logkeep.api import admin, auth, ingest, search, stats, tail
+from logkeep.api import admin, auth, ingest, protocols, search, stats, tail
 from logkeep.api.access_log import AccessLog
 from logkeep.api.auth import Reader, readable_sources, requested_sources, require
 from logkeep.api.deps import get_db, get_logs, get_sources
@@ -214,11 +214,13 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
     app.include_router(search.router)
     app.include_router(stats.router)
     app.include_router(tail.router)
+    for protocol_router in protocols.ROUTERS:  # OTLP, Loki, Elasticsearch, GELF
+        app.include_router(protocol_router)
 
     app.add_middleware(
         BodyLimit,
         limit=settings.max_body_bytes,
-        per_path={"/api/v1/ingest": settings.ingest_max_body_bytes},
+        per_path=protocols.IngestLimits(settings.ingest_max_body_bytes),
     )
     app.add_middleware(SecurityHeaders)
     app.add_middleware(AccessLog)

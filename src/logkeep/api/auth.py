@@ -31,6 +31,7 @@ from logkeep.domain.auth import (
     Principal,
     bearer_token,
 )
+from logkeep.domain.protocols.common import shipper_token
 
 log = structlog.get_logger(__name__)
 router = APIRouter(prefix="/api/v1/auth")
@@ -63,7 +64,7 @@ async def resolve_principal(request: Request) -> Principal | None:
     503 when the session store cannot be asked."""
     settings: Settings = request.app.state.settings
     header = request.headers.get("authorization")
-    token = bearer_token(header)
+    token = bearer_token(header) or shipper_token(header)  # shippers: ApiKey, Basic
     if token is None:
         if header is not None:
             raise _unauthorized("Authorization: expected `Bearer <token>`")

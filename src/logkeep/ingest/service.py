@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -49,6 +49,8 @@ MAX_REPORTED_REJECTIONS = 100
 # Each distinct source costs a lookup: a request naming thousands is refused past this.
 MAX_SOURCES_PER_REQUEST = 100
 IDEMPOTENCY_TTL_S = 24 * 3600
+# A source by name or id, or InvalidLogEntry saying why there is none to write.
+SourceResolver = Callable[[str | int], Awaitable[SourceRules]]
 
 
 @dataclass
@@ -95,6 +97,8 @@ class IngestResult:
     entry_id: str
     committed: bool
     replayed: bool = False
+    # 0-based positions among the batch's records (Elasticsearch answers per document).
+    duplicate_positions: frozenset[int] = frozenset()
 
     def as_json(self) -> dict[str, Any]:
         shown = self.rejected[:MAX_REPORTED_REJECTIONS]
@@ -217,9 +221,12 @@ class IngestService:
         *,
         allowed: frozenset[int] | None,
         parse_message: bool = False,
+        resolve: SourceResolver | None = None,
     ) -> Batch:
         """JSON events, numbered by line (NDJSON) or position (array); an event given as
-        an InvalidLogEntry (a line that is not JSON) is rejected with its reason."""
+        an InvalidLogEntry (a line that is not JSON) is rejected with its reason.
+        `resolve` finds a source by name instead of `active_source` (shippers' protocols
+        create sources on first use through it: ingest/first_use.py)."""
         batch = Batch()
         now = datetime.now(UTC)
         # A request names few sources: look each up once, not once per event.
@@ -235,7 +242,9 @@ class IngestService:
                         batch.reject(number, "source: too many distinct sources in one request")
                         continue
                     try:
-                        found[ref] = await self.active_source(ref, allowed)
+                        found[ref] = await (
+                            self.active_source(ref, allowed) if resolve is None else resolve(ref)
+                        )
                     except InvalidLogEntry as exc:
                         found[ref] = exc
                 source = found[ref]
@@ -347,6 +356,7 @@ class IngestService:
             entry_id=appended.entry_id,
             committed=committed,
             replayed=appended.replayed,
+            duplicate_positions=appended.duplicate_positions,
         )
 
     @staticmethod
