@@ -389,7 +389,7 @@ class EmbeddedPostgres:
     def psql_hint(self) -> str:
         return f"psql -h {self.socket_dir} -p {PG_PORT} -U {PG_SUPERUSER} {PG_DATABASE}"
 
-    def _prepare_root(self, run_as: RunAs | None) -> None:
+    def prepare_root(self, run_as: RunAs | None) -> None:
         """Make `root` a directory the server account can use. Directories that exist
         keep their modes; what is made here is made for that account."""
         if run_as is None:
@@ -440,7 +440,7 @@ class EmbeddedPostgres:
 
     def start(self, deadline_s: float = 60.0) -> None:
         run_as = RunAs.for_postgres()
-        self._prepare_root(run_as)
+        self.prepare_root(run_as)
         _check_socket_path(self.socket_dir / f".s.PGSQL.{PG_PORT}")
         if self._answers():
             self.reused = True  # another `logkeep up` already runs this cluster

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -22,7 +24,7 @@ import pytest
 
 import logkeep
 from logkeep.api.local import free_port
-from logkeep.embedded import EmbeddedStack
+from logkeep.embedded import LINKED_FROM, EmbeddedStack
 from tests.conftest import Stores
 
 # Every test here starts `logkeep` processes (the marker's definition of slow).
@@ -47,9 +49,20 @@ class Result:
         return f"exit {self.returncode}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
 
 
+@functools.cache
+def isolated_data_home() -> Path:
+    """An empty XDG data directory for this test run, removed at exit: commands run by
+    the tests never find the machine user's data or running `logkeep up`."""
+    path = Path(tempfile.mkdtemp(prefix="lk-xdg-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def clean_env(**values: str) -> dict[str, str]:
-    """This process's environment without any LOGKEEP_* setting, plus `values`."""
+    """This process's environment without any LOGKEEP_* setting and with a data home of
+    its own (see isolated_data_home), plus `values`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOGKEEP_")}
+    env["XDG_DATA_HOME"] = str(isolated_data_home())
     env.update(values)
     return env
 
@@ -252,6 +265,34 @@ def pids_under(path: Path) -> list[int]:
     return [int(pid) for pid in result.stdout.split()]
 
 
+def server_dirs(data_dir: Path) -> list[Path]:
+    """The data directory and, when PostgreSQL's files were put elsewhere (as root, for
+    a data directory its account cannot enter), the directory its link points at (when
+    that directory says it belongs to this link)."""
+    link = data_dir / "postgres"
+    if not link.is_symlink():
+        return [data_dir]
+    home = link.resolve()
+    with contextlib.suppress(OSError):
+        if (home / LINKED_FROM).read_text().strip() == str(link):
+            return [data_dir, home]
+    return [data_dir]
+
+
+def server_pids(data_dir: Path) -> list[int]:
+    return sorted({pid for path in server_dirs(data_dir) for pid in pids_under(path)})
+
+
+def remove_data_dir(data_dir: Path) -> None:
+    """Kill what still runs in `data_dir` (started by the test that made it), and remove
+    it with the directory its PostgreSQL link points at."""
+    for pid in server_pids(data_dir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for path in reversed(server_dirs(data_dir)):
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def process_exists(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists()
 
@@ -262,20 +303,29 @@ def up_root() -> Iterator[Path]:
     root.chmod(0o755)
     yield root
     # Anything still running under it was started by this test's `logkeep up`.
-    for pid in pids_under(root):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    remove_data_dir(root / "data")
     shutil.rmtree(root, ignore_errors=True)
 
 
 class Up:
     """One `logkeep up` process, with output in files (no pipe to fill up)."""
 
-    def __init__(self, root: Path, name: str, env: dict[str, str], args: list[str]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        name: str,
+        env: dict[str, str],
+        args: list[str],
+        *,
+        command: list[str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.root = root
         self.name = name
         self.env = env
         self.args = args
+        self.command = command or [str(LOGKEEP), "up"]
+        self.cwd = cwd or root
         self.port = free_port()
         self.stdout_path = root / f"{name}.stdout"
         self.stderr_path = root / f"{name}.stderr"
@@ -291,13 +341,12 @@ class Up:
         started = time.monotonic()
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.proc = await asyncio.create_subprocess_exec(
-                str(LOGKEEP),
-                "up",
+                *self.command,
                 "--port",
                 str(self.port),
                 *self.args,
                 env=self.env,
-                cwd=self.root,
+                cwd=self.cwd,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
@@ -322,16 +371,16 @@ class Up:
                 await asyncio.sleep(0.1)
         pytest.fail(f"/readyz not 200 within {deadline_s:.0f}s ({last})\n" + self.output())
 
-    async def terminate(self, deadline_s: float = 60) -> int:
+    async def terminate(self, deadline_s: float = 60, sig: signal.Signals = signal.SIGTERM) -> int:
         assert self.proc is not None
         if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
         try:
             return await asyncio.wait_for(self.proc.wait(), deadline_s)
         except TimeoutError:
             self.proc.kill()
             await self.proc.wait()
-            pytest.fail(f"`logkeep up` did not exit within {deadline_s:.0f}s of SIGTERM")
+            pytest.fail(f"`logkeep up` did not exit within {deadline_s:.0f}s of {sig.name}")
 
     async def kill_if_running(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
@@ -360,10 +409,13 @@ async def recent_ids(base_url: str) -> list[int]:
 
 
 def assert_stopped_cleanly(up: Up, returncode: int, data_dir: Path) -> None:
-    # A normal exit (0, or 128+SIGTERM from `logkeep`'s own handler), not death by signal.
-    assert returncode in (0, 128 + signal.SIGTERM), f"exit {returncode}\n{up.output()}"
-    leftovers = pids_under(data_dir)
+    # A normal exit (0, or 128+signal from `logkeep`'s own handler), not death by signal.
+    assert returncode in (0, 128 + signal.SIGTERM, 128 + signal.SIGINT), (
+        f"exit {returncode}\n{up.output()}"
+    )
+    leftovers = server_pids(data_dir)
     assert leftovers == [], f"processes left under {data_dir}: {leftovers}\n{up.output()}"
+    assert not (data_dir / "instance.json").exists(), "the instance record outlived `up`"
 
 
 @pytest.mark.timeout(480)
@@ -372,12 +424,12 @@ async def test_up_starts_seeds_serves_stops_and_restarts_with_the_same_data(
 ) -> None:
     data_dir = up_root / "data"
     env = clean_env(LOGKEEP_DATA_DIR=str(data_dir))
-    dsn = EmbeddedStack(data_dir).postgres.dsn()
 
     cold = Up(up_root, "cold", env, ["--seed-rows", "2000"])
     try:
         cold_s = await cold.start_and_wait_ready()
-        running = pids_under(data_dir)
+        dsn = EmbeddedStack(data_dir).postgres.dsn()  # after the start: it may be relocated
+        running = server_pids(data_dir)
         # The postmaster and redis-server both name the data directory on their command line.
         assert len(running) >= 2, f"embedded servers not found by pgrep: {running}"
         count, max_id, runs = await database_facts(dsn)

@@ -1,30 +1,80 @@
-"""The embedded servers, from the wheels a machine without PostgreSQL or Redis uses."""
+"""The embedded servers as a fresh machine runs them: the wheels' binaries, and, as root,
+a data directory and a virtualenv in a tree the postgres account cannot enter."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import shutil
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 import redis
 
-from logkeep.embedded import EmbeddedError, EmbeddedStack, RunAs
+from logkeep.embedded import (
+    LINKED_FROM,
+    EmbeddedError,
+    EmbeddedPostgres,
+    EmbeddedStack,
+    RunAs,
+    temporary_root,
+)
+
+IS_ROOT = os.geteuid() == 0
+NOT_ROOT_REASON = "not root: PostgreSQL runs as this user, so nothing is relocated or copied"
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """A throwaway 0755 directory (it stands for /var/lib and /tmp), with the state
+    directory that stands for /var/lib/logkeep made inside it by the code under test."""
+    with temporary_root("lk-e-") as root:
+        yield root
+
+
+def private_dir(parent: Path, name: str) -> Path:
+    """A directory as `mktemp -d` or /root makes it: its owner's only."""
+    path = parent / name
+    path.mkdir(mode=0o700)
+    path.chmod(0o700)
+    return path
+
+
+def wheel_site_copy(into: Path) -> Path:
+    """The pgserver wheel's installed files copied into `into`, laid out as a
+    site-packages directory of a virtualenv there."""
+    spec = importlib.util.find_spec("pgserver")
+    assert spec is not None and spec.origin is not None, "the pgserver wheel is not installed"
+    site = Path(spec.origin).parent.parent
+    target = into / "site-packages"
+    target.mkdir()
+    shutil.copytree(site / "pgserver", target / "pgserver", symlinks=True)
+    if (site / "pgserver.libs").is_dir():
+        shutil.copytree(site / "pgserver.libs", target / "pgserver.libs", symlinks=True)
+    return target
 
 
 @pytest.mark.slow
-async def test_stack_from_wheels_starts_restarts_and_keeps_data(
-    short_tmp: Path, monkeypatch: pytest.MonkeyPatch
+async def test_wheel_binaries_in_a_private_tree_start_restart_and_keep_data(
+    scratch: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LOGKEEP_EMBEDDED_BINARIES", "wheels")
-    stack = EmbeddedStack(short_tmp / "data")
-    assert "site-packages" in str(stack.postgres.bin_dir)
+    private = private_dir(scratch, "private")
+    venv_site = wheel_site_copy(private_dir(private, "venv"))
+    monkeypatch.syspath_prepend(str(venv_site))  # this "virtualenv" is where pgserver is found
+    state = scratch / "state"
+    data = private / "data"
+
+    stack = EmbeddedStack(data, state_dir=state)
+    assert stack.postgres.bin_dir.is_relative_to(venv_site)
     assert "site-packages" in str(stack.redis.server)
-    run_as = RunAs.for_postgres()
-    if run_as is not None:
-        try:
-            run_as.check_reachable(stack.postgres.bin_dir)
-        except EmbeddedError as exc:
-            pytest.skip(f"this checkout is not reachable by the postgres account: {exc}")
     stack.start()
     try:
         conn = await asyncpg.connect(stack.postgres.dsn())
@@ -35,14 +85,18 @@ async def test_stack_from_wheels_starts_restarts_and_keeps_data(
         client = redis.Redis.from_url(stack.redis.url())
         client.set("kept", "yes")
         client.close()
+        first_home, first_bin_dir = stack.postgres.home, stack.postgres.bin_dir
     finally:
         stack.stop()
     assert stack.postgres.process is None and stack.redis.process is None
+    # The user's directories keep their modes; the data directory made here is private.
+    assert (mode(private), mode(private / "venv"), mode(data)) == (0o700, 0o700, 0o700)
 
-    again = EmbeddedStack(short_tmp / "data")
+    again = EmbeddedStack(data, state_dir=state)
     again.start()
     try:
         assert not again.postgres.reused  # it had stopped: this is a real restart
+        assert (again.postgres.home, again.postgres.bin_dir) == (first_home, first_bin_dir)
         conn = await asyncpg.connect(again.postgres.dsn())
         try:
             assert await conn.fetchval("SELECT v FROM kept") == "yes"
@@ -54,6 +108,67 @@ async def test_stack_from_wheels_starts_restarts_and_keeps_data(
     finally:
         again.stop()
 
+    if not IS_ROOT:
+        assert not again.postgres.relocated and first_bin_dir.is_relative_to(venv_site)
+        pytest.skip(NOT_ROOT_REASON)
+    run_as = RunAs.for_postgres()
+    assert run_as is not None
+    assert run_as.blocker(data) == private  # why PostgreSQL's files had to go elsewhere
+    # Its directory is the server account's own, under the state directory, linked from
+    # the data directory, and named after it.
+    assert again.postgres.relocated
+    assert os.readlink(data / "postgres") == str(first_home)
+    assert first_home.parent == state
+    assert first_home.stat().st_uid == run_as.uid and mode(first_home) == 0o700
+    assert (first_home / LINKED_FROM).read_text().strip() == str(data / "postgres")
+    assert (first_home / "pgdata" / "PG_VERSION").is_file()
+    # The wheel's binaries were copied once, root's and read-only, where the account can
+    # run them; the virtualenv's own copy stayed where it was, unreachable.
+    assert first_bin_dir.is_relative_to(state) and first_bin_dir.name == "bin"
+    postgres = first_bin_dir / "postgres"
+    assert postgres.stat().st_uid == 0 and mode(postgres) == 0o555
+    assert run_as.blocker(postgres) is None
+    assert run_as.blocker(venv_site / "pgserver" / "pginstall" / "bin" / "postgres") == private
+    copies = [p.name for p in state.iterdir() if p.name.startswith("postgres-")]
+    assert len(copies) == 1, copies
+    assert mode(state) == 0o755 and state.stat().st_uid == 0
+
+
+def test_two_data_directories_never_share_a_server_home(scratch: Path) -> None:
+    if not IS_ROOT:
+        pytest.skip(NOT_ROOT_REASON)
+    run_as = RunAs.for_postgres()
+    assert run_as is not None
+    state = scratch / "state"
+    private = private_dir(scratch, "private")
+    first = EmbeddedPostgres(private / "one" / "postgres", state_dir=state, bin_dir=scratch)
+    first.prepare_root(run_as)
+    home = first.home
+    assert first.relocated and home.parent == state
+
+    # A data directory copied with its link would write into the same cluster: refused.
+    copy = private / "copy"
+    copy.mkdir()
+    (copy / "postgres").symlink_to(home)
+    with pytest.raises(EmbeddedError, match="cannot share"):
+        EmbeddedPostgres(copy / "postgres", state_dir=state, bin_dir=scratch).prepare_root(run_as)
+    (copy / "postgres").unlink()
+
+    # A moved data directory keeps its cluster, which now belongs to the new place.
+    (private / "one").rename(private / "moved")
+    moved = EmbeddedPostgres(private / "moved" / "postgres", state_dir=state, bin_dir=scratch)
+    moved.prepare_root(run_as)
+    assert moved.home == home
+    assert (home / LINKED_FROM).read_text().strip() == str(private / "moved" / "postgres")
+
+    # A new data directory where the old one was gets a cluster of its own only once the
+    # old one's is dealt with: nothing is reused or deleted silently.
+    (private / "moved" / "postgres").unlink()
+    with pytest.raises(EmbeddedError, match="earlier data directory"):
+        EmbeddedPostgres(
+            private / "one" / "postgres", state_dir=state, bin_dir=scratch
+        ).prepare_root(run_as)
+
 
 def test_socket_path_too_long_is_refused(short_tmp: Path) -> None:
     deep = short_tmp / ("d" * 120)
@@ -63,7 +178,8 @@ def test_socket_path_too_long_is_refused(short_tmp: Path) -> None:
 
 def test_relative_data_dir_works(short_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(short_tmp)
-    stack = EmbeddedStack(Path("rel"))
+    # As root, the new (0700) data directory sends PostgreSQL's files to the state directory.
+    stack = EmbeddedStack(Path("rel"), state_dir=short_tmp / "state")
     stack.start()
     try:
         assert stack.postgres.socket_dir.is_absolute()
