@@ -563,7 +563,7 @@ class LogkeepHandler(logging.Handler):
                     self._report(
                         f"refused-{status}",
                         f"logkeep refused {len(batch)} records with {status}: "
-                        f"{_detail(response)}; they are dropped",
+                        f"{answer_detail(response)}; they are dropped",
                     )
                     return
             attempt += 1
@@ -630,7 +630,7 @@ class LogkeepHandler(logging.Handler):
             stream.flush()
 
 
-def _detail(response: httpx.Response) -> str:
+def answer_detail(response: httpx.Response) -> str:
     """The reason in an error answer: `detail` of a problem (RFC 9457) or of FastAPI's
     body, else the start of the body."""
     try:

@@ -16,10 +16,13 @@ from tests.conftest import served
 from tests.integration.test_cli import LOGKEEP, clean_env
 
 
-async def run_ingest(base_url: str, *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+async def run_ingest(
+    base_url: str, state: Path, *args: str, stdin: bytes | None = None
+) -> tuple[int, str, str]:
+    """`logkeep ingest ARGS` with its checkpoints under `state` (XDG_STATE_HOME)."""
     proc = await asyncio.create_subprocess_exec(
         str(LOGKEEP), "ingest", *args,
-        env=clean_env(LOGKEEP_API_URL=base_url, COLUMNS="200"),
+        env=clean_env(LOGKEEP_API_URL=base_url, COLUMNS="200", XDG_STATE_HOME=str(state)),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
@@ -41,7 +44,7 @@ async def test_ingest_an_nginx_access_log(settings: Settings, db: Database, tmp_
     log_file.write_bytes("\n".join(lines).encode() + b"\n" + b"y" * 300_000 + b"\n")
     async with served(settings) as base_url:
         code, out, err = await run_ingest(
-            base_url, str(log_file), "--source", "nginx_access", "--batch-lines", "64"
+            base_url, tmp_path, str(log_file), "--source", "nginx_access", "--batch-lines", "64"
         )
     assert code == 0, out + err
     summary = " ".join(out.split())
@@ -58,7 +61,9 @@ async def test_ingest_an_nginx_access_log(settings: Settings, db: Database, tmp_
     assert errors == 30  # every tenth line is a 500
 
 
-async def test_ingest_json_lines_from_stdin(settings: Settings, db: Database) -> None:
+async def test_ingest_json_lines_from_stdin(
+    settings: Settings, db: Database, tmp_path: Path
+) -> None:
     tag = uuid.uuid4().hex
     body = b"\n".join(
         orjson.dumps({"msg": f"json {i} {tag}", "level": "warn", "service": "api"})
@@ -66,7 +71,7 @@ async def test_ingest_json_lines_from_stdin(settings: Settings, db: Database) ->
     )
     async with served(settings) as base_url:
         code, out, err = await run_ingest(
-            base_url, "-", "--source", "app_errors", "--format", "json", stdin=body
+            base_url, tmp_path, "-", "--source", "app_errors", "--format", "json", stdin=body
         )
     assert code == 0, out + err
     assert "20 accepted" in " ".join(out.split())
@@ -82,6 +87,8 @@ async def test_ingest_json_lines_from_stdin(settings: Settings, db: Database) ->
 async def test_ingest_says_when_no_server_answers(tmp_path: Path) -> None:
     log_file = tmp_path / "one.log"
     log_file.write_text("hello\n")
-    code, _out, err = await run_ingest("http://127.0.0.1:9", str(log_file), "--source", "x")
+    code, _out, err = await run_ingest(
+        "http://127.0.0.1:9", tmp_path, str(log_file), "--source", "x"
+    )
     assert code == 1
     assert "cannot reach logkeep" in err
