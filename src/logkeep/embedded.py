@@ -420,7 +420,7 @@ class EmbeddedPostgres:
                 f"{self.root} links to {os.readlink(self.root)}, which does not exist; "
                 f"remove the link to start with an empty database"
             )
-        self.root.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.root.parent.mkdir(parents=True, exist_ok=True)
         if run_as.blocker(self.root.parent) is None:
             self.root.mkdir(mode=0o700)
             run_as.give(self.root)
@@ -704,8 +704,9 @@ class EmbeddedStack:
 
     def start(self, *, postgres: bool = True, redis: bool = True) -> None:
         started = time.monotonic()
-        # A data directory made here is its owner's alone; one that exists keeps its mode.
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Made with the caller's umask; what it holds is private (0700 servers' directories,
+        # a 0600 instance record). A directory that exists keeps its mode.
+        self.root.mkdir(parents=True, exist_ok=True)
         try:
             if redis:
                 self.redis.start()

@@ -154,7 +154,7 @@ def up(
             auth_required=resolved.requires_auth,
             started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        data_dir.mkdir(parents=True, exist_ok=True)
         record = write_record(data_dir, instance)
         try:
             print_up(settings, instance, stack, record, syslog_port)
