@@ -204,6 +204,39 @@ async def test_migrate_again_reports_up_to_date_and_changes_nothing(
     assert len(after) == len(migration_files())
 
 
+async def test_status_lists_pending_then_applied_migrations_with_when(
+    workdir: Path, stores: Stores, empty_database_url: str, redis_prefix: str
+) -> None:
+    env = store_env(empty_database_url, stores, redis_prefix)
+    files = migration_files()
+    before = await run_cli("db", "status", env=env, cwd=workdir)
+    assert before.returncode == 0, before
+    assert [line.split() for line in before.stdout.splitlines() if line.startswith("pending")] == [
+        ["pending", name] for name in files
+    ]
+    assert "applied" not in before.stdout, before
+    assert f"current migration: 0000; {len(files)} pending" in before.output, before
+
+    migrated = await run_cli("db", "migrate", env=env, cwd=workdir)
+    assert migrated.returncode == 0, migrated
+    after = await run_cli("db", "status", env=env, cwd=workdir)
+    assert after.returncode == 0, after
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        when = {
+            f"{r['version']:04d}_{r['name']}.sql": f"{r['applied_at']:%Y-%m-%d %H:%M:%S} UTC"
+            for r in await conn.fetch("SELECT version, name, applied_at FROM schema_migrations")
+        }
+    finally:
+        await conn.close()
+    applied = [line.split(maxsplit=2) for line in after.stdout.splitlines()]
+    assert [row for row in applied if row[0] == "applied"] == [
+        ["applied", name, when[name]] for name in files
+    ]
+    assert "pending" not in after.stdout, after
+    assert f"current migration: {files[-1][:4]}; up to date" in after.output, after
+
+
 async def test_seed_dev_twice_loads_entries_once(
     workdir: Path, stores: Stores, migrated_database_url: str, redis_prefix: str
 ) -> None:

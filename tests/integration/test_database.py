@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -62,6 +63,23 @@ async def test_unreachable_redis_is_reported_with_its_address(
     assert database.pg_pool is None  # nothing half-open is left behind
 
 
-async def test_missing_urls_are_refused() -> None:
-    with pytest.raises(StoreUnavailable, match="LOGKEEP_DATABASE_URL"):
-        Database(Settings(_env_file=None, database_url=None, redis_url=None))
+async def test_missing_urls_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailable, match="LOGKEEP_DATABASE_URL") as info:
+        Database(Settings(_env_file=None, database_url=None, redis_url=None, data_dir=tmp_path))
+    assert f"none is running for the data directory {tmp_path}" in str(info.value)
+
+
+async def test_without_arguments_it_reads_the_settings_from_the_environment(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The brief's `Database()`: settings as every command reads them."""
+    assert settings.database_url and settings.redis_url
+    monkeypatch.chdir(tmp_path)  # no .env here
+    monkeypatch.setenv("LOGKEEP_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("LOGKEEP_REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("LOGKEEP_REDIS_KEY_PREFIX", settings.redis_key_prefix)
+    monkeypatch.setenv("LOGKEEP_STATEMENT_TIMEOUT_MS", "4321")
+    async with Database() as db, db.pool.acquire() as conn:
+        assert db.settings.database_url == settings.database_url
+        assert await conn.fetchval("SHOW statement_timeout") == "4321ms"
+        assert await conn.fetchval("SELECT count(*) FROM log_sources") > 0  # the test seed

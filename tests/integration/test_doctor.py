@@ -189,3 +189,16 @@ def test_connection_saturation() -> None:
     assert judge(31, usable=40) is Status.WARN  # no room left for one more process's pool
     assert judge(20, api=(9, 10)) is Status.FAIL  # the API waits for its own pool
     assert judge(20, api=(3, 10)) is Status.OK
+
+
+async def test_unset_stores_without_a_running_up_say_how_to_get_one(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, database_url=None, redis_url=None, data_dir=tmp_path)
+    checks = by_name(await run_checks(no_api(settings), today=TODAY))
+    assert "instance" not in checks
+    for name, variable in (("postgres", "LOGKEEP_DATABASE_URL"), ("redis", "LOGKEEP_REDIS_URL")):
+        check = checks[name]
+        assert check.status is Status.WARN
+        assert f"no `logkeep up` is running for the data directory {tmp_path}" in check.detail
+        assert "start `logkeep up`" in check.fix and variable in check.fix
+    prod = by_name(await run_checks(no_api(settings, env="prod"), today=TODAY))
+    assert prod["postgres"].status is Status.FAIL and prod["redis"].status is Status.FAIL
