@@ -147,6 +147,21 @@ def require_stores(settings: Settings) -> Settings:
     return settings
 
 
+def api_token(settings: Settings) -> str:
+    """What the CLI sends as `Authorization: Bearer`: LOGKEEP_API_TOKEN when set, else the
+    session `logkeep login` stored for this API URL, else nothing ("")."""
+    from logkeep.credentials import CredentialsError, load_token
+
+    token = settings.api_token.get_secret_value()
+    if token:
+        return token
+    try:
+        return load_token(settings.resolved_api_url) or ""
+    except CredentialsError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
 def api_client() -> LogkeepClient:
     settings = load_settings()
-    return LogkeepClient(settings.resolved_api_url, token=settings.api_token.get_secret_value())
+    return LogkeepClient(settings.resolved_api_url, token=api_token(settings))

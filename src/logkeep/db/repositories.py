@@ -376,6 +376,22 @@ class SourceRepository:
             row = await conn.fetchrow(q("set_source_active"), source_id, active)
         return await self._changed(row)
 
+    async def update(
+        self,
+        source_id: int,
+        *,
+        format_type: str | None = None,
+        parsing_rules: Mapping[str, Any] | None = None,
+        description: str | None = None,
+    ) -> dict[str, Any] | None:
+        """Change what is given (None keeps it), in one statement; None if no such source."""
+        rules = None if parsing_rules is None else dict(parsing_rules)
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                q("update_source"), source_id, format_type, rules, description
+            )
+        return await self._changed(row)
+
 
 class UserRepository:
     """Users, with argon2id password hashes."""

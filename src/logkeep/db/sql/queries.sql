@@ -74,6 +74,14 @@ UPDATE log_sources SET parsing_rules = $2, format_type = coalesce($3, format_typ
 WHERE id = $1
 RETURNING *;
 
+-- name: update_source
+-- A source's format, rules and description in one statement; NULL keeps a value.
+UPDATE log_sources SET format_type = coalesce($2, format_type),
+                       parsing_rules = coalesce($3, parsing_rules),
+                       description = coalesce($4, description)
+WHERE id = $1
+RETURNING *;
+
 -- name: set_source_active
 UPDATE log_sources SET is_active = $2 WHERE id = $1 RETURNING *;
 
