@@ -20,8 +20,14 @@ from typing import Any
 import orjson
 
 from logkeep.domain.entry import InvalidLogEntry
-from logkeep.domain.ingest import BodyError, _loads, split_lines
-from logkeep.domain.protocols.common import Decoded, known_level, source_name
+from logkeep.domain.ingest import BodyError, split_lines
+from logkeep.domain.protocols.common import (
+    Decoded,
+    JSONDecodeError,
+    json_loads,
+    known_level,
+    source_name,
+)
 
 VERSION = "8.17.0"  # what the handshake reports: shippers pick their protocol by it
 MESSAGE_FIELDS = ("message", "log", "msg", "MESSAGE")  # MESSAGE: syslog-ng
@@ -70,8 +76,8 @@ def parse_bulk(
 
 def _action(number: int, raw: bytes) -> tuple[str, dict[str, Any]]:
     try:
-        action = _loads(raw)
-    except orjson.JSONDecodeError:
+        action = json_loads(raw)
+    except JSONDecodeError:
         action = None
     if not isinstance(action, dict) or len(action) != 1:
         raise BodyError(
@@ -106,8 +112,8 @@ def document_event(
             "document", f"is {len(raw)} bytes, over the {max_line_bytes}-byte line limit"
         )
     try:
-        doc = _loads(raw)
-    except orjson.JSONDecodeError as exc:
+        doc = json_loads(raw)
+    except JSONDecodeError as exc:
         raise InvalidLogEntry("document", f"is not valid JSON ({exc})") from None
     if not isinstance(doc, dict):
         raise InvalidLogEntry("document", f"must be a JSON object, got {type(doc).__name__}")

@@ -15,11 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from logkeep.domain.entry import InvalidLogEntry
-from logkeep.domain.ingest import _loads
-from logkeep.domain.protocols.common import Decoded, mapped_source
+from logkeep.domain.protocols.common import Decoded, JSONDecodeError, json_loads, mapped_source
 from logkeep.domain.protocols.compression import sniffed
 from logkeep.domain.syslog import severity_level
 
@@ -39,8 +36,8 @@ def decode(
     its InvalidLogEntry when it cannot be one. BodyError for broken compression."""
     data = sniffed(payload, limit)
     try:
-        message = _loads(data)
-    except orjson.JSONDecodeError as exc:
+        message = json_loads(data)
+    except JSONDecodeError as exc:
         return InvalidLogEntry("gelf", f"is not valid JSON ({exc})")
     if not isinstance(message, dict):
         return InvalidLogEntry("gelf", f"must be a JSON object, got {type(message).__name__}")

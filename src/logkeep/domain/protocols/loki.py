@@ -13,13 +13,18 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
 from google.protobuf.message import DecodeError, Message
 
 from logkeep.domain.entry import InvalidLogEntry, Level
-from logkeep.domain.ingest import EPOCH, BodyError, _loads
-from logkeep.domain.protocols.common import Decoded, known_level, mapped_source
+from logkeep.domain.ingest import EPOCH, BodyError
+from logkeep.domain.protocols.common import (
+    Decoded,
+    JSONDecodeError,
+    json_loads,
+    known_level,
+    mapped_source,
+)
 
 FALLBACK_SOURCE = "loki"
 LEVEL_KEYS = ("level", "detected_level", "severity", "lvl", "loglevel")
@@ -85,7 +90,7 @@ def parse_labels(text: str) -> dict[str, str]:
     labels: dict[str, str] = {}
     pos, end = 1, len(body) - 1
     while pos < end and body[pos:end].strip():
-        match = _LABEL.match(body, pos, end)
+        match = _LABEL.match(body, pos)
         if match is None:
             raise InvalidLogEntry("labels", f"cannot read a label at {body[pos : pos + 40]!r}")
         value = match[2]
@@ -141,8 +146,8 @@ def decode_json(body: bytes, label_keys: Sequence[str], override: str | None) ->
     """`{"streams": [{"stream": {labels}, "values": [[ns, line, {metadata}?], ...]}]}`;
     other keys are ignored. A value that cannot be an entry is its InvalidLogEntry."""
     try:
-        document = _loads(body)
-    except orjson.JSONDecodeError as exc:
+        document = json_loads(body)
+    except JSONDecodeError as exc:
         raise BodyError(400, f"body: not valid JSON ({exc})") from None
     streams = document.get("streams") if isinstance(document, dict) else None
     if not isinstance(streams, list):
