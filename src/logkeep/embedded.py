@@ -404,13 +404,12 @@ class EmbeddedPostgres:
             self.root.rmdir()  # left empty by a start that could not proceed: redo
         if self.root.exists():
             if (blocked := run_as.blocker(self.home)) is not None:
+                target = self.state_dir / server_home_name(self.root)
                 raise EmbeddedError(
                     f"PostgreSQL cannot run as root, so it runs as '{run_as.name}', which "
                     f"cannot enter {blocked} to reach the cluster in {self.home}; move it "
-                    f"to a directory of that account's and link it: `mv {self.home} "
-                    f"{self.state_dir}/{server_home_name(self.root)} && chown -R "
-                    f"{run_as.name}: {self.state_dir}/{server_home_name(self.root)} && "
-                    f"ln -s {self.state_dir}/{server_home_name(self.root)} {self.root}`"
+                    f"where that account can, and link it: `mv {self.home} {target} && "
+                    f"chown -R {run_as.name}: {target} && ln -s {target} {self.root}`"
                 )
             if self.relocated:
                 claim_server_home(self.home, self.root)
@@ -430,12 +429,14 @@ class EmbeddedPostgres:
 
     def _reachable_bin_dir(self, run_as: RunAs) -> Path:
         """`bin_dir`, or a copy the server account can execute (wheel binaries only)."""
-        if run_as.blocker(self.bin_dir / "postgres") is None:
+        if (blocked := run_as.blocker(self.bin_dir / "postgres")) is None:
             return self.bin_dir
-        site = wheel_site(self.bin_dir)
-        if site is None:
-            run_as.check_reachable(self.bin_dir / "postgres")  # raises, naming the obstacle
-        assert site is not None
+        if (site := wheel_site(self.bin_dir)) is None:
+            raise EmbeddedError(
+                f"PostgreSQL cannot run as root, so it runs as '{run_as.name}', which cannot "
+                f"enter {blocked} to run {self.bin_dir / 'postgres'}; set LOGKEEP_PG_BIN_DIR "
+                "to an installation it can reach"
+            )
         return copy_wheel_binaries(site, run_as, self.state_dir)
 
     def start(self, deadline_s: float = 60.0) -> None:

@@ -166,10 +166,33 @@ def test_two_data_directories_never_share_a_server_home(scratch: Path) -> None:
     # A new data directory where the old one was gets a cluster of its own only once the
     # old one's is dealt with: nothing is reused or deleted silently.
     (private / "moved" / "postgres").unlink()
+    gone = EmbeddedPostgres(private / "moved" / "postgres", state_dir=state, bin_dir=scratch)
+    (private / "moved" / "postgres").symlink_to(state / "no-such-home")
+    with pytest.raises(EmbeddedError, match="which does not exist"):
+        gone.prepare_root(run_as)
+    (private / "moved" / "postgres").unlink()
     with pytest.raises(EmbeddedError, match="earlier data directory"):
         EmbeddedPostgres(
             private / "one" / "postgres", state_dir=state, bin_dir=scratch
         ).prepare_root(run_as)
+
+
+def test_a_cluster_its_account_cannot_reach_is_not_moved_or_opened_up(scratch: Path) -> None:
+    """A cluster left inside a directory the account cannot enter (made before that
+    directory was closed): nothing is moved or chmod-ed; the error says how to move it."""
+    if not IS_ROOT:
+        pytest.skip(NOT_ROOT_REASON)
+    run_as = RunAs.for_postgres()
+    assert run_as is not None
+    private = private_dir(scratch, "private")
+    root = private / "data" / "postgres"
+    (root / "pgdata").mkdir(parents=True)
+    (root / "pgdata" / "PG_VERSION").write_text("16\n")
+    postgres = EmbeddedPostgres(root, state_dir=scratch / "state", bin_dir=scratch)
+    with pytest.raises(EmbeddedError, match=r"mv .* && chown -R .* && ln -s "):
+        postgres.prepare_root(run_as)
+    assert mode(private) == 0o700 and not postgres.relocated
+    assert (root / "pgdata" / "PG_VERSION").read_text() == "16\n"
 
 
 def test_socket_path_too_long_is_refused(short_tmp: Path) -> None:

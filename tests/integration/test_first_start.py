@@ -291,6 +291,12 @@ async def test_commands_from_another_directory_find_the_running_up(
         await up.start_and_wait_ready()
         assert up.proc is not None
 
+        # A second `up` on the same data directory would stop the first one's servers
+        # when it stops: refused, saying where the first one is.
+        second = await run_cli("up", "--port", str(free_port()), env=env, cwd=elsewhere)
+        assert second.returncode == 1, second
+        assert f"already running for {data_dir} (pid {up.proc.pid}" in second.output, second
+
         status = await run_cli("db", "status", env=env, cwd=elsewhere)
         assert status.returncode == 0, status
         assert "applied 0001_initial.sql" in status.output, status
