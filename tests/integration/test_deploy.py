@@ -202,6 +202,9 @@ class ConfiguredRedis:
     root: Path
     profile: str
     conf: Path | None = None  # default: deploy/redis/<profile>.conf
+    # Also listen on this loopback TCP port (for clients that cannot reach the socket,
+    # such as a container running as another user); 0: the Unix socket only.
+    tcp_port: int = 0
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -214,6 +217,10 @@ class ConfiguredRedis:
 
     def url(self) -> str:
         return f"unix://logkeep:{PASSWORDS['LOGKEEP_REDIS_PASSWORD']}@{self.socket}?db=0"
+
+    def tcp_url(self) -> str:
+        assert self.tcp_port, "started without a TCP port"
+        return f"redis://logkeep:{PASSWORDS['LOGKEEP_REDIS_PASSWORD']}@127.0.0.1:{self.tcp_port}/0"
 
     def admin(self) -> redis.Redis:
         return redis.Redis(
@@ -247,7 +254,8 @@ class ConfiguredRedis:
         argv = [
             "sh", str(DEPLOY / "redis" / "entrypoint.sh"),
             str(find_redis_server()), str(self.root / "redis.conf"),
-            "--port", "0",
+            "--port", str(self.tcp_port),
+            "--bind", "127.0.0.1",
             "--unixsocket", str(self.socket),
             "--unixsocketperm", "700",
             "--dir", str(self.root / "data"),
