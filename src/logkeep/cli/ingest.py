@@ -136,8 +136,15 @@ def ingest(
     json_lines = line_format == "events"
     if json_lines and multiline:
         raise _fail("--multiline joins raw lines; `--format events` lines are whole events", 2)
+    if multiline and line_format not in (None, "text"):
+        raise _fail(
+            "--multiline: the first line of each entry is parsed by the source's own rules; "
+            "--format can only be `text` with it (each entry whole as its message)",
+            2,
+        )
     try:
-        joiner = make_joiner(multiline, settings.ingest_max_line_bytes)
+        # Joined entries travel JSON-escaped: keep room under the server's line limit.
+        joiner = make_joiner(multiline, settings.ingest_max_line_bytes // 2)
     except ValueError as exc:
         raise _fail(str(exc), 2) from None
     options = SendOptions(
@@ -148,6 +155,7 @@ def ingest(
         max_lines=min(batch_lines, settings.ingest_max_lines),
         max_bytes=min(4 * 1024 * 1024, settings.ingest_max_body_bytes),
         flush_interval=flush_interval,
+        joined=multiline is not None,
         fail_fast=not follow,
         patient=follow or file == "-",
     )

@@ -190,8 +190,9 @@ class Keeper:
     def begin(self, start: int, end: int) -> None:
         self._save(replace(self.checkpoint, in_flight=(start, end)))
 
-    def commit(self, end: int, line: int, fd: int) -> None:
-        identity = refreshed(self.checkpoint.file, fd)
+    def commit(self, end: int, line: int, identity: FileIdentity) -> None:
+        """Logkeep answered for the bytes up to `end`; `identity` is the file's as now
+        known (its fingerprint widens while the file is young)."""
         self._save(replace(self.checkpoint, file=identity, offset=end, line=line, in_flight=None))
 
     def switch(self, identity: FileIdentity) -> None:

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
+import orjson
 
 from logkeep.handler import answer_detail, backoff_seconds, retry_after_seconds
-from logkeep.ingest.checkpoint import Keeper
+from logkeep.ingest.checkpoint import FileIdentity, Keeper
 from logkeep.ingest.multiline import Joiner, Line, Record, SingleLines
 
 # Before logkeep ever answered, this many connection failures end a one-shot send.
@@ -75,15 +76,27 @@ class SendOptions:
     max_lines: int
     max_bytes: int
     flush_interval: float = 1.0
+    # Entries may be several lines joined (--multiline): sent as NDJSON events, since a
+    # text/plain body is split at every newline.
+    joined: bool = False
     # Give up at once on a server never reached (a one-shot send: likely a wrong URL).
     fail_fast: bool = True
     # Never give up on a server that answered before (following, or a stream).
     patient: bool = False
 
     @property
+    def _whole_message(self) -> bool:
+        """Joined entries are stored whole as their message (`--format text`); otherwise
+        their first line is parsed by the source's rules."""
+        return self.line_format == "text"
+
+    @property
     def params(self) -> dict[str, str]:
         params = {"source": self.source}
-        if self.line_format and not self.json_lines:
+        if self.joined and not self.json_lines:
+            if not self._whole_message:
+                params["parse"] = "true"
+        elif self.line_format and not self.json_lines:
             params["format"] = self.line_format
         if self.durable:
             params["mode"] = "durable"
@@ -91,7 +104,29 @@ class SendOptions:
 
     @property
     def content_type(self) -> str:
-        return "application/x-ndjson" if self.json_lines else "text/plain; charset=utf-8"
+        if self.json_lines or self.joined:
+            return "application/x-ndjson"
+        return "text/plain; charset=utf-8"
+
+    def body(self, records: list[Record]) -> bytes:
+        if self.json_lines or not self.joined:
+            return b"\n".join(record.data for record in records)
+        return b"\n".join(joined_event(r.data, whole=self._whole_message) for r in records)
+
+
+CONTINUATION_KEY = "continuation"
+
+
+def joined_event(data: bytes, *, whole: bool) -> bytes:
+    """An entry of joined lines as an ingest event. `whole`: the entry is the message.
+    Otherwise the API parses the first line by the source's rules (it would parse the
+    joined text as one line, and a regex's message group would keep only its first
+    line), and the lines joined to it are kept in metadata.continuation."""
+    text = data.decode("utf-8", "replace")
+    first, newline, rest = text.partition("\n")
+    if whole or not newline:
+        return orjson.dumps({"message": text})
+    return orjson.dumps({"message": first, "metadata": {CONTINUATION_KEY: rest}})
 
 
 class Throttled:
@@ -195,9 +230,7 @@ class FileState(Protocol):
     """What the shipper needs of a file feed for checkpoints."""
 
     @property
-    def identity(self) -> Any: ...
-
-    def descriptor(self) -> int: ...
+    def identity(self) -> FileIdentity: ...
 
 
 @dataclass
@@ -309,7 +342,7 @@ class Shipper:
         records = self._batch.records
         if not records:
             return
-        body = b"\n".join(record.data for record in records)
+        body = self.options.body(records)
         start, end = self._acked, records[-1].end
         if self.keeper is not None:
             key = self.keeper.batch_key(start, end, body, repr(sorted(self.options.params.items())))
@@ -318,7 +351,7 @@ class Shipper:
             key = f"{self._run_id}-{self._sent}"
         result = self.poster.post(body, key)
         if self.keeper is not None:
-            self.keeper.commit(end, records[-1].last_line, self._file().descriptor())
+            self.keeper.commit(end, records[-1].last_line, self._file().identity)
         self._sent += 1
         self._acked = end
         self._batch = PendingBatch()

@@ -18,7 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from logkeep.ingest.checkpoint import Checkpoint, FileIdentity, identify, matches
+from logkeep.ingest.checkpoint import (
+    FINGERPRINT_BYTES,
+    Checkpoint,
+    FileIdentity,
+    identify,
+    matches,
+    refreshed,
+)
 from logkeep.ingest.multiline import Line
 
 READ_SIZE = 1024 * 1024
@@ -160,6 +167,9 @@ class FileFeed:
         if data:
             self._position += len(data)
             self._last_data = now
+            if self.identity.fingerprint_len < FINGERPRINT_BYTES and self._finishing_since is None:
+                # Created empty (logrotate's `create`): fingerprint what it holds now.
+                self.identity = refreshed(self.identity, self._fd)
             return self._splitter.split(data)
         if self.follow and self._finishing_since is None:
             self._look_for_rotation(now)
@@ -224,9 +234,6 @@ class FileFeed:
 
     def close(self) -> None:
         os.close(self._fd)
-
-    def descriptor(self) -> int:
-        return self._fd
 
 
 def _siblings(path: Path) -> list[tuple[Path, os.stat_result]]:
