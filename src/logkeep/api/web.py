@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from logkeep.api import auth
 from logkeep.api.auth import LoginRequest, authenticate, client_address, get_access, get_sessions
 from logkeep.api.deps import get_settings
+from logkeep.api.problems import answers
 from logkeep.api.web_session import (
     check_csrf,
     check_origin,
@@ -35,7 +36,6 @@ from logkeep.api.web_session import (
 )
 from logkeep.config import Settings
 from logkeep.db.access import AccessRepository
-from logkeep.domain.auth import Principal
 
 router = APIRouter(include_in_schema=False)
 session_router = APIRouter(prefix="/api/v1/auth/web", tags=["auth"])
@@ -161,7 +161,7 @@ async def favicon() -> Response:
 # -- signing in from the browser -------------------------------------------------------
 
 
-@session_router.post("/login")
+@session_router.post("/login", responses=answers(401, 403, 415, 429))
 async def web_login(
     body: LoginRequest,
     request: Request,
@@ -183,13 +183,20 @@ async def web_login(
 
 
 @session_router.get("/session")
-async def web_session(
-    request: Request, principal: Annotated[Principal, Depends(authenticate)]
-) -> dict[str, Any]:
-    """Who the page is signed in as, and the CSRF token its writes must carry (null when
-    the caller did not authenticate with the cookie: dev without credentials)."""
+async def web_session(request: Request) -> dict[str, Any]:
+    """Who the page is signed in as (`signed_in: false` rather than a 401, which the
+    browser would log as an error on every visit to the sign-in form), and the CSRF
+    token its writes must carry (null when the caller did not use the cookie: dev
+    without credentials, or an Authorization header)."""
+    try:
+        principal = await authenticate(request)
+    except HTTPException as exc:
+        if exc.status_code == 401:
+            return {"signed_in": False}
+        raise
     token = cookie_token(request) if request.headers.get("authorization") is None else None
     return {
+        "signed_in": True,
         "kind": principal.kind,
         "id": principal.id,
         "name": principal.name,
@@ -199,9 +206,10 @@ async def web_session(
     }
 
 
-@session_router.post("/logout", status_code=204)
+@session_router.post("/logout", status_code=204, responses=answers(403))
 async def web_logout(request: Request) -> Response:
     """End the cookie's session (checked for CSRF like any write) and drop the cookie."""
+    check_origin(request)  # not even the cookie's removal for another site's form
     token = cookie_token(request)
     if token is not None:
         check_csrf(request, token)

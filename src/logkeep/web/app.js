@@ -2,7 +2,7 @@
 // and the keyboard.
 
 import { AdminView } from "./admin.js";
-import { ApiError, get, post, setCsrfToken } from "./api.js";
+import { get, post, setCsrfToken } from "./api.js";
 import { $, h, isTyping } from "./dom.js";
 import { Detail } from "./detail.js";
 import { SavedSearches } from "./saved.js";
@@ -182,11 +182,11 @@ async function main() {
   try {
     session = await get("/api/v1/auth/web/session");
   } catch (error) {
-    if (error instanceof ApiError && error.status === 401) {
-      showLogin();
-      return;
-    }
     document.body.append(h("p", { class: "error banner", role: "alert" }, `logkeep cannot start: ${error.message}`));
+    return;
+  }
+  if (!session.signed_in) {
+    showLogin();
     return;
   }
   setCsrfToken(session.csrf_token);
