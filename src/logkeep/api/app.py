@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError, ResponseError
 
 from logkeep import metrics
-from logkeep.api import admin, auth, ingest, protocols, search, stats, tail
+from logkeep.api import admin, auth, explore, ingest, protocols, search, stats, tail, web
 from logkeep.api.access_log import AccessLog
 from logkeep.api.auth import Reader, readable_sources, requested_sources, require
 from logkeep.api.deps import get_db, get_logs, get_sources
@@ -214,6 +214,9 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
     app.include_router(search.router)
     app.include_router(stats.router)
     app.include_router(tail.router)
+    app.include_router(explore.router)
+    app.include_router(web.session_router)
+    app.include_router(web.router)  # the explorer's page at / and its assets
     for protocol_router in protocols.ROUTERS:  # OTLP, Loki, Elasticsearch, GELF
         app.include_router(protocol_router)
 

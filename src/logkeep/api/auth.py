@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
+from logkeep.api import web_session
 from logkeep.api.deps import get_settings, resolve_source_ids
 from logkeep.api.fields import Text
 from logkeep.cache.ingest_buffer import retry_after_header
@@ -65,6 +66,8 @@ async def resolve_principal(request: Request) -> Principal | None:
     settings: Settings = request.app.state.settings
     header = request.headers.get("authorization")
     token = bearer_token(header) or shipper_token(header)  # shippers: ApiKey, Basic
+    if header is None:  # the browser's session cookie, CSRF-checked for writes (403)
+        token = web_session.session_from_cookie(request)
     if token is None:
         if header is not None:
             raise _unauthorized("Authorization: expected `Bearer <token>`")

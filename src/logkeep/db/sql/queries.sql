@@ -270,3 +270,41 @@ INSERT INTO api_key_sources (key_id, source_id) VALUES ($1, $2) ON CONFLICT DO N
 
 -- name: key_source_granted
 SELECT EXISTS (SELECT 1 FROM api_key_sources WHERE key_id = $1 AND source_id = $2);
+
+-- name: entry_by_key
+-- One entry by its primary key (source_id, "timestamp", id): an index probe in one
+-- partition. The explorer's permalinks carry all three; an id alone would scan every day.
+SELECT le.id, le.source_id, s.name AS source, le."timestamp", le.level, le.message,
+       le.metadata, le.ingested_at
+FROM log_entries le
+JOIN log_sources s ON s.id = le.source_id
+WHERE le.source_id = $1 AND le."timestamp" = $2 AND le.id = $3;
+
+-- name: entries_before
+-- Context: the entries of one source just before a position, newest first, by walking
+-- its primary key backwards from ($2, $3). The plain bounds on "timestamp" ($2 and the
+-- retention floor $4) let the planner prune the partitions outside them.
+SELECT le.id, le.source_id, s.name AS source, le."timestamp", le.level, le.message,
+       le.metadata, le.ingested_at
+FROM log_entries le
+JOIN log_sources s ON s.id = le.source_id
+WHERE le.source_id = $1 AND (le."timestamp", le.id) < ($2, $3)
+  AND le."timestamp" <= $2 AND le."timestamp" >= $4
+ORDER BY le."timestamp" DESC, le.id DESC
+LIMIT $5;
+
+-- name: entries_after
+-- Context: the entries of one source just after a position, oldest first ($4: the
+-- latest instant an entry may have).
+SELECT le.id, le.source_id, s.name AS source, le."timestamp", le.level, le.message,
+       le.metadata, le.ingested_at
+FROM log_entries le
+JOIN log_sources s ON s.id = le.source_id
+WHERE le.source_id = $1 AND (le."timestamp", le.id) > ($2, $3)
+  AND le."timestamp" >= $2 AND le."timestamp" <= $4
+ORDER BY le."timestamp", le.id
+LIMIT $5;
+
+-- name: user_grants
+-- The sources granted to a user (the explorer's administration shows them).
+SELECT source_id FROM user_source_grants WHERE user_id = $1 ORDER BY source_id;
