@@ -98,8 +98,10 @@ async def test_readyz_names_redis_when_redis_stops(settings: Settings) -> None:
             response = await client.get("/readyz")
             elapsed = time.monotonic() - started
             assert response.status_code == 503, response.text
+            assert response.headers["content-type"] == "application/problem+json"
             body = response.json()
-            assert body["status"] == "unavailable"
+            assert body["status"] == 503 and body["title"] == "Service Unavailable"
+            assert body["detail"].startswith("not ready: redis: "), body
             assert set(body["problems"]) == {"redis"}, body
             assert body["problems"]["redis"]
             # A readiness probe must answer promptly, not hang on the dead server.
@@ -124,8 +126,10 @@ async def test_readyz_names_schema_when_a_migration_is_pending(
 
     response = await client.get("/readyz")
     assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
-    assert body["status"] == "unavailable"
+    assert body["status"] == 503 and body["title"] == "Service Unavailable"
+    assert body["detail"].startswith("not ready: schema: "), body
     assert set(body["problems"]) == {"schema"}, body
     assert "pending" in body["problems"]["schema"]
     assert "logkeep db migrate" in body["problems"]["schema"]

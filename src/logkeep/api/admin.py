@@ -3,11 +3,12 @@ Every change writes an audit_log row naming who did it, to what, from where."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from logkeep.api.auth import (
     client_address,
@@ -17,15 +18,29 @@ from logkeep.api.auth import (
     require,
 )
 from logkeep.api.deps import get_sources
-from logkeep.api.fields import MAX_ID, PathId, RowId, Text
+from logkeep.api.fields import (
+    FORMAT_TYPE_SCHEMA,
+    MAX_ID,
+    SOURCE_NAME_DESCRIPTION,
+    SOURCE_NAME_PATTERN,
+    JsonObject,
+    PathId,
+    RowId,
+    StorableText,
+    Text,
+    WholeNumber,
+)
+from logkeep.api.problems import answers
 from logkeep.db.access import AccessRepository
 from logkeep.db.queries import q
 from logkeep.db.repositories import SourceRepository, UserRepository
 from logkeep.domain.auth import Action, Principal
 from logkeep.domain.parsers import InvalidRules, compile_parser
-from logkeep.domain.sources import is_source_name
+from logkeep.domain.sources import DEFAULT_FORMAT_TYPE, DEFAULT_SOURCE_TYPE, is_source_name
 
-router = APIRouter(prefix="/api/v1")
+# Every route here needs credentials and a right; a path id out of range is 422.
+router = APIRouter(prefix="/api/v1", responses=answers(401, 403, 503))
+BODY = answers(413, 422)
 Admin = Annotated[Principal, Depends(require(Action.ADMIN))]
 Analyst = Annotated[Principal, Depends(require(Action.SAVED_SEARCHES))]
 Access = Annotated[AccessRepository, Depends(get_access)]
@@ -60,12 +75,27 @@ class KeyCreate(Strict):
 
 
 class SourceCreate(Strict):
-    name: Text = Field(min_length=1, max_length=63)
-    source_type: Text = Field(min_length=1, max_length=64)
-    format_type: Text = Field(min_length=1, max_length=32)
+    name: StorableText = Field(
+        min_length=1,
+        max_length=63,
+        description=SOURCE_NAME_DESCRIPTION,
+        json_schema_extra={"pattern": SOURCE_NAME_PATTERN},
+    )
+    source_type: Text = Field(
+        default=DEFAULT_SOURCE_TYPE,
+        min_length=1,
+        max_length=64,
+        description="a free label for people (web, database...); nothing depends on it",
+    )
+    format_type: StorableText = Field(
+        default=DEFAULT_FORMAT_TYPE,
+        min_length=1,
+        max_length=32,
+        json_schema_extra=FORMAT_TYPE_SCHEMA,
+    )
     description: Text = Field(default="", max_length=1000)
-    parsing_rules: dict[str, Any] = Field(default_factory=dict)
-    configuration: dict[str, Any] = Field(default_factory=dict)
+    parsing_rules: JsonObject = Field(default_factory=dict)
+    configuration: JsonObject = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -78,8 +108,13 @@ class SourceCreate(Strict):
 
 
 class SourceUpdate(Strict):
-    format_type: Text | None = Field(default=None, min_length=1, max_length=32)
-    parsing_rules: dict[str, Any] | None = None
+    format_type: StorableText | None = Field(
+        default=None,
+        min_length=1,
+        max_length=32,
+        json_schema_extra={"anyOf": [FORMAT_TYPE_SCHEMA, {"type": "null"}]},
+    )
+    parsing_rules: JsonObject | None = None
     is_active: StrictBool | None = None
 
 
@@ -87,15 +122,99 @@ class AlertRuleCreate(Strict):
     name: Text = Field(min_length=1, max_length=100)
     description: Text = Field(default="", max_length=1000)
     source: RowId | None = Field(default=None, description="source id; none: every source")
-    min_level: Literal["DEBUG", "INFO", "WARN", "ERROR", "FATAL"] = "ERROR"
+    min_level: Literal["DEBUG", "INFO", "WARN", "ERROR", "FATAL"] = "ERROR"  # exact names
     query: Text = Field(default="", max_length=512)
-    threshold: StrictInt = Field(gt=0, le=MAX_ID)
-    window_seconds: StrictInt = Field(gt=0, le=7 * 86_400)
+    threshold: WholeNumber = Field(gt=0, le=MAX_ID)
+    window_seconds: WholeNumber = Field(gt=0, le=7 * 86_400)
 
 
 class SavedSearchCreate(Strict):
     name: Text = Field(min_length=1, max_length=100)
     params: dict[str, Text | list[Text]]
+
+
+# -- answers ----------------------------------------------------------------------------
+# Open models (extra fields pass through): they name what clients rely on, and the
+# stateful fuzzer follows `id` from a 201 to the routes that take it (see LINKS).
+
+
+class Public(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class UserPublic(Public):
+    id: int
+    username: str
+    email: str
+    role: Literal["admin", "analyst", "viewer"]
+    is_active: bool
+    created_at: datetime
+    last_login: datetime | None = None
+
+
+class KeyPublic(Public):
+    id: int
+    name: str
+    prefix: str
+    scopes: list[Literal["ingest", "read"]]
+    all_sources: bool
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyPublic):
+    key: str = Field(description="the key itself, in this answer only")
+
+
+class SourcePublic(Public):
+    id: int
+    name: str
+    source_type: str
+    format_type: str
+    description: str
+    parsing_rules: dict[str, Any]
+    configuration: dict[str, Any]
+    is_active: bool
+
+
+class SavedSearchPublic(Public):
+    id: int
+    name: str
+    params: dict[str, Any]
+    created_at: datetime
+
+
+class AlertRulePublic(Public):
+    id: int
+    name: str
+    description: str
+    source_id: int | None
+    min_level: Literal["DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
+    query: str
+    threshold: int
+    window_seconds: int
+    is_active: bool
+    created_at: datetime
+
+
+def _created(what: str, **links: tuple[str, str, str]) -> dict[int | str, dict[str, Any]]:
+    """The 201 answer of a create route, with an OpenAPI link per route taking the new
+    id: `name=(path, method, parameter)`."""
+    return {
+        201: {
+            "description": f"{what} created",
+            "links": {
+                name: {
+                    "operationRef": "#/paths/"
+                    + ("/api/v1" + path).replace("~", "~0").replace("/", "~1")
+                    + f"/{method}",
+                    "parameters": {parameter: "$response.body#/id"},
+                }
+                for name, (path, method, parameter) in links.items()
+            },
+        }
+    }
 
 
 def _users(request: Request) -> UserRepository:
@@ -132,12 +251,24 @@ def _check_rules(format_type: str, rules: dict[str, Any]) -> None:
 # -- users ----------------------------------------------------------------------------
 
 
-@router.get("/users")
+@router.get("/users", response_model=list[UserPublic])
 async def list_users(admin: Admin, request: Request) -> list[dict[str, Any]]:
     return await _users(request).list()
 
 
-@router.post("/users", status_code=201)
+@router.post(
+    "/users",
+    status_code=201,
+    response_model=UserPublic,
+    responses=BODY
+    | answers(409)
+    | _created(
+        "user",
+        UpdateUser=("/users/{user_id}", "patch", "user_id"),
+        GrantSources=("/users/{user_id}/grants", "post", "user_id"),
+        RevokeSources=("/users/{user_id}/grants", "delete", "user_id"),
+    ),
+)
 async def create_user(
     body: UserCreate, admin: Admin, access: Access, request: Request
 ) -> dict[str, Any]:
@@ -149,7 +280,7 @@ async def create_user(
     return user
 
 
-@router.patch("/users/{user_id}")
+@router.patch("/users/{user_id}", response_model=UserPublic, responses=BODY | answers(404))
 async def update_user(
     user_id: PathId, body: UserUpdate, admin: Admin, access: Access, request: Request
 ) -> dict[str, Any]:
@@ -175,7 +306,7 @@ async def update_user(
     return found
 
 
-@router.post("/users/{user_id}/grants", status_code=204)
+@router.post("/users/{user_id}/grants", status_code=204, responses=BODY | answers(404))
 async def grant(
     user_id: PathId, body: SourceList, admin: Admin, access: Access, request: Request
 ) -> Response:
@@ -187,7 +318,7 @@ async def grant(
     return Response(status_code=204)
 
 
-@router.delete("/users/{user_id}/grants", status_code=204)
+@router.delete("/users/{user_id}/grants", status_code=204, responses=BODY)
 async def revoke(
     user_id: PathId, body: SourceList, admin: Admin, access: Access, request: Request
 ) -> Response:
@@ -199,12 +330,17 @@ async def revoke(
 # -- API keys -------------------------------------------------------------------------
 
 
-@router.get("/api-keys")
+@router.get("/api-keys", response_model=list[KeyPublic])
 async def list_keys(admin: Admin, access: Access) -> list[dict[str, Any]]:
     return await access.list_keys()
 
 
-@router.post("/api-keys", status_code=201)
+@router.post(
+    "/api-keys",
+    status_code=201,
+    response_model=KeyCreated,
+    responses=BODY | _created("API key", RevokeKey=("/api-keys/{key_id}", "delete", "key_id")),
+)
 async def create_key(
     body: KeyCreate, admin: Admin, access: Access, request: Request
 ) -> dict[str, Any]:
@@ -228,7 +364,7 @@ async def create_key(
     return {**created.record, "key": created.token}
 
 
-@router.delete("/api-keys/{key_id}", status_code=204)
+@router.delete("/api-keys/{key_id}", status_code=204, responses=answers(404, 422))
 async def revoke_key(key_id: PathId, admin: Admin, access: Access, request: Request) -> Response:
     if not await access.revoke_key(key_id):
         raise HTTPException(404, f"no live key {key_id}")
@@ -239,14 +375,21 @@ async def revoke_key(key_id: PathId, admin: Admin, access: Access, request: Requ
 # -- sources --------------------------------------------------------------------------
 
 
-@router.get("/sources")
+@router.get("/sources", response_model=list[SourcePublic])
 async def list_sources(
     admin: Admin, sources: Annotated[SourceRepository, Depends(get_sources)]
 ) -> list[dict[str, Any]]:
     return await sources.list(active_only=False)
 
 
-@router.post("/sources", status_code=201)
+@router.post(
+    "/sources",
+    status_code=201,
+    response_model=SourcePublic,
+    responses=BODY
+    | answers(409)
+    | _created("source", UpdateSource=("/sources/{source_id}", "patch", "source_id")),
+)
 async def create_source(
     body: SourceCreate,
     admin: Admin,
@@ -270,7 +413,7 @@ async def create_source(
     return source
 
 
-@router.patch("/sources/{source_id}")
+@router.patch("/sources/{source_id}", response_model=SourcePublic, responses=BODY | answers(404))
 async def update_source(
     source_id: PathId,
     body: SourceUpdate,
@@ -299,14 +442,23 @@ async def update_source(
 # -- saved searches (analysts and admins) ----------------------------------------------
 
 
-@router.get("/saved-searches")
+@router.get("/saved-searches", response_model=list[SavedSearchPublic])
 async def list_saved(analyst: Analyst, request: Request) -> list[dict[str, Any]]:
     async with request.app.state.db.pool.acquire() as conn:
         rows = await conn.fetch(q("list_saved_searches"), _owner(analyst))
     return [dict(r) for r in rows]
 
 
-@router.post("/saved-searches", status_code=201)
+@router.post(
+    "/saved-searches",
+    status_code=201,
+    response_model=SavedSearchPublic,
+    responses=BODY
+    | answers(409)
+    | _created(
+        "saved search", DeleteSavedSearch=("/saved-searches/{search_id}", "delete", "search_id")
+    ),
+)
 async def save_search(
     body: SavedSearchCreate, analyst: Analyst, request: Request
 ) -> dict[str, Any]:
@@ -321,7 +473,7 @@ async def save_search(
     return dict(row)
 
 
-@router.delete("/saved-searches/{search_id}", status_code=204)
+@router.delete("/saved-searches/{search_id}", status_code=204, responses=answers(404, 422))
 async def delete_saved(search_id: PathId, analyst: Analyst, request: Request) -> Response:
     async with request.app.state.db.pool.acquire() as conn:
         deleted = await conn.fetchval(q("delete_saved_search"), search_id, _owner(analyst))
@@ -339,7 +491,7 @@ def _owner(principal: Principal) -> int:
 # -- alert rules (analysts and admins) --------------------------------------------------
 
 
-@router.get("/alert-rules")
+@router.get("/alert-rules", response_model=list[AlertRulePublic])
 async def list_alert_rules(analyst: Analyst, request: Request) -> list[dict[str, Any]]:
     """Rules on the sources the caller may read."""
     async with request.app.state.db.pool.acquire() as conn:
@@ -347,7 +499,14 @@ async def list_alert_rules(analyst: Analyst, request: Request) -> list[dict[str,
     return [dict(r) for r in rows]
 
 
-@router.post("/alert-rules", status_code=201)
+@router.post(
+    "/alert-rules",
+    status_code=201,
+    response_model=AlertRulePublic,
+    responses=BODY
+    | answers(409)
+    | _created("alert rule", DeleteAlertRule=("/alert-rules/{rule_id}", "delete", "rule_id")),
+)
 async def create_alert_rule(
     body: AlertRuleCreate, analyst: Analyst, access: Access, request: Request
 ) -> dict[str, Any]:
@@ -377,7 +536,7 @@ async def create_alert_rule(
     return dict(row)
 
 
-@router.delete("/alert-rules/{rule_id}", status_code=204)
+@router.delete("/alert-rules/{rule_id}", status_code=204, responses=answers(404, 422))
 async def delete_alert_rule(
     rule_id: PathId, analyst: Analyst, access: Access, request: Request
 ) -> Response:

@@ -11,8 +11,7 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from redis.exceptions import RedisError, ResponseError
@@ -22,7 +21,16 @@ from logkeep.api import admin, auth, explore, ingest, protocols, search, stats, 
 from logkeep.api.access_log import AccessLog
 from logkeep.api.auth import Reader, readable_sources, requested_sources, require
 from logkeep.api.deps import get_db, get_logs, get_sources
-from logkeep.api.schemas import LogEntryCreate, LogEntryCreated, RecentLogsPublic
+from logkeep.api.fields import LevelQuery, SourceQuery
+from logkeep.api.openapi import openapi_document
+from logkeep.api.problems import PROBLEM_JSON, answers, install_problem_handlers, problem
+from logkeep.api.schemas import (
+    NOT_READY_SCHEMA,
+    Health,
+    LogEntryCreate,
+    LogEntryCreated,
+    RecentLogsPublic,
+)
 from logkeep.api.security import BodyLimit, SecurityHeaders
 from logkeep.cache.sessions import LoginLimiter, SessionStore
 from logkeep.config import Settings
@@ -38,7 +46,6 @@ from logkeep.db.repositories import (
 )
 from logkeep.domain.auth import Action, Principal
 from logkeep.domain.entry import InvalidLogEntry, Level
-from logkeep.domain.timerange import InvalidQuery
 from logkeep.ingest.service import entry_limits, ingest_service
 
 log = structlog.get_logger("logkeep.api")
@@ -88,35 +95,6 @@ async def observe_ingest_stream(db: Database) -> None:
 # Failures that go away by themselves: a store restarting, a pool exhausted, a timeout.
 # Shippers retry on 503 and drop on most 4xx, so these must never surface as 4xx or 500.
 TRANSIENT_STORE_ERRORS: tuple[type[Exception], ...] = (*PG_TRANSIENT_ERRORS, StoreUnavailable)
-RETRY_AFTER_S = 5
-
-
-async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
-    """422 naming each field and what is wrong with it, never echoing the input: it may
-    be a password, or text that cannot even be encoded back."""
-    assert isinstance(exc, RequestValidationError)
-    errors = [
-        {
-            "loc": [str(part) for part in e.get("loc", ())],
-            "msg": str(e.get("msg", "")),
-            "type": str(e.get("type", "")),
-        }
-        for e in exc.errors()
-    ]
-    return JSONResponse({"detail": errors}, status_code=422)
-
-
-async def invalid_query(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=422)
-
-
-async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.warning("store_unavailable", path=request.url.path, error=f"{type(exc).__name__}: {exc}")
-    return JSONResponse(
-        {"detail": "storage temporarily unavailable; retry later"},
-        status_code=503,
-        headers={"Retry-After": str(RETRY_AFTER_S)},
-    )
 
 
 def parse_body(raw: bytes) -> LogEntryCreate:
@@ -204,10 +182,8 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
     )
-    app.add_exception_handler(RequestValidationError, invalid_request)
-    for error in TRANSIENT_STORE_ERRORS:
-        app.add_exception_handler(error, store_unavailable)
-    app.add_exception_handler(InvalidQuery, invalid_query)
+    install_problem_handlers(app, TRANSIENT_STORE_ERRORS)
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     app.include_router(auth.router)
     app.include_router(admin.router)
     app.include_router(ingest.router)
@@ -228,12 +204,23 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
     app.add_middleware(SecurityHeaders)
     app.add_middleware(AccessLog)
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> Health:
+        """The process is alive."""
+        return Health(status="ok")
 
-    @app.get("/readyz")
-    async def readyz(db: Annotated[Database, Depends(get_db)]) -> JSONResponse:
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        responses={
+            503: {
+                "description": "Not ready: `problems` names each store that is not",
+                "content": {PROBLEM_JSON: {"schema": NOT_READY_SCHEMA}},
+            }
+        },
+    )
+    async def readyz(db: Annotated[Database, Depends(get_db)]) -> Response:
+        """PostgreSQL and Redis answer and the schema is current."""
         problems: dict[str, str] = {}
         try:
             async with db.pool.acquire(timeout=2) as conn:
@@ -252,10 +239,21 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
         except (RedisError, OSError) as exc:
             problems["redis"] = describe_failure(exc, settings)
         if problems:
-            return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
+            detail = "not ready: " + "; ".join(f"{k}: {v}" for k, v in problems.items())
+            return problem(503, detail, problems=problems)
         return JSONResponse({"status": "ready"})
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=PlainTextResponse,
+        responses={
+            200: {
+                "description": "Prometheus text exposition format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    )
     async def prometheus_metrics(db: Annotated[Database, Depends(get_db)]) -> Response:
         pool = db.pg_pool
         if pool is not None:
@@ -274,10 +272,14 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
     @app.post(
         "/api/v1/logs",
         status_code=201,
+        tags=["logs"],
+        responses=answers(401, 403, 413, 422, 503),
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": LogEntryCreate.model_json_schema()}},
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/LogEntryCreate"}}
+                },
             }
         },
     )
@@ -305,15 +307,16 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
             raise HTTPException(422, str(exc)) from None
         return LogEntryCreated(id=entry_id, source_id=source["id"])
 
-    @app.get("/api/v1/logs/recent")
+    @app.get("/api/v1/logs/recent", tags=["logs"], responses=answers(401, 403, 422, 503))
     async def recent_logs(
         principal: Reader,
         logs: Annotated[LogRepository, Depends(get_logs)],
         sources: Annotated[SourceRepository, Depends(get_sources)],
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        source: Annotated[str | None, Query(max_length=64)] = None,
-        level: Annotated[str | None, Query(max_length=16)] = None,
+        source: SourceQuery = None,
+        level: LevelQuery = None,
     ) -> RecentLogsPublic:
+        """The newest entries, newest first."""
         requested = await requested_sources(principal, sources, [] if source is None else [source])
         try:
             parsed_level = None if level is None else Level.parse(level)

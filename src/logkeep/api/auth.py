@@ -8,16 +8,18 @@ SHA-256 is)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import structlog
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
 from logkeep.api import web_session
 from logkeep.api.deps import get_settings, resolve_source_ids
-from logkeep.api.fields import Text
+from logkeep.api.fields import Text, unstorable
+from logkeep.api.problems import answers
 from logkeep.cache.ingest_buffer import retry_after_header
 from logkeep.cache.sessions import LoginLimiter, Session, SessionStore
 from logkeep.config import Settings
@@ -26,6 +28,7 @@ from logkeep.db.repositories import SourceRepository, UserRepository
 from logkeep.domain.auth import (
     ANONYMOUS_ADMIN,
     KEY_PREFIX,
+    KEY_SCOPES,
     SESSION_PREFIX,
     Action,
     Forbidden,
@@ -35,7 +38,24 @@ from logkeep.domain.auth import (
 from logkeep.domain.protocols.common import shipper_token
 
 log = structlog.get_logger(__name__)
-router = APIRouter(prefix="/api/v1/auth")
+router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+
+# The two kinds of credentials, as the OpenAPI document declares them. Both are read by
+# `resolve_principal` from the same header; these only declare them (auto_error off).
+SESSION_AUTH = HTTPBearer(
+    scheme_name="session",
+    bearerFormat="lks_...",
+    description="a session token from POST /api/v1/auth/login",
+    auto_error=False,
+)
+API_KEY_AUTH = HTTPBearer(
+    scheme_name="apiKey",
+    bearerFormat="lkk_...",
+    description="an API key (scopes ingest and read), sent as a bearer token",
+    auto_error=False,
+)
+Session_ = Annotated[HTTPAuthorizationCredentials | None, Security(SESSION_AUTH)]
+ApiKey_ = Annotated[HTTPAuthorizationCredentials | None, Security(API_KEY_AUTH)]
 
 UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}
 BAD_LOGIN = "invalid username or password"
@@ -102,17 +122,50 @@ async def authenticate(request: Request) -> Principal:
     return principal
 
 
-def require(action: Action) -> Callable[[Principal], Awaitable[Principal]]:
-    """A dependency: the caller, who must be allowed `action` (403 otherwise)."""
+# The dependencies `require` makes: the OpenAPI document adds 403 to every route that
+# has one (logkeep.api.openapi), and 401 to every route that declares credentials.
+RIGHTS_CHECKS: set[Callable[..., Awaitable[Principal]]] = set()
 
-    async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
-        try:
-            principal.require(action)
-        except Forbidden as exc:
-            raise HTTPException(403, str(exc)) from None
-        return principal
 
-    return check
+def _allowed(principal: Principal, action: Action) -> Principal:
+    try:
+        principal.require(action)
+    except Forbidden as exc:
+        raise HTTPException(403, str(exc)) from None
+    return principal
+
+
+def require(action: Action) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: the caller, who must be allowed `action` (403 otherwise). It also
+    declares the credentials that can carry `action`: a session always, an API key
+    only for its scopes (ingest, read)."""
+    if action in KEY_SCOPES:
+
+        async def session_or_key(
+            principal: Annotated[Principal, Depends(authenticate)], _s: Session_, _k: ApiKey_
+        ) -> Principal:
+            return _allowed(principal, action)
+
+        RIGHTS_CHECKS.add(session_or_key)
+        return session_or_key
+
+    async def session_only(
+        principal: Annotated[Principal, Depends(authenticate)], _s: Session_
+    ) -> Principal:
+        return _allowed(principal, action)
+
+    RIGHTS_CHECKS.add(session_only)
+    return session_only
+
+
+async def any_credentials(
+    principal: Annotated[Principal, Depends(authenticate)], _s: Session_, _k: ApiKey_
+) -> Principal:
+    """A dependency: any known caller (a session or an API key)."""
+    return principal
+
+
+Caller = Annotated[Principal, Depends(any_credentials)]
 
 
 Reader = Annotated[Principal, Depends(require(Action.READ))]
@@ -156,7 +209,29 @@ class Preferences(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-@router.post("/login")
+class LoginUser(BaseModel):
+    id: int
+    username: str
+    role: Literal["admin", "analyst", "viewer"]
+
+
+class LoginAnswer(BaseModel):
+    token: str = Field(description="send as `Authorization: Bearer <token>`; shown once")
+    token_type: Literal["bearer"]
+    expires_in: int = Field(description="seconds of idleness before the session ends")
+    user: LoginUser
+
+
+class Me(BaseModel):
+    kind: Literal["user", "key", "anonymous"]
+    id: int
+    name: str
+    actions: list[str]
+    sources: list[int] | None = Field(description="readable source ids; null: every source")
+    preferences: dict[str, Any]
+
+
+@router.post("/login", response_model=LoginAnswer, responses=answers(401, 413, 422, 429, 503))
 async def login(
     body: LoginRequest,
     request: Request,
@@ -208,10 +283,8 @@ async def login(
     }
 
 
-@router.post("/logout", status_code=204)
-async def logout(
-    request: Request, principal: Annotated[Principal, Depends(authenticate)]
-) -> Response:
+@router.post("/logout", status_code=204, responses=answers(401, 503))
+async def logout(request: Request, principal: Caller) -> Response:
     token = bearer_token(request.headers.get("authorization"))
     if token is not None and token.startswith(SESSION_PREFIX):
         await get_sessions(request).revoke(token)
@@ -222,35 +295,36 @@ async def logout(
     return Response(status_code=204)
 
 
-@router.get("/me")
-async def me(
-    request: Request, principal: Annotated[Principal, Depends(authenticate)]
-) -> dict[str, Any]:
+@router.get("/me", responses=answers(401, 503))
+async def me(request: Request, principal: Caller) -> Me:
     session: Session | None = getattr(request.state, "session", None)
-    return {
-        "kind": principal.kind,
-        "id": principal.id,
-        "name": principal.name,
-        "actions": sorted(a.value for a in principal.actions),
-        "sources": None if principal.sources is None else sorted(principal.sources),
-        "preferences": session.preferences if session else {},
-    }
+    return Me(
+        kind=principal.kind,
+        id=principal.id,
+        name=principal.name,
+        actions=sorted(a.value for a in principal.actions),
+        sources=None if principal.sources is None else sorted(principal.sources),
+        preferences=session.preferences if session else {},
+    )
 
 
-@router.put("/me/preferences")
-async def set_preferences(
-    body: Preferences,
-    request: Request,
-    principal: Annotated[Principal, Depends(authenticate)],
-) -> dict[str, Any]:
+@router.put(
+    "/me/preferences",
+    responses=answers(
+        401, 403, 413, 422, 503, s403="preferences belong to a login session (not a key)"
+    ),
+)
+async def set_preferences(body: Preferences, request: Request, principal: Caller) -> dict[str, Any]:
+    """Replace the caller's preferences (any JSON object, kept with the session)."""
     session: Session | None = getattr(request.state, "session", None)
     if session is None:
-        raise HTTPException(400, "preferences belong to a login session, not an API key")
+        raise HTTPException(403, "preferences belong to a login session, not an API key")
     preferences = body.model_dump()
+    reason = unstorable(preferences, "preferences", nul=True)  # kept in Redis: NUL is fine
+    if reason is not None:
+        raise HTTPException(422, reason)
     try:
         await get_sessions(request).set_preferences(session, preferences)
-    except TypeError:  # orjson: text that is not valid UTF-8 (a lone surrogate)
-        raise HTTPException(422, "preferences: not valid UTF-8 text") from None
     except ValueError as exc:
         raise HTTPException(413, str(exc)) from None
     return preferences

@@ -1,14 +1,25 @@
-"""Field types for request bodies and paths that keep hostile input out of PostgreSQL:
-text without NUL characters or lone surrogates, ids within PostgreSQL's integer."""
+"""Field types for request bodies, paths and queries that keep hostile input out of
+PostgreSQL (text without NUL characters or lone surrogates, ids within PostgreSQL's
+integer), and the schemas that declare what the domain accepts, so that the OpenAPI
+document states the rules the server enforces."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import math
+import re
+from collections.abc import Iterable
+from typing import Annotated, Any
 
-from fastapi import Path
-from pydantic import AfterValidator, Field, StrictInt, StrictStr
+from fastapi import Path, Query
+from pydantic import AfterValidator, BeforeValidator, Field, StrictInt, StrictStr
+
+from logkeep.domain.entry import _ALIASES as LEVEL_ALIASES  # the spellings Level.parse maps
+from logkeep.domain.entry import Level
+from logkeep.domain.parsers import FORMAT_TYPES
+from logkeep.domain.sources import SOURCE_NAME
 
 MAX_ID = 2**31 - 1  # integer columns
+NO_NUL = r"^[^\x00]*$"
 
 
 def _storable(text: str) -> str:
@@ -21,6 +32,167 @@ def _storable(text: str) -> str:
     return text
 
 
-Text = Annotated[StrictStr, AfterValidator(_storable)]
-RowId = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
+def _declare_no_nul(schema: dict[str, Any]) -> None:
+    schema.setdefault("pattern", NO_NUL)  # a field's own pattern already says more
+
+
+StorableText = Annotated[StrictStr, AfterValidator(_storable)]  # declares its own schema
+Text = Annotated[StorableText, Field(json_schema_extra=_declare_no_nul)]
+
+
+def _whole(value: Any) -> Any:
+    """JSON has one kind of number: 12.0 is the integer 12 (as JSON Schema says), while
+    true, "12" and 12.5 stay refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+WholeNumber = Annotated[StrictInt, BeforeValidator(_whole)]
+RowId = Annotated[WholeNumber, Field(ge=1, le=MAX_ID)]
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+# Integers of 64 bits, signed or not: what orjson (our JSON encoder) writes.
+_MIN_INT, _MAX_INT = -(2**63), 2**64 - 1
+
+
+def unstorable(value: Any, where: str, *, nul: bool = False) -> str | None:
+    """Why parsed JSON `value` cannot be stored exactly as given, or None: an integer
+    beyond 64 bits, a number out of range (1e999 parses as infinity), text that is not
+    UTF-8 (a lone surrogate), and NUL characters unless `nul` (jsonb refuses them)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        if not _MIN_INT <= value <= _MAX_INT:
+            return f"{where}: an integer beyond 64 bits (send it as text)"
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{where}: a number out of range"
+    if isinstance(value, str):
+        if not nul and "\x00" in value:
+            return f"{where}: contains a NUL character"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{where}: not valid UTF-8 text"
+        return None
+    if isinstance(value, list):
+        items: Iterable[tuple[str, Any]] = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    else:
+        assert isinstance(value, dict)
+        for key in value:
+            if (reason := unstorable(key, where, nul=nul)) is not None:
+                return reason
+        items = ((f"{where}.{_shown(key)}", v) for key, v in value.items())
+    for path, item in items:
+        if (reason := unstorable(item, path, nul=nul)) is not None:
+            return reason
+    return None
+
+
+def _shown(key: str) -> str:
+    """A key safe to name in an error: never echoes text that cannot be encoded."""
+    return key[:64] if key.isprintable() and unstorable(key, "") is None else "(a key)"
+
+
+def _storable_object(value: dict[str, Any]) -> dict[str, Any]:
+    reason = unstorable(value, "", nul=False)
+    if reason is not None:
+        raise ValueError(reason.removeprefix(": ").removeprefix("."))
+    return value
+
+
+# A JSON object stored in a jsonb column.
+JSON_OBJECT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "propertyNames": {"pattern": NO_NUL},
+    "description": "a JSON object; no NUL characters, integers of at most 64 bits",
+}
+JsonObject = Annotated[
+    dict[str, Any],
+    AfterValidator(_storable_object),
+    Field(json_schema_extra=JSON_OBJECT_SCHEMA),
+]
+
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in word)
+
+
+LEVEL_NAMES = [level.value for level in Level]
+# What Level.parse accepts: a name or an alias, in any case, with spaces around.
+LEVEL_PATTERN = (
+    r"^\s*(?:" + "|".join(_any_case(w) for w in [*LEVEL_NAMES, *sorted(LEVEL_ALIASES)]) + r")\s*$"
+)
+LEVEL_DESCRIPTION = (
+    f"{', '.join(LEVEL_NAMES)} in any case; aliases "
+    f"{', '.join(sorted(LEVEL_ALIASES))} map to the nearest"
+)
+LEVEL_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "anyOf": [{"enum": LEVEL_NAMES}, {"pattern": LEVEL_PATTERN}],
+    "description": LEVEL_DESCRIPTION,
+}
+
+SOURCE_NAME_PATTERN = SOURCE_NAME.pattern
+SOURCE_NAME_DESCRIPTION = "lower-case letters, digits, '_', '.' and '-', at most 63, not all digits"
+# A source by id (digits) or by name; which sources exist is not the document's to say.
+SOURCE_REF_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "anyOf": [{"pattern": r"^[0-9]{1,10}$"}, {"pattern": SOURCE_NAME_PATTERN}],
+    "description": f"a source id, or a name ({SOURCE_NAME_DESCRIPTION})",
+}
+FORMAT_TYPE_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    # compile_parser takes the names in any case, with spaces around
+    "anyOf": [
+        {"enum": sorted(FORMAT_TYPES)},
+        {"pattern": r"^\s*(?:" + "|".join(_any_case(f) for f in sorted(FORMAT_TYPES)) + r")\s*$"},
+    ],
+    "description": f"how text lines are parsed: {', '.join(sorted(FORMAT_TYPES))}",
+}
+
+LevelQuery = Annotated[
+    str | None, Query(max_length=16, json_schema_extra={**LEVEL_SCHEMA, "maxLength": 16})
+]
+LevelsQuery = Annotated[
+    list[str] | None,
+    Query(json_schema_extra={"items": {**LEVEL_SCHEMA, "maxLength": 16}}),
+]
+SourceQuery = Annotated[
+    str | None, Query(max_length=64, json_schema_extra={**SOURCE_REF_SCHEMA, "maxLength": 64})
+]
+SourcesQuery = Annotated[
+    list[str] | None,
+    Query(json_schema_extra={"items": {**SOURCE_REF_SCHEMA, "maxLength": 64}},
+          description="repeatable: source ids or names"),
+]  # fmt: skip
+
+# The window of a read (parsed by domain.timerange).
+SINCE_PATTERN = r"^\s*[0-9]{1,6}[smhdw]\s*$"
+FromQuery = Annotated[
+    str | None,
+    Query(
+        alias="from",
+        max_length=64,
+        description="window start, RFC 3339 (give either since or from, not both)",
+        json_schema_extra={"format": "date-time"},
+    ),
+]
+ToQuery = Annotated[
+    str | None,
+    Query(
+        alias="to",
+        max_length=64,
+        description="window end, RFC 3339; default now",
+        json_schema_extra={"format": "date-time"},
+    ),
+]
+SinceQuery = Annotated[
+    str | None,
+    Query(
+        max_length=32,
+        description="window back from `to`: 15m, 2h, 7d, 1w (give either since or from)",
+        json_schema_extra={"pattern": SINCE_PATTERN},
+    ),
+]

@@ -7,11 +7,13 @@ from typing import Annotated, Any, Literal
 
 import structlog
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
 from logkeep.api.auth import client_address, require
 from logkeep.api.deps import get_settings
+from logkeep.api.problems import answers, problem
 from logkeep.cache.ingest_buffer import BacklogFull, RateLimited, retry_after_header
 from logkeep.config import Settings
 from logkeep.domain.auth import Action, Principal
@@ -49,12 +51,60 @@ def get_ingest(request: Request) -> IngestService:
     return service
 
 
-def _unavailable(detail: str, retry_after_s: float) -> JSONResponse:
-    return JSONResponse(
-        {"detail": detail},
-        status_code=503,
-        headers={"Retry-After": retry_after_header(retry_after_s)},
-    )
+def _unavailable(detail: str, retry_after_s: float) -> Response:
+    return problem(503, detail, headers={"Retry-After": retry_after_header(retry_after_s)})
+
+
+class LineError(BaseModel):
+    line: int = Field(description="1-based line (NDJSON, text) or array index + 1 (JSON)")
+    reason: str
+
+
+class IngestResult(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: int
+    errors: list[LineError] = Field(description="each rejected line and why (the first ones)")
+    committed: bool
+    errors_truncated: int | None = Field(default=None, description="rejections not listed")
+    replayed: bool | None = Field(default=None, description="a retry of an earlier request")
+
+
+EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "one event: message, and optionally source, level, timestamp, metadata, "
+    "event_id; other fields go to metadata",
+    "additionalProperties": True,
+}
+EVENTS_BODY: dict[str, Any] = {
+    "required": True,
+    "description": "Events, optionally compressed with `Content-Encoding: gzip` (the size "
+    "limits apply before and after decompression; OpenAPI has no field for a body's "
+    "content coding)",
+    "content": {
+        "application/json": {"schema": {"type": "array", "items": EVENT_SCHEMA}},
+        "application/x-ndjson": {
+            "schema": {"type": "string", "description": "one JSON event per line"}
+        },
+        "text/plain": {
+            "schema": {
+                "type": "string",
+                "description": "one event per line, parsed by the rules of `?source=`",
+            }
+        },
+    },
+}
+RESULT = {"application/json": {"schema": {"$ref": "#/components/schemas/IngestResult"}}}
+INGEST_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Committed (durable mode)", "content": RESULT},
+    202: {"description": "Buffered (fast mode): stored within the ingest lag", "content": RESULT},
+    **answers(400, 401, 403, 413, 415, 422, 429, 503, s400="body: not valid gzip data"),
+}
+INGEST_ANSWERS[422] = {
+    "description": "Every event was rejected (IngestResult lists each line and why), or the "
+    "request itself is invalid (problem)",
+    "content": {**RESULT, **INGEST_ANSWERS[422]["content"]},
+}
 
 
 def _too_many_lines(count: int, limit: int) -> HTTPException:
@@ -112,7 +162,25 @@ async def _batch_from_body(
     return service.prepare_lines(texts, rules)
 
 
-@router.post("/api/v1/ingest", status_code=202)
+@router.post(
+    "/api/v1/ingest",
+    status_code=202,
+    tags=["ingest"],
+    response_model=IngestResult,
+    responses=INGEST_ANSWERS,
+    openapi_extra={
+        "requestBody": EVENTS_BODY,
+        "parameters": [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "description": "a retry with the same key is answered without storing twice",
+                "schema": {"type": "string"},
+            },
+        ],
+    },
+)
 async def ingest(
     request: Request,
     principal: Annotated[Principal, Depends(require(Action.INGEST))],
@@ -132,7 +200,7 @@ async def ingest(
     parse: Annotated[
         bool, Query(description="parse each JSON event's message by its source's rules")
     ] = False,
-) -> JSONResponse:
+) -> Response:
     """Events as a JSON array, NDJSON (`application/x-ndjson`) or text lines
     (`text/plain` with `?source=`), optionally `Content-Encoding: gzip`.
 
@@ -176,10 +244,8 @@ async def ingest(
             durable=durable,
         )
     except RateLimited as exc:
-        return JSONResponse(
-            {"detail": str(exc)},
-            status_code=429,
-            headers={"Retry-After": retry_after_header(exc.retry_after_s)},
+        return problem(
+            429, str(exc), headers={"Retry-After": retry_after_header(exc.retry_after_s)}
         )
     except BacklogFull:
         return _unavailable("ingest backlog is full (PostgreSQL is behind or away); retry later", 5)

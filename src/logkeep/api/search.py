@@ -9,23 +9,37 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from logkeep.api.auth import Reader, readable_sources, requested_sources
 from logkeep.api.deps import get_db, get_settings, get_sources
+from logkeep.api.fields import LEVEL_SCHEMA, NO_NUL, SOURCE_REF_SCHEMA
+from logkeep.api.problems import answers
 from logkeep.api.schemas import LogEntryPublic
 from logkeep.config import Settings
 from logkeep.db.database import Database
 from logkeep.db.repositories import SourceRepository
 from logkeep.db.search import LogSearch
-from logkeep.domain.search import MAX_LIMIT, OutputFormat, choose_format, parse_search
+from logkeep.domain import exactjson
+from logkeep.domain.search import (
+    DEFAULT_LIMIT,
+    MAX_CURSOR_CHARS,
+    MAX_LIMIT,
+    MAX_METADATA_DEPTH,
+    MAX_METADATA_FILTERS,
+    MAX_SOURCES,
+    MAX_VALUE_CHARS,
+    OutputFormat,
+    choose_format,
+    parse_search,
+)
 
 router = APIRouter()
 
@@ -37,10 +51,7 @@ class SearchResultsPublic(BaseModel):
     next_cursor: str | None
 
 
-def _param(name: str, description: str, *, repeat: bool = False) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "string"}
-    if repeat:
-        schema = {"type": "array", "items": schema}
+def _param(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": name,
         "in": "query",
@@ -50,24 +61,97 @@ def _param(name: str, description: str, *, repeat: bool = False) -> dict[str, An
     }
 
 
+def _text(max_length: int = MAX_VALUE_CHARS, **more: Any) -> dict[str, Any]:
+    return {"type": "string", "maxLength": max_length, "pattern": NO_NUL, **more}
+
+
+# `metadata[a.b]=500` in the document (deepObject, which generated clients can send);
+# `metadata.a.b=500` is the same filter, as the CLI and older clients write it.
+_KEY = "[A-Za-z0-9_-]{1,64}"
+METADATA_KEY_PATH = f"^{_KEY}(?:\\.{_KEY}){{0,{MAX_METADATA_DEPTH - 1}}}$"
+_DEEP_OBJECT = re.compile(r"^(metadata|not\.metadata)\[([^\[\]]*)\]$")
+
+
+def metadata_param(name: str, description: str) -> dict[str, Any]:
+    return {
+        **_param(
+            name,
+            description,
+            {
+                "type": "object",
+                "propertyNames": {"pattern": METADATA_KEY_PATH},
+                "additionalProperties": _text(),
+                "maxProperties": MAX_METADATA_FILTERS,
+            },
+        ),
+        "style": "deepObject",
+        "explode": True,
+    }
+
+
+def query_items(request: Request) -> list[tuple[str, str]]:
+    """The query's (name, value) pairs, with the deepObject form `metadata[a.b]=v` read
+    as `metadata.a.b=v`: one filter syntax for the parsers, two spellings on the wire."""
+    items = []
+    for name, value in request.query_params.multi_items():
+        deep = _DEEP_OBJECT.match(name)
+        items.append((f"{deep[1]}.{deep[2]}", value) if deep else (name, value))
+    return items
+
+
+METADATA_PARAM = metadata_param(
+    "metadata",
+    "metadata containment, `metadata[status]=500` or `metadata[http.status]=500` for a "
+    'nested key: 500 is the number, "500" the text, true/false/null those values '
+    "(also written `metadata.status=500`)",
+)
+NOT_METADATA_PARAM = metadata_param(
+    "not.metadata",
+    "leaves out entries whose metadata holds this value: `not.metadata[env]=dev` "
+    "(also written `not.metadata.env=dev`)",
+)
+
 # Documentation only: the values are read and checked by parse_search.
 OPENAPI_PARAMETERS = [
-    _param("from", "window start, RFC 3339 (inclusive)"),
-    _param("to", "window end, RFC 3339 (exclusive); default now"),
-    _param("since", "window back from `to`: 15m, 2h, 7d (instead of from)"),
-    _param("source", "source name or id", repeat=True),
-    _param("level", "exact level", repeat=True),
-    _param("min_level", "this level and more severe (instead of level)"),
-    _param("q", "words that must all appear (full-text, case-insensitive)"),
-    _param("contains", "case-insensitive substring of the message"),
-    _param("limit", f"entries per page, 1 to {MAX_LIMIT} (default 100)"),
-    _param("cursor", "next_cursor of the previous page"),
-    _param("metadata.<key>[.<key>...]", "metadata containment: metadata.status=500"),
+    _param("from", "window start, RFC 3339 (inclusive)", _text(64, format="date-time")),
+    _param("to", "window end, RFC 3339 (exclusive); default now", _text(64, format="date-time")),
+    _param(
+        "since",
+        "window back from `to`: 15m, 2h, 7d, 1w (give either since or from, not both)",
+        {"type": "string", "pattern": r"^\s*[0-9]{1,6}[smhdw]\s*$"},
+    ),
+    _param(
+        "source",
+        "source ids or names (repeat)",
+        {"type": "array", "items": {**SOURCE_REF_SCHEMA, "maxLength": 64}, "maxItems": MAX_SOURCES},
+    ),
+    _param(
+        "level",
+        "exact levels (repeat; give either level or min_level, not both)",
+        {"type": "array", "items": LEVEL_SCHEMA},
+    ),
+    _param("min_level", "this level and more severe", LEVEL_SCHEMA),
+    _param(
+        "q", "words that must all appear (full-text, case-insensitive)", _text(512, minLength=1)
+    ),
+    _param("contains", "case-insensitive substring of the message", _text(512, minLength=1)),
+    _param(
+        "limit",
+        "entries per page",
+        {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+    ),
+    _param(
+        "cursor",
+        "next_cursor of the previous page",
+        {"type": "string", "pattern": "^[A-Za-z0-9_-]+$", "maxLength": MAX_CURSOR_CHARS},
+    ),
+    METADATA_PARAM,
+    NOT_METADATA_PARAM,
 ]
 
 
 def ndjson_chunk(items: list[dict[str, Any]]) -> bytes:
-    return b"".join(orjson.dumps(entry) + b"\n" for entry in items)
+    return b"".join(exactjson.dumps(entry) + b"\n" for entry in items)
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -92,7 +176,7 @@ def csv_chunk(items: list[dict[str, Any]], *, header: bool = False) -> bytes:
                 entry["source"],
                 entry["level"],
                 spreadsheet_safe(entry["message"]),
-                orjson.dumps(entry["metadata"]).decode(),  # starts with "{": never a formula
+                exactjson.dumps(entry["metadata"]).decode(),  # "{...": never a formula
             ]
         )
     return buffer.getvalue().encode("utf-8")
@@ -135,6 +219,7 @@ async def started(chunks: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
 
 @router.get(
     "/api/v1/logs",
+    tags=["logs"],
     response_model=SearchResultsPublic,
     openapi_extra={"parameters": OPENAPI_PARAMETERS},
     responses={
@@ -144,7 +229,8 @@ async def started(chunks: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
                 OutputFormat.CSV.value: {"schema": {"type": "string"}},
             },
             "description": "JSON page, or every matching entry as NDJSON or CSV (by Accept)",
-        }
+        },
+        **answers(401, 403, 422, 503),
     },
 )
 async def search_logs(
@@ -158,7 +244,7 @@ async def search_logs(
     matching entry (up to the export limit) instead of one page."""
     fmt = choose_format(request.headers.get("accept"))
     query = parse_search(
-        request.query_params.multi_items(),
+        query_items(request),
         now=datetime.now(UTC),
         default_window=timedelta(seconds=settings.query_default_window_s),
         retention=timedelta(days=settings.retention_days),
@@ -176,7 +262,7 @@ async def search_logs(
     if fmt is OutputFormat.JSON:
         result = await search.page(query, source_ids)
         # Cached pages are already JSON-ready: serialise once, without revalidating.
-        return Response(orjson.dumps(result), media_type=OutputFormat.JSON.value)
+        return Response(exactjson.dumps(result), media_type=OutputFormat.JSON.value)
     body = await started(encoded(search.stream(query, source_ids), fmt))
     headers = {"X-Logkeep-Row-Limit": str(settings.stream_max_rows)}
     if fmt is OutputFormat.CSV:

@@ -4,9 +4,9 @@ one body size limit for every route (ingest has its own, larger one)."""
 
 from __future__ import annotations
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from logkeep.api.problems import PROBLEM_JSON, BodyTooLarge, problem_bytes
 from logkeep.api.transport import HSTS_HEADER, came_over_https
 
 HEADERS = [
@@ -72,7 +72,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -88,19 +88,15 @@ class BodyLimit:
 
     @staticmethod
     async def _refuse(send: Send, limit: int) -> None:
-        body = orjson.dumps({"detail": f"body: over the {limit}-byte limit"})
+        body = problem_bytes(413, f"body: over the {limit}-byte limit")
         await send(
             {
                 "type": "http.response.start",
                 "status": 413,
                 "headers": [
-                    (b"content-type", b"application/json"),
+                    (b"content-type", PROBLEM_JSON.encode()),
                     (b"content-length", str(len(body)).encode()),
                 ],
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-
-class BodyTooLarge(Exception):
-    """Raised inside the app when a streamed body passes the limit."""

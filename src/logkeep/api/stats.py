@@ -11,6 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from logkeep.api.auth import Reader, readable_sources, requested_sources
 from logkeep.api.deps import get_db, get_settings, get_sources
+from logkeep.api.fields import (
+    SINCE_PATTERN,
+    FromQuery,
+    LevelQuery,
+    LevelsQuery,
+    SinceQuery,
+    SourcesQuery,
+    ToQuery,
+)
+from logkeep.api.problems import answers
 from logkeep.config import Settings
 from logkeep.db.repositories import SourceRepository
 from logkeep.db.stats import StatsRepository
@@ -24,7 +34,7 @@ from logkeep.domain.histogram import (
 from logkeep.domain.histogram import top_sources as pick_top_sources
 from logkeep.domain.timerange import InvalidQuery, TimeRange, parse_time_range
 
-router = APIRouter(prefix="/api/v1/stats", tags=["stats"])
+router = APIRouter(prefix="/api/v1/stats", tags=["stats"], responses=answers(401, 403, 422, 503))
 
 # `source` and `level` may repeat; more than this is not a chart anyone reads, and the
 # bound keeps one request from resolving thousands of names.
@@ -179,13 +189,20 @@ async def histogram(
     stats: Annotated[StatsRepository, Depends(get_stats)],
     sources: Annotated[SourceRepository, Depends(get_sources)],
     settings: Annotated[Settings, Depends(get_settings)],
-    start: Annotated[str | None, Query(alias="from", max_length=64)] = None,
-    end: Annotated[str | None, Query(alias="to", max_length=64)] = None,
-    since: Annotated[str | None, Query(max_length=32)] = None,
-    source: Annotated[list[str] | None, Query()] = None,
-    level: Annotated[list[str] | None, Query()] = None,
-    min_level: Annotated[str | None, Query(max_length=16)] = None,
-    interval: Annotated[str | None, Query(max_length=16)] = None,
+    start: FromQuery = None,
+    end: ToQuery = None,
+    since: SinceQuery = None,
+    source: SourcesQuery = None,
+    level: LevelsQuery = None,
+    min_level: LevelQuery = None,
+    interval: Annotated[
+        str | None,
+        Query(
+            max_length=16,
+            description="bucket size in whole minutes dividing a day: 1m, 5m, 1h, 1d...",
+            json_schema_extra={"pattern": SINCE_PATTERN},
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     for name, values in (("source", source), ("level", level)):
         if values is not None and len(values) > MAX_REPEATS:

@@ -7,17 +7,25 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from logkeep.api.auth import Reader, readable_sources, requested_sources, resolve_principal
 from logkeep.api.deps import get_db, get_settings, get_sources
+from logkeep.api.fields import LevelQuery, LevelsQuery, SourcesQuery
+from logkeep.api.problems import answers
+from logkeep.api.search import METADATA_PARAM, NOT_METADATA_PARAM, query_items
 from logkeep.config import Settings
 from logkeep.db.database import Database
 from logkeep.db.repositories import SourceRepository
+from logkeep.domain import exactjson
 from logkeep.domain.auth import Forbidden
-from logkeep.domain.search import METADATA_PREFIX, metadata_document
+from logkeep.domain.search import (
+    METADATA_PREFIX,
+    NOT_METADATA_PREFIX,
+    excluded_documents,
+    metadata_document,
+)
 from logkeep.domain.tail import EventPosition, TailFilter
 
 router = APIRouter()
@@ -57,7 +65,7 @@ async def tail_events(
                 if flt.matches(item):
                     last_sent = EventPosition(stream_id, index).event_id()
                     yield ServerSentEvent(
-                        data=orjson.dumps(item).decode(), id=last_sent, event="log"
+                        data=exactjson.dumps(item).decode(), id=last_sent, event="log"
                     )
             after = stream_id
         if batches:
@@ -68,21 +76,34 @@ async def tail_events(
                 yield ServerSentEvent(data="", id=position, event="position")
 
 
-@router.get("/api/v1/tail")
+@router.get(
+    "/api/v1/tail",
+    tags=["logs"],
+    response_class=EventSourceResponse,
+    openapi_extra={"parameters": [METADATA_PARAM, NOT_METADATA_PARAM]},
+    responses={
+        200: {
+            "description": "Server-Sent Events: `log` events (data: an entry as JSON, id: "
+            "its position), `position` events, and heartbeat comments",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **answers(401, 403, 422, 503),
+    },
+)
 async def tail(
     request: Request,
     principal: Reader,
     db: Annotated[Database, Depends(get_db)],
     settings: Annotated[Settings, Depends(get_settings)],
     sources: Annotated[SourceRepository, Depends(get_sources)],
-    source: Annotated[list[str], Query(max_length=64)] = [],  # noqa: B006 - FastAPI copies
-    level: Annotated[list[str], Query(max_length=16)] = [],  # noqa: B006
-    min_level: Annotated[str | None, Query(max_length=16)] = None,
+    source: SourcesQuery = None,
+    level: LevelsQuery = None,
+    min_level: LevelQuery = None,
     q: Annotated[str | None, Query(max_length=512)] = None,
     contains: Annotated[str | None, Query(max_length=512)] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
 ) -> EventSourceResponse:
-    requested = await requested_sources(principal, sources, source)
+    requested = await requested_sources(principal, sources, source or [])
     source_ids = readable_sources(principal, requested)
 
     async def still_allowed() -> bool:
@@ -94,16 +115,22 @@ async def tail(
 
     metadata = metadata_document(
         (name, value)
-        for name, value in request.query_params.multi_items()
+        for name, value in query_items(request)
         if name.startswith(METADATA_PREFIX)
+    )
+    excluded = excluded_documents(
+        (name, value)
+        for name, value in query_items(request)
+        if name.startswith(NOT_METADATA_PREFIX)
     )
     flt = TailFilter.build(
         source_ids=source_ids,
-        levels=level,
+        levels=level or [],
         min_level=min_level,
         q=q,
         substring=contains,
         metadata=metadata,
+        excluded_metadata=excluded,
     )
     resume = EventPosition.parse(last_event_id) if last_event_id else None
     slots: asyncio.Semaphore = request.app.state.tail_slots

@@ -18,7 +18,7 @@ class InvalidQuery(ValueError):
         self.reason = reason
 
 
-_DURATION = re.compile(r"^(\d{1,6})(s|m|h|d|w)$")
+_DURATION = re.compile(r"^([0-9]{1,6})(s|m|h|d|w)$")  # ASCII digits only, as documented
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -59,6 +59,13 @@ def parse_time_range(
     """The window a query reads: `since` (relative to now) or `from`/`to`; `default`
     back from now when none is given. Every query has a window, so every query is
     partition-pruned."""
+    for param, text, example in (
+        ("since", since, "a duration like 15m"),
+        ("from", start, "an RFC 3339 time"),
+        ("to", end, "an RFC 3339 time"),
+    ):
+        if text is not None and not text.strip():
+            raise InvalidQuery(param, f"is empty: give {example}, or leave it out")
     if since is not None and start is not None:
         raise InvalidQuery("since", "give either since or from, not both")
     upper = now if end is None else _instant("to", end)
