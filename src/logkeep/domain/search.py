@@ -371,11 +371,15 @@ def _fingerprint(values: dict[str, Any]) -> str:
 def excluded_documents(filters: Iterable[tuple[str, str]]) -> tuple[dict[str, Any], ...]:
     """`not.metadata.a=1` filters as one containment document each (an entry is left out
     when it contains any of them)."""
-    return tuple(
-        document
-        for name, value in filters
-        if (document := metadata_document([(name[len("not.") :], value)])) is not None
-    )
+    documents = []
+    for name, value in filters:
+        try:
+            document = metadata_document([(name[len("not.") :], value)])
+        except InvalidQuery as exc:  # named as it was given, with its "not."
+            raise InvalidQuery(_show(name), exc.reason) from None
+        if document is not None:
+            documents.append(document)
+    return tuple(documents)
 
 
 def _split_params(
