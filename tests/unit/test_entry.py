@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -221,16 +224,35 @@ def test_giant_message_is_rejected_by_default_limits() -> None:
 
 
 @pytest.mark.parametrize(
-    "source_id", [0, -1, -(2**40), 2**31, 2**40, True, False, "1", "abc", 1.0, None]
+    "source_id",
+    [
+        *(0, -1, -(2**40), 2**31, 2**40, True, False, "abc", 1.0, None),
+        *("0", "-1", "2147483648", "99999999999", " 1", "1 ", "+1", "1.0", ""),
+        "\u0661",  # ARABIC-INDIC DIGIT ONE: a digit to str.isdigit, not an id
+    ],
 )
 def test_invalid_source_id_is_rejected(source_id: object) -> None:
     exc = rejected("source_id", "must be an integer from 1 to 2147483647", source_id=source_id)
     assert repr(source_id) in exc.reason
 
 
+def test_a_huge_source_id_is_rejected_without_printing_it() -> None:
+    exc = rejected("source_id", "must be an integer", source_id=10**5000)
+    assert "over 40 digits" in exc.reason
+
+
 @pytest.mark.parametrize("source_id", [1, 2, 2**31 - 1])
 def test_positive_source_id_is_accepted(source_id: int) -> None:
     assert entry(source_id=source_id).source_id == source_id
+
+
+@pytest.mark.parametrize(("text", "number"), [("1", 1), ("12", 12), ("2147483647", 2**31 - 1)])
+def test_source_id_as_its_digits_is_the_same_id(text: str, number: int) -> None:
+    """The brief passes ids as text: LogEntry("Test log message", str(source_id), "INFO")."""
+    e = LogEntry("Test log message", text, "INFO", now=NOW)
+    assert e.source_id == number
+    assert type(e.source_id) is int
+    assert e == entry(message="Test log message", source_id=number, timestamp=e.timestamp)
 
 
 # --- metadata -------------------------------------------------------------------------
@@ -280,6 +302,48 @@ def test_metadata_with_escaped_nul_text_is_accepted() -> None:
     e = entry(metadata={"raw": text})
     assert e.metadata["raw"] == text
     assert orjson.loads(e.metadata_json) == {"raw": text}
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        (10**30, b"1000000000000000000000000000000"),
+        (2**64, b"18446744073709551616"),
+        (-(2**63) - 1, b"-9223372036854775809"),
+        (Decimal("0.12345678901234567"), b"0.12345678901234567"),
+        (Decimal("1E+30"), b"1E+30"),
+        (Decimal("-0"), b"-0"),
+        (0.1, b"0.1"),
+        (2**64 - 1, b"18446744073709551615"),
+    ],
+)
+def test_metadata_numbers_are_encoded_exactly(value: Any, stored: bytes) -> None:
+    e = entry(metadata={"n": value, "nested": [{"n": value}]})
+    assert e.metadata_json == b'{"n":' + stored + b',"nested":[{"n":' + stored + b"}]}"
+    assert e.metadata["n"] == value
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (math.nan, "NaN is not a JSON number"),
+        (math.inf, "Infinity is not a JSON number"),
+        (-math.inf, "-Infinity is not a JSON number"),
+        (Decimal("NaN"), "NaN is not a JSON number"),
+        (Decimal("-Infinity"), "-Infinity is not a JSON number"),
+        (Decimal("1e999"), "the number 1E+999 is out of range"),
+        (Decimal("-1e999"), "the number -1E+999 is out of range"),
+        (Decimal("1e-400"), "the number 1E-400 is out of range"),
+        (10**400, "a number of about 401 digits is out of range"),
+    ],
+)
+def test_metadata_numbers_out_of_range_are_refused_by_name(value: Any, reason: str) -> None:
+    exc = rejected("metadata.a.b[1]", re.escape(reason), metadata={"a": {"b": [1, value]}})
+    assert exc.reason.startswith(reason)
+    if "out of range" in reason:
+        assert exc.reason.endswith(
+            "(numbers are kept as 0, or from 5e-324 to 1.8e308 in magnitude)"
+        )
 
 
 def test_metadata_over_the_byte_limit_is_rejected() -> None:

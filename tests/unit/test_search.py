@@ -7,6 +7,7 @@ import csv
 import io
 import re
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from importlib import resources
 from itertools import pairwise
 from typing import Any
@@ -195,9 +196,23 @@ def test_metadata_values(text: str, value: Any) -> None:
     assert parsed == value and type(parsed) is type(value)
 
 
-@pytest.mark.parametrize("text", [str(2**64), "-" + str(2**63 + 1), "1e999", '"a\\u0000b"'])
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        (str(2**64), 2**64),
+        ("-" + str(2**63 + 1), -(2**63) - 1),
+        ("1" + "0" * 30, 10**30),
+        ("0.12345678901234567", Decimal("0.12345678901234567")),  # not rounded to a double
+    ],
+)
+def test_metadata_values_are_exact_as_ingest_stores_them(text: str, value: Any) -> None:
+    parsed = metadata_value(text)
+    assert parsed == value and type(parsed) is type(value)
+
+
+@pytest.mark.parametrize("text", ["1e999", "-1e999", "1e-400", "9" * 400, '"a\\u0000b"'])
 def test_metadata_values_out_of_range(text: str) -> None:
-    with pytest.raises(ValueError, match=r"range|NUL"):
+    with pytest.raises(ValueError, match=r"out of range \(numbers are kept as|NUL"):
         metadata_value(text)
 
 

@@ -446,10 +446,33 @@ def test_to_parsed_line_5424() -> None:
             "severity": 3,
             "hostname": "vm",
             "app_name": "myapp",
-            "structured_data": {**TIME_QUALITY, "zoo@123": {"tiger": "hungry"}},
+            # Typed as logfmt values are: "1" is 1; the message keeps its text.
+            "structured_data": {
+                "timeQuality": {"tzKnown": 1, "isSynced": 0},
+                "zoo@123": {"tiger": "hungry"},
+            },
             "rfc": "5424",
         },
     )
+
+
+def test_structured_data_values_are_typed_and_header_fields_stay_text() -> None:
+    parsed = to_parsed_line(
+        syslog(
+            '<165>1 2003-10-11T22:14:15.003Z host app 8710 42 [ex@1 eventID="1011" '
+            'ok="true" code="007" ratio="0.5" big="123456789012345678901234567890"] m'
+        )
+    )
+    assert parsed.metadata["structured_data"] == {
+        "ex@1": {
+            "eventID": 1011,
+            "ok": True,
+            "code": "007",
+            "ratio": 0.5,
+            "big": 123456789012345678901234567890,
+        }
+    }
+    assert (parsed.metadata["procid"], parsed.metadata["msgid"]) == ("8710", "42")
 
 
 def test_to_parsed_line_leaves_out_what_is_absent() -> None:

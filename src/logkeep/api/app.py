@@ -44,6 +44,7 @@ from logkeep.db.repositories import (
     UnknownSource,
     UserRepository,
 )
+from logkeep.domain import exactjson
 from logkeep.domain.auth import Action, Principal
 from logkeep.domain.entry import InvalidLogEntry, Level
 from logkeep.ingest.service import entry_limits, ingest_service
@@ -101,13 +102,18 @@ def parse_body(raw: bytes) -> LogEntryCreate:
     """Validate a JSON body ourselves, so that undecodable bytes get the same 422 with
     field-level reasons as any other invalid body (FastAPI answers those with a bare 400)."""
     try:
-        return LogEntryCreate.model_validate_json(raw)
+        body = LogEntryCreate.model_validate_json(raw)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False, include_context=False)
         raise HTTPException(
             422,
             [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in errors],
         ) from None
+    if body.metadata:
+        # pydantic reads fractions as doubles (0.12345678901234567 rounded, 1e-400 as 0.0):
+        # the metadata once more, exactly, as ingest reads it (see exactjson).
+        body.metadata = exactjson.loads(raw)["metadata"]
+    return body
 
 
 def describe_failure(exc: Exception, settings: Settings) -> str:

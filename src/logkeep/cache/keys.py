@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import orjson
 
+from logkeep.domain import exactjson
+
 CACHE_FORMAT_VERSION = 1
 
 
@@ -30,7 +32,7 @@ class Keys:
         """Cache key of one query: its kind, its normalised parameters and the generations
         of the sources it reads, so a write makes every affected key unreachable."""
         digest = hashlib.blake2b(
-            orjson.dumps(params, option=orjson.OPT_SORT_KEYS), digest_size=12
+            exactjson.dumps(params, option=orjson.OPT_SORT_KEYS), digest_size=12
         ).hexdigest()
         gens = ".".join(str(g) for g in generations)
         return f"{self.prefix}cache:v{CACHE_FORMAT_VERSION}:{kind}:{gens}:{digest}"

@@ -15,13 +15,13 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
 from logkeep import metrics
 from logkeep.cache.keys import Keys
+from logkeep.domain import exactjson
 
 log = structlog.get_logger(__name__)
 
@@ -116,7 +116,7 @@ class QueryCache:
             return await loader()
         if cached is not None:
             self._count_hit(kind)
-            return orjson.loads(cached)
+            return exactjson.loads(cached)
         # One load per key: callers in this process share one in flight, and a Redis
         # lock makes other processes wait briefly for its result instead of stampeding.
         inflight = self._inflight.get(key)
@@ -159,7 +159,7 @@ class QueryCache:
                     cached = await client.get(key)
                     if cached is not None:
                         self._count_hit(kind)
-                        return orjson.loads(cached)
+                        return exactjson.loads(cached)
         except RedisError as exc:
             self._mark_unavailable(exc, "lock")
         metrics.CACHE_MISSES.labels(kind).inc()
@@ -170,7 +170,7 @@ class QueryCache:
         # A moving average of load time: what a hit of this kind saves.
         previous = self._load_seconds.get(kind, elapsed)
         self._load_seconds[kind] = previous + (elapsed - previous) / 8
-        encoded = orjson.dumps(result)
+        encoded = exactjson.dumps(result)  # metadata numbers as stored: 10**30, not 1e+30
         if len(encoded) > MAX_CACHED_BYTES:
             # A page of huge messages would crowd everything else out of Redis.
             metrics.CACHE_BYPASS.labels(kind).inc()

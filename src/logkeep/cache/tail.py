@@ -12,13 +12,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
 from logkeep.cache.keys import Keys
 from logkeep.cache.replies import as_text
+from logkeep.domain import exactjson
 
 log = structlog.get_logger(__name__)
 
@@ -66,7 +66,7 @@ class TailBuffer:
                 for offset in range(0, len(items), CHUNK):
                     pipe.xadd(
                         self._key,
-                        {"items": orjson.dumps(list(items[offset : offset + CHUNK]))},
+                        {"items": exactjson.dumps(list(items[offset : offset + CHUNK]))},
                         maxlen=self._max_entries,
                         approximate=True,
                     )
@@ -93,5 +93,5 @@ def decode_xread(reply: Any) -> list[tuple[str, list[dict[str, Any]]]]:
     batches: list[tuple[str, list[dict[str, Any]]]] = []
     for _key, entries in reply or []:
         for entry_id, fields in entries:
-            batches.append((as_text(entry_id), orjson.loads(fields[b"items"])))
+            batches.append((as_text(entry_id), exactjson.loads(fields[b"items"])))
     return batches

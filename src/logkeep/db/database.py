@@ -8,7 +8,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
-import orjson
 import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.retry import Retry
@@ -22,6 +21,7 @@ from logkeep.cache.keys import Keys
 from logkeep.cache.query_cache import QueryCache
 from logkeep.cache.tail import TailBuffer
 from logkeep.config import Settings
+from logkeep.domain import exactjson
 from logkeep.instance import with_running_instance
 
 log = structlog.get_logger(__name__)
@@ -76,12 +76,13 @@ def describe_redis_target(url: str) -> str:
 
 def _encode_jsonb(value: Any) -> bytes:
     # Binary jsonb is a version byte followed by the JSON text. Pre-encoded bytes (from
-    # LogEntry) pass through untouched.
-    return b"\x01" + (value if isinstance(value, bytes) else orjson.dumps(value))
+    # LogEntry) pass through untouched. Numbers go both ways exactly: jsonb keeps any
+    # decimal, and orjson alone would turn 10**30 into 1e+30 (see exactjson).
+    return b"\x01" + (value if isinstance(value, bytes) else exactjson.dumps(value))
 
 
 def _decode_jsonb(data: bytes) -> Any:
-    return orjson.loads(data[1:])
+    return exactjson.loads(data[1:])
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -7,10 +7,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-import orjson
+from logkeep.domain import exactjson
 
 
 class Level(StrEnum):
@@ -87,6 +88,9 @@ def parse_timestamp(value: object) -> datetime:
         parsed = value
     elif isinstance(value, bool):
         raise InvalidLogEntry("timestamp", "must be RFC 3339 text or epoch seconds, not a boolean")
+    elif isinstance(value, Decimal):
+        # An epoch with more digits than a double holds: microseconds are what is kept.
+        return parse_timestamp(float(value) if value.is_finite() else math.nan)
     elif isinstance(value, int | float):
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidLogEntry("timestamp", "epoch value is not a finite number")
@@ -95,7 +99,9 @@ def parse_timestamp(value: object) -> datetime:
             seconds = value / 1000 if abs(value) >= 1e11 else value
             parsed = datetime.fromtimestamp(seconds, tz=UTC)
         except (OverflowError, OSError, ValueError):
-            shown = str(value) if len(str(value)) <= 32 else f"{str(value)[:32]}..."
+            # str() refuses integers of more than 4300 digits.
+            text = str(value) if abs(value) < 10**1000 else "of over 1000 digits"
+            shown = text if len(text) <= 32 else f"{text[:32]}..."
             raise InvalidLogEntry("timestamp", f"epoch value {shown} is out of range") from None
     elif isinstance(value, str):
         text = value.strip()
@@ -135,8 +141,11 @@ _ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def _encode_metadata(metadata: Mapping[str, Any], limits: EntryLimits) -> bytes:
+    """The metadata as JSON, its numbers exactly as given (see exactjson)."""
     try:
-        encoded = orjson.dumps(metadata)
+        encoded = exactjson.dumps_storable(metadata)
+    except exactjson.UnstorableNumber as exc:
+        raise InvalidLogEntry(f"metadata{exc.path}", exc.reason) from None
     except TypeError as exc:
         raise InvalidLogEntry("metadata", f"is not JSON-serialisable: {exc}") from None
     # PostgreSQL's jsonb cannot store the NUL character. orjson writes it as \u0000; an
@@ -150,6 +159,21 @@ def _encode_metadata(metadata: Mapping[str, Any], limits: EntryLimits) -> bytes:
             f"is {len(encoded)} bytes encoded, over the {limits.max_metadata_bytes} limit",
         )
     return encoded
+
+
+def _source_id(value: object) -> int:
+    """An id as an int, or as its decimal digits (`"12"`), from 1 to MAX_SOURCE_ID."""
+    number = value
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 10:
+        number = int(value)
+    if isinstance(number, bool) or not isinstance(number, int) or not 0 < number <= MAX_SOURCE_ID:
+        too_long = isinstance(number, int) and abs(number) >= 10**40  # and str() may refuse it
+        shown = "an integer of over 40 digits" if too_long else repr(value)[:40]
+        raise InvalidLogEntry(
+            "source_id",
+            f"must be an integer from 1 to {MAX_SOURCE_ID} (or its digits as text), got {shown}",
+        )
+    return number
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -166,7 +190,7 @@ class LogEntry:
     def __init__(
         self,
         message: str,
-        source_id: int,
+        source_id: int | str,
         level: Level | str = Level.INFO,
         metadata: Mapping[str, Any] | None = None,
         timestamp: datetime | str | float | None = None,
@@ -184,14 +208,7 @@ class LogEntry:
                 f"is {len(message)} characters, over the {limits.max_message_chars} limit",
             )
         _check_text("message", message)
-        if (
-            isinstance(source_id, bool)
-            or not isinstance(source_id, int)
-            or not 0 < source_id <= MAX_SOURCE_ID
-        ):
-            raise InvalidLogEntry(
-                "source_id", f"must be an integer from 1 to {MAX_SOURCE_ID}, got {source_id!r}"
-            )
+        source_id = _source_id(source_id)
         parsed_level = Level.parse(level)
         if metadata is None:
             metadata = {}

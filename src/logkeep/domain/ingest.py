@@ -4,7 +4,6 @@ the records the ingest stream carries, and the fingerprints dedup compares."""
 from __future__ import annotations
 
 import hashlib
-import json
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from typing import Any, Literal
 
 import orjson
 
+from logkeep.domain import exactjson
 from logkeep.domain.entry import (
     DEFAULT_LIMITS,
     MAX_SOURCE_ID,
@@ -118,25 +118,14 @@ def decode_line(raw: bytes, max_bytes: int) -> str:
         raise InvalidLogEntry("line", f"is not valid UTF-8 (byte {exc.start})") from None
 
 
-def _loads(data: bytes | str) -> Any:
-    """orjson, or the standard parser for what orjson refuses but JSON allows: an escaped
-    lone surrogate ("\\ud800", which JavaScript writes). The event holding it is then
-    rejected alone, by entry validation, instead of the whole body."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        try:
-            return json.loads(data)
-        except (ValueError, RecursionError):
-            pass
-        raise
-
-
 def parse_json_array(body: bytes) -> list[Any]:
-    """A JSON array body; a malformed one can never become valid (400)."""
+    """A JSON array body; a malformed one can never become valid (400). Numbers are read
+    exactly (exactjson); an escaped lone surrogate ("\\ud800", which JavaScript writes),
+    NaN or a number out of range is refused with the one event holding it, by entry
+    validation, instead of the whole body."""
     try:
-        value = _loads(body.removeprefix(UTF8_BOM))
-    except orjson.JSONDecodeError as exc:
+        value = exactjson.loads(body.removeprefix(UTF8_BOM))
+    except exactjson.JSONDecodeError as exc:
         raise BodyError(400, f"body: not valid JSON ({exc})") from None
     if isinstance(value, dict):
         return [value]
@@ -147,8 +136,8 @@ def parse_json_array(body: bytes) -> list[Any]:
 
 def parse_json_line(line: str) -> Any:
     try:
-        return _loads(line.removeprefix("\ufeff"))
-    except orjson.JSONDecodeError as exc:
+        return exactjson.loads(line.removeprefix("\ufeff"))
+    except exactjson.JSONDecodeError as exc:
         raise InvalidLogEntry("line", f"is not valid JSON ({exc})") from None
 
 
@@ -385,7 +374,7 @@ def _row(item: Any) -> StreamRow:
         Level(level).value,
         message,
         metadata,
-        orjson.dumps(metadata),
+        exactjson.dumps(metadata),
     )
 
 
@@ -400,8 +389,9 @@ def _dead_letter(item: dict[str, Any]) -> DeadLetter:
 def decode_records(payload: bytes) -> tuple[list[StreamRow], list[DeadLetter]]:
     """Entries and dead letters of one stream entry; CorruptRecord if it is malformed."""
     try:
-        items = orjson.loads(b"[" + payload.replace(b"\n", b",") + b"]")
-    except orjson.JSONDecodeError as exc:
+        # Exactly: the API wrote big integers and long fractions as their digits.
+        items = exactjson.loads(b"[" + payload.replace(b"\n", b",") + b"]")
+    except exactjson.JSONDecodeError as exc:
         raise CorruptRecord(f"payload is not the ingest record format: {exc}") from None
     rows: list[StreamRow] = []
     dead: list[DeadLetter] = []

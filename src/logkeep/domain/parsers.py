@@ -14,11 +14,11 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
-import orjson
-
+from logkeep.domain import exactjson
 from logkeep.domain.entry import InvalidLogEntry, Level, parse_timestamp
 
 
@@ -71,9 +71,8 @@ _LEVEL_NAMES = {
 }
 # Epoch seconds or milliseconds written as text (logfmt, regex groups, some JSON shippers).
 _EPOCH_TEXT = re.compile(r"-?[0-9]{1,17}(?:\.[0-9]+)?")
-# Regex groups that read as numbers become numbers: no leading zeros (ids and zip codes
-# stay text) and at most 18 digits (metadata is JSON, whose integers stop at 64 bits).
-_NUMBER_TEXT = re.compile(r"-?(?:0|[1-9][0-9]{0,17})(\.[0-9]{1,17})?")
+_NUMBER_STARTS = frozenset("-0123456789")
+_BOOLEANS = {"true": True, "false": False}
 
 
 # -- values from a line ------------------------------------------------------------------
@@ -121,7 +120,7 @@ def _event_id_of(value: object, name: str) -> str:
 
 
 def _message_of(value: object, name: str) -> str:
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
         raise LineParseError(f"{name}: message must be text, got {type(value).__name__}")
@@ -130,11 +129,15 @@ def _message_of(value: object, name: str) -> str:
     return value
 
 
-def _number_or_text(text: str) -> str | int | float:
-    match = _NUMBER_TEXT.fullmatch(text)
-    if match is None:
-        return text
-    return float(text) if match[1] else int(text)
+def typed_text(text: str) -> Any:
+    """A value of a format without types of its own (logfmt, regex groups, syslog
+    structured data), typed the one way for all of them: a number written plainly
+    (`30012`, `-1.5`; no exponent, no leading zero, so ids like `007` and hex like `1e5`
+    stay text) becomes that exact number, `true` and `false` booleans; the rest is text."""
+    if text[:1] in _NUMBER_STARTS:
+        number = exactjson.number_from_text(text)
+        return text if number is None else number
+    return _BOOLEANS.get(text, text)
 
 
 def _require_text(line: str) -> None:
@@ -296,9 +299,11 @@ def _keyed_parser(
     defaults: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]],
     load: Callable[[str], dict[str, Any]],
     whole_line_message: bool,
+    typed: bool,
 ) -> LineParser:
     """json and logfmt: a line of named fields, some of which say message, time and level.
-    Without metadata_fields every other field joins the metadata."""
+    Without metadata_fields every other field joins the metadata; with `typed` (a format
+    whose values are all text) its values are typed by `typed_text`."""
     _check_keys(rules, _KEYED_RULES, format_type)
     message_keys = _fields_rule(rules, "message_field", defaults[0])
     timestamp_keys = _fields_rule(rules, "timestamp_field", defaults[1])
@@ -323,6 +328,8 @@ def _keyed_parser(
         level = None if value is None else _level_of(value, key)
         key, value = _first(obj, event_id_keys, remove)
         event_id = None if value is None else _event_id_of(value, key)
+        if typed:
+            metadata = {k: typed_text(v) if type(v) is str else v for k, v in metadata.items()}
         return ParsedLine(message, timestamp, level, metadata, event_id)
 
     return parse
@@ -330,11 +337,12 @@ def _keyed_parser(
 
 def _load_json(line: str) -> dict[str, Any]:
     try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        # orjson refuses lone surrogates, nesting deeper than 1024 and numbers beyond a
-        # double, each with a clear reason.
+        obj = exactjson.loads_storable(line)
+    except exactjson.JSONDecodeError as exc:
         raise LineParseError(f"not valid JSON: {exc}") from None
+    except exactjson.UnstorableNumber as exc:
+        # NaN, 1e999: the line is kept whole (as text), with the reason.
+        raise LineParseError(str(exc)) from None
     if not isinstance(obj, dict):
         raise LineParseError(f"expected a JSON object, got {type(obj).__name__}")
     return obj
@@ -346,7 +354,7 @@ def _json_parser(rules: Mapping[str, Any]) -> LineParser:
         ("timestamp", "ts", "time", "@timestamp"),
         ("level", "severity"),
     )
-    return _keyed_parser("json", rules, defaults, _load_json, whole_line_message=False)
+    return _keyed_parser("json", rules, defaults, _load_json, whole_line_message=False, typed=False)
 
 
 # key=value, key="quoted \"value\"", or a bare key; anything else (a stray quote, an
@@ -366,8 +374,11 @@ def _logfmt_unescape(match: re.Match[str]) -> str:
 
 
 def _load_logfmt(line: str) -> dict[str, Any]:
+    """key=value pairs; a bare key is True. A line that is mostly words without `=`
+    (prose, another format) is not logfmt, rather than a pile of `word: true`."""
     _require_text(line)
     pairs: dict[str, Any] = {}
+    found = bare_words = 0
     if '"' not in line:
         # Nothing quoted: splitting on whitespace reads the same pairs, three times faster.
         for token in line.split():
@@ -375,22 +386,33 @@ def _load_logfmt(line: str) -> dict[str, Any]:
             if not key:
                 raise LineParseError(f"not logfmt at {token[:40]!r} (a value without a key)")
             pairs[key] = value if eq else True
-        return pairs
-    for key, eq, quoted, bare, junk in _LOGFMT_TOKEN.findall(line):
-        if junk:
-            raise LineParseError(f"not logfmt at {junk[:40]!r} (an unbalanced quote?)")
-        if not eq:
-            pairs[key] = True
-        elif quoted:
-            pairs[key] = _LOGFMT_ESCAPE.sub(_logfmt_unescape, quoted) if "\\" in quoted else quoted
-        else:
-            pairs[key] = bare
+            found += 1
+            bare_words += not eq
+    else:
+        for key, eq, quoted, bare, junk in _LOGFMT_TOKEN.findall(line):
+            if junk:
+                raise LineParseError(f"not logfmt at {junk[:40]!r} (an unbalanced quote?)")
+            found += 1
+            if not eq:
+                pairs[key] = True
+                bare_words += 1
+            elif quoted:
+                escaped = "\\" in quoted
+                pairs[key] = _LOGFMT_ESCAPE.sub(_logfmt_unescape, quoted) if escaped else quoted
+            else:
+                pairs[key] = bare
+    if bare_words * 2 > found:
+        if bare_words == found:
+            raise LineParseError("not logfmt: no key=value pair")
+        raise LineParseError(f"not logfmt: {bare_words} of {found} words are not key=value pairs")
     return pairs
 
 
 def _logfmt_parser(rules: Mapping[str, Any]) -> LineParser:
     defaults = (("msg", "message"), ("ts", "time", "timestamp"), ("level",))
-    return _keyed_parser("logfmt", rules, defaults, _load_logfmt, whole_line_message=True)
+    return _keyed_parser(
+        "logfmt", rules, defaults, _load_logfmt, whole_line_message=True, typed=True
+    )
 
 
 # -- nginx / apache combined ----------------------------------------------------------------
@@ -451,8 +473,9 @@ def _clf_time(text: str) -> datetime:
 
 
 def _nginx_parser(rules: Mapping[str, Any]) -> LineParser:
-    """The message is the request line and its status, `GET /index.html HTTP/1.1 -> 200`:
-    what a reader scans a list of requests for. Everything else is metadata."""
+    """The message is the line as logged (as with every format that names no message):
+    nothing is lost, custom fields after the user agent included, and a search for an
+    address or an agent finds it. The fields are metadata, status and bytes as numbers."""
     _check_keys(rules, frozenset({"pattern", "level_by_status", "fields"}), "nginx_combined")
     pattern = rules.get("pattern", "combined")
     if pattern not in ("combined", "common"):
@@ -492,7 +515,7 @@ def _nginx_parser(rules: Mapping[str, Any]) -> LineParser:
         if kept is not None:
             metadata = {k: metadata[k] for k in kept if k in metadata}
         return ParsedLine(
-            f"{request or '-'} -> {status}",
+            line,
             _clf_time(time_local),
             level_of(status) or Level.INFO,
             metadata,
@@ -605,7 +628,7 @@ def _regex_parser(rules: Mapping[str, Any]) -> LineParser:
             if level is not None:
                 break
             level = level_by(match[group])
-        metadata = {k: _number_or_text(v) for k, v in values.items() if v is not None}
+        metadata = {k: typed_text(v) for k, v in values.items() if v is not None}
         return ParsedLine(message, timestamp, level, metadata)
 
     return parse

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from logkeep.domain import exactjson
 from logkeep.domain.entry import Level
 from logkeep.domain.filters import select_levels
 from logkeep.domain.timerange import InvalidQuery, TimeRange, parse_time_range
@@ -44,8 +45,6 @@ _METADATA_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _JSON_NUMBER = re.compile(r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$")
 _WORD_CHARACTER = re.compile(r"[^\W_]")  # a letter or digit: what the text parser indexes
 _SHOWABLE_NAME = re.compile(r"^[A-Za-z0-9_.\-\[\]]{1,64}$")
-# orjson (our jsonb encoder) writes integers of 64 bits, signed or not.
-_MIN_JSON_INT, _MAX_JSON_INT = -(2**63), 2**64 - 1
 _MAX_ENTRY_ID = 2**63 - 1  # log_entries.id is a bigint
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -196,15 +195,13 @@ def metadata_value(text: str) -> Any:
     if text in ("true", "false", "null"):
         return {"true": True, "false": False, "null": None}[text]
     if _JSON_NUMBER.match(text):
-        if not any(c in text for c in ".eE"):
-            number = int(text)
-            if not _MIN_JSON_INT <= number <= _MAX_JSON_INT:
-                raise ValueError("is a number out of the 64-bit range")
-            return number
-        value = float(text)
-        if value in (float("inf"), float("-inf")):
-            raise ValueError("is a number out of range")
-        return value
+        # Exactly, as ingest stores it (jsonb compares numbers by value): 10**30 finds
+        # 10**30, and 0.12345678901234567 is not rounded to a double first.
+        number = exactjson.number(text)
+        problem = exactjson.number_problem(number)
+        if problem is not None:
+            raise ValueError(problem)
+        return number
     if len(text) >= 2 and text[0] == text[-1] == '"':
         try:
             decoded = orjson.loads(text)
@@ -364,7 +361,7 @@ def _limit(text: str | None) -> int:
 
 def _fingerprint(values: dict[str, Any]) -> str:
     return hashlib.blake2b(
-        orjson.dumps(values, option=orjson.OPT_SORT_KEYS), digest_size=8
+        exactjson.dumps(values, option=orjson.OPT_SORT_KEYS), digest_size=8
     ).hexdigest()
 
 

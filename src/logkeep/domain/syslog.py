@@ -14,7 +14,13 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from logkeep.domain.entry import Level
-from logkeep.domain.parsers import MONTHS, LineParseError, ParsedLine, read_timestamp
+from logkeep.domain.parsers import (
+    MONTHS,
+    LineParseError,
+    ParsedLine,
+    read_timestamp,
+    typed_text,
+)
 
 FACILITIES = (
     "kern",
@@ -70,7 +76,9 @@ def severity_level(severity: int) -> Level:
 
 
 def to_parsed_line(msg: SyslogMessage) -> ParsedLine:
-    """The message as an event; header fields that are absent are left out of metadata."""
+    """The message as an event; header fields that are absent are left out of metadata.
+    Structured-data values are typed as logfmt values are (`eventID="1011"` is 1011);
+    the header fields stay text."""
     metadata: dict[str, Any] = {
         "facility": FACILITIES[msg.facility],
         "severity": msg.severity,
@@ -84,7 +92,10 @@ def to_parsed_line(msg: SyslogMessage) -> ParsedLine:
         if value is not None:
             metadata[key] = value
     if msg.structured_data:
-        metadata["structured_data"] = msg.structured_data
+        metadata["structured_data"] = {
+            sd_id: {name: typed_text(value) for name, value in params.items()}
+            for sd_id, params in msg.structured_data.items()
+        }
     metadata["rfc"] = msg.rfc
     return ParsedLine(msg.message, msg.timestamp, severity_level(msg.severity), metadata)
 

@@ -1,0 +1,293 @@
+"""JSON whose numbers come back as they were given. Pure, no I/O.
+
+orjson holds numbers in 64-bit integers and doubles: it reads 10**30 as 1e+30, rounds
+0.12345678901234567 to the nearest double, reads 1e-400 as 0.0 without a word, and cannot
+write an integer beyond 64 bits. PostgreSQL's jsonb keeps any decimal exactly. So:
+
+- `loads` lets orjson read what it reads exactly (nearly every line: a cheap scan of the
+  text finds the few numbers it might not), and reads the rest with the standard library:
+  integers become `int` at any size, other numbers a `float` when the double is exactly
+  the written value (0.1, 1e5, 12.50) and a `Decimal` otherwise. NaN, Infinity and numbers
+  no double can hold (1e999, 1e-400) come back as `Decimal` too, so that the one event
+  holding them can be refused by name instead of the whole body.
+- `dumps` is orjson, with `Decimal` and integers beyond 64 bits written as their exact
+  digits, and UnstorableNumber (naming where) for a number logkeep does not store.
+
+The rule for storing a number: its decimal value is kept exactly, as long as a double
+could hold its magnitude: 0, or from 5e-324 to 1.8e308. NaN and infinities are not JSON.
+(Beyond that range PostgreSQL could still store it, but no JSON reader of a double can
+read it back, and `1e100000` would come back as a hundred thousand digits.)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+
+JSONDecodeError = orjson.JSONDecodeError
+
+_MIN_INT64, _MAX_UINT64 = -(2**63), 2**64 - 1  # what orjson reads and writes as integers
+# More digits than any storable integer has (1.8e308 has 309): read as Decimal, so that
+# int() never spends quadratic time on a hostile number (and its 4300-digit limit).
+_MAX_INT_DIGITS = 400
+
+
+class UnstorableNumber(ValueError):
+    """A number logkeep does not store; `path` says where (`.a.b[2]`), `reason` why."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path.lstrip('.') or 'value'}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+# -- reading -------------------------------------------------------------------------------
+
+# Where orjson may be inexact, in the text's shape (digits and dots as 0, E as e): a run
+# of 17 digits and dots (an integer past 64 bits, a fraction of 16 digits or more), 16
+# then an exponent, or a negative exponent of three digits (an underflow). Otherwise
+# every number has at most 15 significant digits within the range of a double, and
+# orjson's double prints back as exactly the written value. Overflow makes orjson fail.
+_SHAPE = bytes.maketrans(b"0123456789.E", b"00000000000e")
+_LONG_RUN = b"0" * 17
+_LONG_MANTISSA = b"0" * 16 + b"e"
+_TINY_EXPONENT = b"e-000"
+_NUMBER_AT = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
+def _kept_by_orjson(token: bytes) -> bool:
+    """Whether orjson reads this JSON number exactly."""
+    if not any(c in token for c in b".eE"):
+        return len(token) <= 21 and _MIN_INT64 <= int(token) <= _MAX_UINT64
+    value = float(token)
+    if not math.isfinite(value):
+        return False
+    text = repr(value)
+    written = token.decode("ascii")
+    return text == written or Decimal(text) == Decimal(written)
+
+
+def _orjson_is_exact(raw: bytes) -> bool:
+    shape = raw.translate(_SHAPE)
+    if _LONG_RUN not in shape and _LONG_MANTISSA not in shape and _TINY_EXPONENT not in shape:
+        return True
+    for needle in (_LONG_RUN, _LONG_MANTISSA, _TINY_EXPONENT):
+        at = shape.find(needle)
+        while at >= 0:
+            start = at
+            while start > 0 and shape[start - 1] == 0x30:  # back to the first digit
+                start -= 1
+            if start > 0 and raw[start - 1] == 0x2D:  # "-"
+                start -= 1
+            number = _NUMBER_AT.match(raw, start)
+            if number is not None and number.end() > at:
+                if not _kept_by_orjson(number[0]):
+                    return False
+                at = shape.find(needle, number.end())
+            else:  # not a number (text in a string, a version like 1.2.3.4...)
+                at = shape.find(needle, at + len(needle))
+    return True
+
+
+def _integer(text: str) -> int | Decimal:
+    return Decimal(text) if len(text) > _MAX_INT_DIGITS else int(text)
+
+
+def _fraction(text: str) -> float | Decimal:
+    """A float when the double is exactly the written value (its shortest form has the
+    same decimal value), else the exact Decimal."""
+    value = float(text)
+    shortest = repr(value)
+    if shortest == text:
+        return value
+    exact = Decimal(text)
+    if math.isfinite(value) and (value != 0 or exact == 0) and Decimal(shortest) == exact:
+        return value
+    return exact
+
+
+_EXACT = json.JSONDecoder(parse_int=_integer, parse_float=_fraction, parse_constant=Decimal)
+
+
+def _read(data: bytes | str) -> tuple[Any, bool]:
+    """The value, and whether the exact reader read it (only then can it hold a Decimal,
+    an integer beyond 64 bits or an unstorable number)."""
+    if isinstance(data, bytes):
+        raw = data
+    else:
+        try:
+            raw = data.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: not JSON text, as orjson says
+            return orjson.loads(data), False
+    failure: orjson.JSONDecodeError | None = None
+    if _orjson_is_exact(raw):
+        try:
+            return orjson.loads(raw), False
+        except orjson.JSONDecodeError as exc:
+            failure = exc  # also NaN, 1e999 and escaped lone surrogates: the stdlib reads them
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        return _EXACT.decode(text), True
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError are ValueErrors
+        pass
+    if failure is None:
+        try:
+            orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            failure = exc
+        else:
+            failure = orjson.JSONDecodeError("nesting is too deep", str(data)[:100], 0)
+    # orjson's reason, whichever reader read it, so that it reads the same on every path.
+    raise failure
+
+
+def loads(data: bytes | str) -> Any:
+    """JSON with exact numbers (see the module's docstring); JSONDecodeError otherwise."""
+    return _read(data)[0]
+
+
+def loads_storable(data: bytes | str) -> Any:
+    """`loads`, raising UnstorableNumber for a number logkeep does not store."""
+    value, exact = _read(data)
+    if exact:
+        problem = find_unstorable(value)
+        if problem is not None:
+            raise UnstorableNumber(*problem)
+    return value
+
+
+# -- numbers -------------------------------------------------------------------------------
+
+RANGE = "0, or from 5e-324 to 1.8e308 in magnitude"
+
+
+def _shown(value: int | float | Decimal) -> str:
+    if isinstance(value, int) and value.bit_length() > 128:
+        # str() of a huge int costs quadratic time (and refuses past 4300 digits).
+        return f"a number of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    text = str(value) if isinstance(value, Decimal | int) else repr(value)
+    if len(text) > 40:
+        text = f"{text[:32]}... ({len(text)} characters)"
+    return f"the number {text}"
+
+
+def number_problem(value: object) -> str | None:
+    """Why logkeep does not store this number, or None (also for non-numbers)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return None
+    if isinstance(value, int):
+        if _MIN_INT64 <= value <= _MAX_UINT64:
+            return None
+        try:
+            float(value)
+        except OverflowError:
+            return f"{_shown(value)} is out of range (numbers are kept as {RANGE})"
+        return None
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return None
+    elif value.is_finite():
+        try:
+            as_float = float(value)
+        except (OverflowError, InvalidOperation):
+            as_float = math.inf
+        if math.isfinite(as_float) and (as_float != 0 or value == 0):
+            return None
+        return f"{_shown(value)} is out of range (numbers are kept as {RANGE})"
+    nan = value.is_nan() if isinstance(value, Decimal) else math.isnan(value)
+    name = "NaN" if nan else "Infinity" if value > 0 else "-Infinity"
+    return f"{name} is not a JSON number"
+
+
+def _key_path(path: str, key: str) -> str:
+    return f"{path}.{key[:64]}"
+
+
+def find_unstorable(value: Any, path: str = "") -> tuple[str, str] | None:
+    """(path, reason) of the first number in `value` that logkeep does not store."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            found = find_unstorable(item, _key_path(path, str(key)))
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = find_unstorable(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    else:
+        problem = number_problem(value)
+        if problem is not None:
+            return path, problem
+    return None
+
+
+def number(literal: str) -> int | float | Decimal:
+    """The value of a JSON number literal (its syntax already checked), as `loads` reads
+    it; `number_problem` says whether logkeep stores it."""
+    return _fraction(literal) if any(c in literal for c in ".eE") else _integer(literal)
+
+
+_TEXT_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?")
+
+
+def number_from_text(text: str) -> int | float | Decimal | None:
+    """A number written plainly (`-12`, `0.5`, `30012`: no exponent, no leading zero,
+    no `+`) as the exact value logkeep stores, or None: text that is not such a number,
+    or one out of range, stays text."""
+    match = _TEXT_NUMBER.fullmatch(text)
+    if match is None:
+        return None
+    value = _fraction(text) if match[1] else _integer(text)
+    return None if number_problem(value) else value
+
+
+# -- writing -------------------------------------------------------------------------------
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal) and number_problem(value) is None:
+        return orjson.Fragment(str(value).encode("ascii"))
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
+def _big_integers_written(value: Any) -> Any:
+    """`value` with the integers orjson cannot write as fragments of their digits."""
+    if isinstance(value, Mapping):
+        return {k: _big_integers_written(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_big_integers_written(v) for v in value]
+    if isinstance(value, int) and not _MIN_INT64 <= value <= _MAX_UINT64:
+        return orjson.Fragment(str(value).encode("ascii"))
+    return value
+
+
+def dumps(value: Any, *, option: int | None = None) -> bytes:
+    """orjson.dumps with exact numbers: UnstorableNumber for a number logkeep does not
+    store (except NaN and infinite floats, which orjson writes as null: `dumps_storable`
+    refuses those too), TypeError for a value that is not JSON."""
+    try:
+        return orjson.dumps(value, default=_default, option=option)
+    except orjson.JSONEncodeError as exc:
+        problem = find_unstorable(value)
+        if problem is not None:
+            raise UnstorableNumber(*problem) from None
+        if "64-bit" not in str(exc):
+            raise
+    return orjson.dumps(_big_integers_written(value), default=_default, option=option)
+
+
+def dumps_storable(value: Any, *, option: int | None = None) -> bytes:
+    """`dumps`, refusing NaN and infinite floats too (orjson would write them as null)."""
+    encoded = dumps(value, option=option)
+    if b"null" in encoded:
+        problem = find_unstorable(value)
+        if problem is not None:
+            raise UnstorableNumber(*problem)
+    return encoded
