@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from logkeep.api.auth import require
 from logkeep.api.deps import get_settings
-from logkeep.api.shippers import Refused, body_error, ingest, source_override
+from logkeep.api.shippers import RawBody, Refused, body_error, ingest, source_override
 from logkeep.cache.ingest_buffer import retry_after_header
 from logkeep.config import Settings
 from logkeep.domain.auth import Action, Principal
@@ -88,7 +88,7 @@ def _refused(request: Request, refused: Refused) -> Response:
 
 
 async def _bulk(
-    request: Request, principal: Principal, settings: Settings, index: str | None
+    raw: bytes, request: Request, principal: Principal, settings: Settings, index: str | None
 ) -> Response:
     started = time.monotonic()
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -98,7 +98,7 @@ async def _bulk(
         override = source_override(request)
         try:
             body = decompress(
-                await request.body(),
+                raw,
                 request.headers.get("content-encoding"),
                 settings.ingest_max_body_bytes,
             )
@@ -127,13 +127,14 @@ def _routes(router: APIRouter, *, root: bool) -> None:
         include_in_schema=root,
     )
     async def bulk(
+        raw: RawBody,
         request: Request,
         principal: Ingester,
         settings: Annotated[Settings, Depends(get_settings)],
     ) -> Response:
         """Elasticsearch bulk: the source of a document is its index, or
         `X-Logkeep-Source`."""
-        return await _bulk(request, principal, settings, None)
+        return await _bulk(raw, request, principal, settings, None)
 
     @router.api_route(
         "/{index}/_bulk",
@@ -143,13 +144,14 @@ def _routes(router: APIRouter, *, root: bool) -> None:
         include_in_schema=root,
     )
     async def index_bulk(
+        raw: RawBody,
         index: str,
         request: Request,
         principal: Ingester,
         settings: Annotated[Settings, Depends(get_settings)],
     ) -> Response:
         """Elasticsearch bulk into `index` (unless an action names another)."""
-        return await _bulk(request, principal, settings, index)
+        return await _bulk(raw, request, principal, settings, index)
 
     @router.get("/_license", include_in_schema=root)
     async def license_(request: Request, _: Ingester) -> Response:

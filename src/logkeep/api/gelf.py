@@ -10,7 +10,7 @@ from fastapi.responses import PlainTextResponse
 
 from logkeep.api.auth import require
 from logkeep.api.deps import get_settings
-from logkeep.api.shippers import Refused, body_error, ingest, source_override
+from logkeep.api.shippers import RawBody, Refused, body_error, ingest, source_override
 from logkeep.cache.ingest_buffer import retry_after_header
 from logkeep.config import Settings
 from logkeep.domain.auth import Action, Principal
@@ -41,6 +41,7 @@ REQUEST_BODY = {
 
 @router.post(PATH, status_code=202, responses=ANSWERS, openapi_extra={"requestBody": REQUEST_BODY})
 async def gelf_message(
+    raw: RawBody,
     request: Request,
     principal: Annotated[Principal, Depends(require(Action.INGEST))],
     settings: Annotated[Settings, Depends(get_settings)],
@@ -51,7 +52,7 @@ async def gelf_message(
         override = source_override(request)
         try:
             event = gelf.decode(
-                await request.body(),
+                raw,
                 setting_keys(settings.gelf_source_fields),
                 override,
                 settings.gelf_source,

@@ -12,7 +12,14 @@ from fastapi.responses import PlainTextResponse
 
 from logkeep.api.auth import require
 from logkeep.api.deps import get_settings
-from logkeep.api.shippers import Refused, body_error, ingest, rejection_summary, source_override
+from logkeep.api.shippers import (
+    RawBody,
+    Refused,
+    body_error,
+    ingest,
+    rejection_summary,
+    source_override,
+)
 from logkeep.cache.ingest_buffer import retry_after_header
 from logkeep.config import Settings
 from logkeep.domain.auth import Action, Principal
@@ -55,6 +62,7 @@ def _text(refused: Refused) -> Response:
 
 @router.post(PATH, status_code=204, responses=ANSWERS, openapi_extra={"requestBody": REQUEST_BODY})
 async def push(
+    raw: RawBody,
     request: Request,
     principal: Annotated[Principal, Depends(require(Action.INGEST))],
     settings: Annotated[Settings, Depends(get_settings)],
@@ -67,7 +75,6 @@ async def push(
     keys = setting_keys(settings.loki_source_labels)
     try:
         override = source_override(request)
-        raw = await request.body()
         try:
             if media_type == PROTOBUF:
                 events = loki.decode_protobuf(snappy_raw(raw, limit), keys, override)

@@ -4,15 +4,27 @@ rejected); errors are a google.rpc.Status, 429 and 503 with Retry-After."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import asyncio
+from typing import Annotated, Any, cast
 
+import structlog
+import uvicorn
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import PlainTextResponse
 from google.protobuf import json_format
 from google.rpc.status_pb2 import Status
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from logkeep.api.auth import require
 from logkeep.api.deps import get_settings
-from logkeep.api.shippers import Refused, body_error, ingest, rejection_summary, source_override
+from logkeep.api.shippers import (
+    RawBody,
+    Refused,
+    body_error,
+    ingest,
+    rejection_summary,
+    source_override,
+)
 from logkeep.cache.ingest_buffer import retry_after_header
 from logkeep.config import Settings
 from logkeep.domain.auth import Action, Principal
@@ -20,6 +32,7 @@ from logkeep.domain.ingest import BodyError, decompress
 from logkeep.domain.protocols import otlp
 from logkeep.domain.protocols.common import setting_keys
 
+log = structlog.get_logger(__name__)
 router = APIRouter(tags=["shippers"])
 PATH = "/v1/logs"
 PROTOBUF = "application/x-protobuf"
@@ -58,7 +71,9 @@ def _status(refused: Refused, as_json: bool) -> Response:
     return Response(status.SerializeToString(), refused.status, headers, media_type=PROTOBUF)
 
 
-async def export_logs(request: Request, principal: Principal, settings: Settings) -> Response:
+async def export_logs(
+    raw: bytes, request: Request, principal: Principal, settings: Settings
+) -> Response:
     """The handler, shared by the API's port and LOGKEEP_OTLP_PORT."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     as_json = media_type == JSON
@@ -68,7 +83,7 @@ async def export_logs(request: Request, principal: Principal, settings: Settings
         override = source_override(request)
         try:
             body = decompress(
-                await request.body(),
+                raw,
                 request.headers.get("content-encoding"),
                 settings.ingest_max_body_bytes,
             )
@@ -87,10 +102,58 @@ async def export_logs(request: Request, principal: Principal, settings: Settings
 
 @router.post(PATH, responses=ANSWERS, openapi_extra={"requestBody": REQUEST_BODY})
 async def otlp_logs(
+    raw: RawBody,
     request: Request,
     principal: Annotated[Principal, Depends(require(Action.INGEST))],
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> Response:
     """OpenTelemetry logs (OTLP/HTTP). The source of a record is its resource's
     `service.name` (LOGKEEP_OTLP_SOURCE_ATTRIBUTES), or `X-Logkeep-Source`."""
-    return await export_logs(request, principal, settings)
+    return await export_logs(raw, request, principal, settings)
+
+
+def otlp_only(app: ASGIApp) -> ASGIApp:
+    """`app` answering only OTLP's path (and 404 elsewhere): what LOGKEEP_OTLP_PORT serves."""
+
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("path") != PATH:
+            await PlainTextResponse(f"only {PATH} is served here\n", 404)(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    return serve
+
+
+async def serve_with_otlp_port(server: uvicorn.Server, settings: Settings) -> None:
+    """Run the API `server`; with LOGKEEP_OTLP_PORT (4318 by OTLP's convention), serve
+    /v1/logs alone on that port too, from the moment the API has started (its lifespan
+    made the app's state) until the API stops."""
+    if not settings.otlp_port:
+        await server.serve()
+        return
+    api = asyncio.create_task(server.serve())
+    while not server.started:
+        if api.done():
+            await api  # it could not start: its error, or its clean exit
+            return
+        await asyncio.sleep(0.02)
+    config = server.config
+    side = uvicorn.Server(
+        uvicorn.Config(
+            otlp_only(cast(ASGIApp, config.app)),  # the app object serve() was given
+            host=config.host,
+            port=settings.otlp_port,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            ssl_certfile=config.ssl_certfile,
+            ssl_keyfile=config.ssl_keyfile,
+        )
+    )
+    side_task = asyncio.create_task(side.serve())
+    log.info("otlp_listening", host=config.host, port=settings.otlp_port, path=PATH)
+    try:
+        await api
+    finally:
+        side.should_exit = True
+        await side_task

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
 import structlog
-from fastapi import Request
+from fastapi import Depends, Request
 from redis.exceptions import RedisError
 
 from logkeep.api.auth import client_address
@@ -44,6 +45,19 @@ class Outcome:
     result: IngestResult
     batch: Batch
     total: int  # events decoded
+
+
+async def raw_body(request: Request) -> bytes:
+    """The body, read before anything else of the request is done. Some shippers
+    (pygelf over HTTP) close the connection right after sending, without waiting for
+    the answer; the server keeps a body only if the handler asked for it before it
+    saw the connection close, so every protocol route takes this as its first
+    dependency (an async one, which runs without yielding to the event loop). Its
+    size is bounded by BodyLimit."""
+    return await request.body()
+
+
+RawBody = Annotated[bytes, Depends(raw_body)]
 
 
 def ingest_service(request: Request) -> IngestService:

@@ -22,7 +22,7 @@ def version() -> None:
     console.print(__version__)
 
 
-for command in (server.up, server.serve, server.worker, server.syslog, server.doctor):
+for command in (server.up, server.serve, server.worker, server.syslog, server.gelf, server.doctor):
     app.command()(command)
 app.command()(ingest)
 for command in (read.query, read.tail, read.stats, auth.login, auth.logout):

@@ -49,9 +49,16 @@ from logkeep.logging import configure_logging
 
 
 async def _serve_async(
-    settings: Settings, host: str, port: int, *, worker: bool, syslog_port: int | None
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    worker: bool,
+    syslog_port: int | None,
+    gelf_port: int | None = None,
 ) -> None:
     from logkeep.api.app import create_app
+    from logkeep.api.otlp import serve_with_otlp_port
     from logkeep.ingest.runner import IngestTasks
 
     # Connect before serving, so an unreachable store is one clear line, not a traceback.
@@ -71,9 +78,14 @@ async def _serve_async(
         tasks = IngestTasks()
         try:
             await tasks.start(
-                db, settings, worker=worker, syslog_port=syslog_port, syslog_optional=True
+                db,
+                settings,
+                worker=worker,
+                syslog_port=syslog_port,
+                syslog_optional=True,
+                gelf_port=gelf_port,
             )
-            await uvicorn.Server(config).serve()
+            await serve_with_otlp_port(uvicorn.Server(config), settings)  # + LOGKEEP_OTLP_PORT
         finally:
             # After the API stopped: the worker finishes its batch, syslog flushes.
             await tasks.close()
@@ -86,8 +98,13 @@ def _serve(
     *,
     worker: bool = False,
     syslog_port: int | None = None,
+    gelf_port: int | None = None,
 ) -> None:
-    run_async(_serve_async(settings, host, port, worker=worker, syslog_port=syslog_port))
+    run_async(
+        _serve_async(
+            settings, host, port, worker=worker, syslog_port=syslog_port, gelf_port=gelf_port
+        )
+    )
 
 
 def serve(
@@ -109,9 +126,10 @@ def up(
         int | None, typer.Option(min=0, help="dev log entries on first start")
     ] = None,
     no_syslog: Annotated[bool, typer.Option("--no-syslog", help="no syslog receiver")] = False,
+    no_gelf: Annotated[bool, typer.Option("--no-gelf", help="no GELF receiver")] = False,
 ) -> None:
     """Start PostgreSQL and Redis (unless configured), migrate and seed, then serve the API,
-    an ingest worker and the syslog receiver."""
+    an ingest worker and the syslog and GELF receivers."""
     settings = load_settings()
     configure_logging(settings.log_level)
     data_dir = settings.resolved_data_dir
@@ -159,7 +177,14 @@ def up(
         try:
             print_up(settings, instance, stack, record, syslog_port)
             console.print(f"ready in    {time.monotonic() - started:.1f}s; Ctrl-C stops everything")
-            _serve(resolved, bind_host, bind_port, worker=True, syslog_port=syslog_port)
+            _serve(
+                resolved,
+                bind_host,
+                bind_port,
+                worker=True,
+                syslog_port=syslog_port,
+                gelf_port=None if no_gelf else settings.gelf_port,
+            )
         finally:
             remove_record(data_dir, instance.pid)
 
@@ -210,6 +235,7 @@ def print_up(
         )
     if syslog_port is not None:
         _line(f"syslog      {settings.syslog_host}:{syslog_port} (TCP and UDP)")
+    _line(f"GELF        {settings.gelf_host}:{settings.gelf_port} (UDP and TCP; HTTP: /gelf)")
     _line("worker      in this process (`logkeep worker` adds more)")
     _line(f"Every logkeep command finds this instance through {record} while it runs.")
     if embedded_pg or embedded_redis:
@@ -265,3 +291,19 @@ def syslog(
         settings = settings.model_copy(update={"syslog_host": host})
     chosen = settings.syslog_port if port is None else port
     run_async(run_ingest_tasks(settings, worker=False, syslog_port=chosen))
+
+
+def gelf(
+    port: Annotated[int | None, typer.Option(help="UDP and TCP port")] = None,
+    host: Annotated[str | None, typer.Option(help="bind address")] = None,
+) -> None:
+    """Receive GELF (UDP, chunked and compressed, and TCP) into the ingest stream."""
+    from logkeep.ingest.runner import run_ingest_tasks
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    settings = require_stores(settings)
+    if host is not None:
+        settings = settings.model_copy(update={"gelf_host": host})
+    chosen = settings.gelf_port if port is None else port
+    run_async(run_ingest_tasks(settings, worker=False, syslog_port=None, gelf_port=chosen))

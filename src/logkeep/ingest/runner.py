@@ -1,5 +1,5 @@
-"""The ingest worker and the syslog receiver as tasks of one process (`logkeep up`,
-`logkeep worker`, `logkeep syslog`), with an orderly stop."""
+"""The ingest worker and the syslog and GELF receivers as tasks of one process
+(`logkeep up`, `logkeep worker`, `logkeep syslog`, `logkeep gelf`), with an orderly stop."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from logkeep.config import Settings
 from logkeep.db.database import Database
 from logkeep.db.queries import q
 from logkeep.domain.ingest import SourceRules
+from logkeep.ingest.first_use import SourcesOnFirstUse
+from logkeep.ingest.gelf_server import GelfReceiver
 from logkeep.ingest.service import IngestService, ingest_service
 from logkeep.ingest.syslog_server import SyslogReceiver
 from logkeep.ingest.worker import Worker, consumer_name
@@ -26,6 +28,10 @@ STOP_GRACE_S = 30.0
 
 class SyslogUnavailable(RuntimeError):
     """The syslog port could not be bound; the message says which and why."""
+
+
+class GelfUnavailable(RuntimeError):
+    """The GELF port could not be bound; the message says which and why."""
 
 
 async def syslog_source(db: Database, service: IngestService, name: str) -> SourceRules:
@@ -51,6 +57,7 @@ class IngestTasks:
         self.stop = asyncio.Event()
         self.workers: list[Worker] = []
         self.receiver: SyslogReceiver | None = None
+        self.gelf: GelfReceiver | None = None
         self._service: IngestService | None = None
         self._worker_tasks: list[asyncio.Task[None]] = []
 
@@ -62,9 +69,10 @@ class IngestTasks:
         worker: bool,
         syslog_port: int | None,
         syslog_optional: bool = False,
+        gelf_port: int | None = None,
     ) -> None:
-        """Start what is asked for. With `syslog_optional` (`logkeep up`), a syslog port
-        already in use is a warning rather than the end of everything."""
+        """Start what is asked for. With `syslog_optional` (`logkeep up`), a syslog or
+        GELF port already in use is a warning rather than the end of everything."""
         if worker:
             name = consumer_name()
             self.workers = [
@@ -91,6 +99,32 @@ class IngestTasks:
                     error=exc.strerror,
                     hint="set LOGKEEP_SYSLOG_PORT to a free port",
                 )
+        if gelf_port is not None:
+            await self._start_gelf(db, settings, gelf_port, optional=syslog_optional)
+
+    async def _start_gelf(
+        self, db: Database, settings: Settings, port: int, *, optional: bool
+    ) -> None:
+        if self._service is None:
+            self._service = ingest_service(db, settings)
+        first_use = SourcesOnFirstUse(self._service, db.pool, settings.first_use)
+        self.gelf = GelfReceiver(self._service, first_use, settings)
+        try:
+            await self.gelf.start(settings.gelf_host, port)
+        except OSError as exc:
+            self.gelf = None
+            if not optional:
+                raise GelfUnavailable(
+                    f"cannot listen for GELF on {settings.gelf_host}:{port}: "
+                    f"{exc.strerror} (set LOGKEEP_GELF_PORT or --port)"
+                ) from exc
+            log.warning(
+                "gelf_not_started",
+                host=settings.gelf_host,
+                port=port,
+                error=exc.strerror,
+                hint="set LOGKEEP_GELF_PORT to a free port",
+            )
 
     async def wait(self) -> None:
         """Until a stop is requested; a worker loop that ended by itself (it should
@@ -107,6 +141,8 @@ class IngestTasks:
         self.stop.set()
         if self.receiver is not None:
             await self.receiver.stop()
+        if self.gelf is not None:
+            await self.gelf.stop()
         if self._service is not None:
             await self._service.close()
         if self._worker_tasks:
@@ -129,8 +165,10 @@ def stop_event_on_signals(stop: asyncio.Event) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
-async def run_ingest_tasks(settings: Settings, *, worker: bool, syslog_port: int | None) -> None:
-    """`logkeep worker` / `logkeep syslog`: run until SIGINT or SIGTERM."""
+async def run_ingest_tasks(
+    settings: Settings, *, worker: bool, syslog_port: int | None, gelf_port: int | None = None
+) -> None:
+    """`logkeep worker` / `logkeep syslog` / `logkeep gelf`: run until SIGINT or SIGTERM."""
     if settings.metrics_port:
         # Batch sizes, COPY durations and lag live in this process: serve them.
         start_http_server(settings.metrics_port, addr=settings.http_host)
@@ -138,7 +176,9 @@ async def run_ingest_tasks(settings: Settings, *, worker: bool, syslog_port: int
         tasks = IngestTasks()
         with stop_event_on_signals(tasks.stop):
             try:
-                await tasks.start(db, settings, worker=worker, syslog_port=syslog_port)
+                await tasks.start(
+                    db, settings, worker=worker, syslog_port=syslog_port, gelf_port=gelf_port
+                )
                 await tasks.wait()
             finally:
                 await tasks.close()

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import orjson
-
+from logkeep.domain import exactjson
 from logkeep.domain.auth import KEY_PREFIX, Principal
 from logkeep.domain.entry import InvalidLogEntry, Level
 from logkeep.domain.sources import is_source_name
@@ -21,21 +19,10 @@ from logkeep.domain.sources import is_source_name
 Event = dict[str, Any]
 Decoded = Event | InvalidLogEntry
 
-JSONDecodeError = orjson.JSONDecodeError
-
-
-def json_loads(data: bytes | str) -> Any:
-    """orjson, or the standard parser for what orjson refuses but JSON allows (an
-    escaped lone surrogate, which JavaScript writes): the record holding it is then
-    refused alone, by entry validation, instead of the whole body."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        try:
-            return json.loads(data)
-        except (ValueError, RecursionError):
-            pass
-        raise
+# The JSON reader of every way in: numbers kept exactly; an unstorable one (NaN, 1e999)
+# is refused with the one event holding it, by entry validation.
+JSONDecodeError = exactjson.JSONDecodeError
+json_loads = exactjson.loads
 
 
 _NOT_IN_NAME = re.compile(r"[^a-z0-9_.-]+")

@@ -24,7 +24,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from logkeep.domain.entry import InvalidLogEntry, Level
 from logkeep.domain.ingest import EPOCH, BodyError
-from logkeep.domain.protocols.common import Decoded, JSONDecodeError, json_loads, mapped_source
+from logkeep.domain.protocols.common import Decoded, mapped_source
 
 FALLBACK_SOURCE = "otlp"
 MAX_DEPTH = 32  # nested arrays and maps in an AnyValue
@@ -57,8 +57,8 @@ def parse_json(body: bytes) -> ExportLogsServiceRequest:
     """OTLP JSON: lowerCamelCase (or the proto names), trace and span ids in hex (not
     protobuf JSON's base64), int64 as strings or numbers, unknown fields ignored."""
     try:
-        document = json_loads(body)
-    except JSONDecodeError as exc:
+        document = orjson.loads(body)  # the protobuf classes take the numbers from here
+    except orjson.JSONDecodeError as exc:
         raise BodyError(400, f"body: not valid JSON ({exc})") from None
     if not isinstance(document, dict):
         raise BodyError(400, "body: expected an ExportLogsServiceRequest JSON object")

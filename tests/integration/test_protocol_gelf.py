@@ -1,0 +1,162 @@
+"""GELF from the real clients: graypy over UDP (a message over 8 KB, chunked and
+compressed) and TCP into the receiver, and pygelf over HTTP (`POST /gelf`, zlib labelled
+gzip). Plus what no client sends on purpose: broken compression, lost chunks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import socket
+import time
+import uuid
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import graypy
+import orjson
+import pytest
+from pygelf import GelfHttpHandler
+
+from logkeep.config import Settings
+from logkeep.db.database import Database
+from logkeep.ingest.runner import IngestTasks
+from tests.integration.shippers import shipper_stack, wait_rows
+
+
+@dataclass
+class Receiver:
+    port: int
+    db: Database
+    tasks: IngestTasks
+
+
+@pytest.fixture
+async def receiver(settings: Settings, db: Database) -> AsyncIterator[Receiver]:
+    quick = settings.model_copy(update={"worker_batch_wait_ms": 20})
+    tasks = IngestTasks()
+    await tasks.start(db, quick, worker=True, syslog_port=None, gelf_port=0)
+    assert tasks.gelf is not None
+    try:
+        yield Receiver(tasks.gelf.port, db, tasks)
+    finally:
+        await tasks.close()
+
+
+def python_logger(name: str, handler: logging.Handler) -> logging.Logger:
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    logger.addHandler(handler)
+    return logger
+
+
+async def test_graypy_udp_chunked_over_8k_exactly_once(receiver: Receiver) -> None:
+    tag = uuid.uuid4().hex
+    handler = graypy.GELFUDPHandler("127.0.0.1", receiver.port, localname="Web-01.example.com")
+    logger = python_logger(f"gelf.udp.{tag}", handler)
+    big = secrets.token_hex(6000)  # 12 KB that compression cannot shrink below a chunk
+    try:
+        logger.warning("big payload %s %s", tag, big, extra={"request_id": "r-1"})
+        record = logger.makeRecord(logger.name, logging.ERROR, __file__, 7, "once %s", (tag,), None)
+        packed = handler.makePickle(record)
+        handler.send(packed)
+        handler.send(packed)  # the same message again: stored once
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    stored = await wait_rows(receiver.db, tag, 2)
+    assert len(stored) == 2
+    large, once = sorted(stored, key=lambda r: r["level"] != "WARN")
+    assert {r["source"] for r in stored} == {"web-01.example.com"}  # host, as a name
+    assert large["message"] == f"big payload {tag} {big}"
+    assert large["level"] == "WARN"
+    assert large["metadata"]["request_id"] == "r-1"
+    assert large["metadata"]["host"] == "Web-01.example.com"
+    assert large["metadata"]["thread_name"]  # graypy's debugging fields, underscore dropped
+    assert once["level"] == "ERROR"
+    assert abs(once["timestamp"] - datetime.fromtimestamp(record.created, UTC)) < timedelta(
+        milliseconds=1
+    )
+
+
+async def test_graypy_tcp(receiver: Receiver) -> None:
+    tag = uuid.uuid4().hex
+    handler = graypy.GELFTCPHandler("127.0.0.1", receiver.port)
+    logger = python_logger(f"gelf.tcp.{tag}", handler)
+    try:
+        for i in range(3):
+            await asyncio.to_thread(
+                logger.info, "tcp %d %s", i, tag, extra={"source": "orders", "attempt": i}
+            )
+        await asyncio.to_thread(logger.critical, "tcp down %s", tag, extra={"source": "orders"})
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    stored = await wait_rows(receiver.db, tag, 4)
+    assert len(stored) == 4
+    assert {r["source"] for r in stored} == {"orders"}  # _source wins over host
+    assert sorted(r["level"] for r in stored) == ["FATAL", "INFO", "INFO", "INFO"]
+    assert sorted(r["metadata"].get("attempt", -1) for r in stored) == [-1, 0, 1, 2]
+
+
+# pygelf sends and drops its connection without reading the answer (and without closing
+# the socket, which Python reports when it collects it): that is the client under test.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_pygelf_http_with_mislabelled_compression(settings: Settings) -> None:
+    tag = uuid.uuid4().hex
+    async with shipper_stack(settings) as stack:
+        port = int(stack.url.rsplit(":", 1)[1])
+        handler = GelfHttpHandler(
+            host="127.0.0.1", port=port, path="/gelf", compress=True, _source="pygelf-http"
+        )
+        logger = python_logger(f"gelf.http.{tag}", handler)
+        try:
+            await asyncio.to_thread(logger.error, "http says %s", tag)
+            try:
+                raise KeyError("sku-9")
+            except KeyError as exc:  # handed over: the sending thread has no exception
+                await asyncio.to_thread(logger.error, "http failed %s", tag, exc_info=exc)
+        finally:
+            logger.removeHandler(handler)
+            handler.close()
+        stored = await wait_rows(stack.db, tag, 2)
+    assert len(stored) == 2
+    says, failed = sorted(stored, key=lambda r: "failed" in r["message"])
+    assert {r["source"] for r in stored} == {"pygelf-http"}
+    assert says["level"] == "ERROR"
+    assert says["message"] == f"http says {tag}"
+    assert "KeyError: 'sku-9'" in failed["metadata"]["full_message"]
+
+
+async def test_broken_and_partial_udp_messages_are_accounted(receiver: Receiver) -> None:
+    """Broken compression and bad JSON become dead letters with the reason; a chunked
+    message missing a chunk is dropped after the timeout and counted."""
+    tag = uuid.uuid4().hex
+    good = orjson.dumps({"version": "1.1", "host": "h", "short_message": f"fine {tag}",
+                         "timestamp": time.time(), "_source": "udp-nasty"})  # fmt: skip
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        target = ("127.0.0.1", receiver.port)
+        udp.sendto(b"\x1f\x8b" + b"not gzip at all " + tag.encode(), target)
+        udp.sendto(b'{"short_message": "' + tag.encode() + b'", "timestamp": "soon"}', target)
+        udp.sendto(zlib.compress(good), target)
+        lonely = b"\x1e\x0f" + secrets.token_bytes(8) + bytes([0, 2]) + b'{"short_mess'
+        udp.sendto(lonely, target)
+    stored = await wait_rows(receiver.db, tag, 1)
+    assert [r["message"] for r in stored] == [f"fine {tag}"]
+    deadline = time.monotonic() + 10
+    while True:
+        async with receiver.db.pool.acquire() as conn:
+            dead = await conn.fetch(
+                "SELECT reason FROM ingest_dead_letters WHERE raw LIKE $1", f"%{tag}%"
+            )
+        if len(dead) >= 2 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    reasons = sorted(r["reason"] for r in dead)
+    assert len(reasons) == 2
+    assert any("gzip" in r for r in reasons)
+    assert any("timestamp" in r for r in reasons)
