@@ -26,6 +26,7 @@ from logkeep.domain.ingest import (
     event_source_ref,
     fingerprint,
     parse_json_array,
+    parse_json_line,
     split_lines,
     timestamp_us,
 )
@@ -201,3 +202,76 @@ def test_only_data_errors_make_dead_letters() -> None:
     assert not is_about_the_data(asyncpg.ReadOnlySQLTransactionError())
     assert not is_about_the_data(asyncpg.DiskFullError())
     assert not is_about_the_data(asyncpg.OutOfMemoryError())
+
+
+# --- numbers: the same on every way in ------------------------------------------------
+
+NUMBERS = (
+    b'{"big": 1000000000000000000000000000000, "u64": 18446744073709551616,'
+    b' "neg": -9223372036854775809, "frac": 0.12345678901234567, "exp": 1e30,'
+    b' "zero": -0, "tiny": 5e-324}'
+)
+STORED = (
+    b'{"big":1000000000000000000000000000000,"u64":18446744073709551616,'
+    b'"neg":-9223372036854775809,"frac":0.12345678901234567,"exp":1e+30,'
+    b'"zero":0,"tiny":5e-324}'
+)
+
+
+def test_numbers_of_an_ndjson_line_an_array_and_a_text_line_are_stored_exactly() -> None:
+    """The three ways an event reaches entry_from_event/entry_from_line, one result."""
+    line = b'{"message": "m", "metadata": ' + NUMBERS + b"}"
+    from_line = entry_from_event(parse_json_line(line.decode()), APP, now=NOW).entry
+    from_array = entry_from_event(parse_json_array(b"[" + line + b"]")[0], APP, now=NOW).entry
+    text = NUMBERS[:-1] + b', "msg": "m"}'
+    from_text = entry_from_line(text.decode(), APP, now=NOW).entry
+    assert from_line.metadata_json == from_array.metadata_json == STORED
+    assert from_text.metadata_json == STORED
+    assert from_line.metadata["big"] == 10**30
+
+
+def test_the_stream_record_carries_the_numbers_exactly() -> None:
+    line = b'{"message": "m", "metadata": ' + NUMBERS + b"}"
+    entry = entry_from_event(parse_json_line(line.decode()), APP, now=NOW).entry
+    rows, _ = decode_records(encode_entry(entry) + b"\n" + encode_entry(entry))
+    assert [r.metadata_json for r in rows] == [STORED, STORED]
+    assert rows[0].metadata["neg"] == -(2**63) - 1
+    assert rows[0].copy_record()[4] == STORED
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("1e999", "metadata.x.n: the number 1E+999 is out of range (numbers are kept as"),
+        ("-1e999", "metadata.x.n: the number -1E+999 is out of range"),
+        ("1e-400", "metadata.x.n: the number 1E-400 is out of range"),
+        ("NaN", "metadata.x.n: NaN is not a JSON number"),
+        ("-Infinity", "metadata.x.n: -Infinity is not a JSON number"),
+    ],
+)
+def test_an_event_with_a_number_logkeep_does_not_store_is_refused_alone(
+    value: str, reason: str
+) -> None:
+    event = f'{{"message": "m", "x": {{"n": {value}}}}}'
+    body = f'[{{"message": "ok"}}, {event}]'.encode()
+    first, second = parse_json_array(body)  # the body is read: only the event is refused
+    assert entry_from_event(first, APP, now=NOW).entry.message == "ok"
+    with pytest.raises(InvalidLogEntry) as info:
+        entry_from_event(second, APP, now=NOW)
+    assert str(info.value).startswith(reason)
+    with pytest.raises(InvalidLogEntry) as as_line:
+        entry_from_event(parse_json_line(event), APP, now=NOW)
+    assert str(as_line.value) == str(info.value)
+    # A text line is kept whole, with the same reason (the path is the line's own field).
+    kept = entry_from_line(f'{{"msg": "m", "x": {{"n": {value}}}}}', APP, now=NOW).entry
+    assert kept.message == f'{{"msg": "m", "x": {{"n": {value}}}}}'
+    assert kept.metadata[PARSE_ERROR_KEY] == str(info.value).removeprefix("metadata.")
+
+
+def test_an_epoch_timestamp_with_more_digits_than_a_double_is_read() -> None:
+    event = parse_json_line('{"message": "m", "timestamp": 1795003200.12345678901}')
+    entry = entry_from_event(event, APP, now=NOW).entry
+    assert entry.timestamp == datetime(2026, 11, 18, 12, 0, 0, 123457, tzinfo=UTC)
+    event = parse_json_line('{"message": "m", "timestamp": NaN}')
+    with pytest.raises(InvalidLogEntry, match="timestamp: epoch value is not a finite number"):
+        entry_from_event(event, APP, now=NOW)
