@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from logkeep.api.auth import (
     client_address,
@@ -23,12 +23,12 @@ from logkeep.api.fields import (
     MAX_ID,
     SOURCE_NAME_DESCRIPTION,
     SOURCE_NAME_PATTERN,
+    WHOLE,
     JsonObject,
     PathId,
     RowId,
     StorableText,
     Text,
-    WholeNumber,
 )
 from logkeep.api.problems import answers
 from logkeep.db.access import AccessRepository
@@ -124,8 +124,8 @@ class AlertRuleCreate(Strict):
     source: RowId | None = Field(default=None, description="source id; none: every source")
     min_level: Literal["DEBUG", "INFO", "WARN", "ERROR", "FATAL"] = "ERROR"  # exact names
     query: Text = Field(default="", max_length=512)
-    threshold: WholeNumber = Field(gt=0, le=MAX_ID)
-    window_seconds: WholeNumber = Field(gt=0, le=7 * 86_400)
+    threshold: Annotated[StrictInt, Field(gt=0, le=MAX_ID), WHOLE]
+    window_seconds: Annotated[StrictInt, Field(gt=0, le=7 * 86_400), WHOLE]
 
 
 class SavedSearchCreate(Strict):

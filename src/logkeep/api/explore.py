@@ -13,8 +13,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from logkeep.api.auth import Reader, readable_sources, requested_sources, require
 from logkeep.api.deps import get_db, get_settings, get_sources
-from logkeep.api.fields import PathId, Text
-from logkeep.api.search import encoded, started
+from logkeep.api.fields import (
+    FORMAT_TYPE_SCHEMA,
+    SINCE_PATTERN,
+    JsonObject,
+    PathId,
+    StorableText,
+    Text,
+)
+from logkeep.api.problems import answers
+from logkeep.api.search import OPENAPI_PARAMETERS, encoded, query_items, started
 from logkeep.config import Settings
 from logkeep.db.explore import (
     COUNT_TIMEOUT_MS,
@@ -55,7 +63,7 @@ def _search_query(
 ) -> SearchQuery:
     """The search the request's parameters describe (as GET /api/v1/logs reads them),
     without the parameters in `drop` and with `extra`."""
-    items = [(k, v) for k, v in request.query_params.multi_items() if k not in drop]
+    items = [(k, v) for k, v in query_items(request) if k not in drop]
     return parse_search(
         [*items, *extra],
         now=datetime.now(UTC),
@@ -73,8 +81,20 @@ async def _sources_of(
     )
 
 
+# The search's parameters but its page (limit, cursor), which these routes ignore.
+SEARCH_FILTERS = [p for p in OPENAPI_PARAMETERS if p["name"] not in ("limit", "cursor")]
+INTERVAL_PARAMETER = {
+    "name": "interval",
+    "in": "query",
+    "required": False,
+    "description": "bucket size in whole minutes dividing a day: 1m, 5m, 1h, 1d...",
+    "schema": {"type": "string", "maxLength": 16, "pattern": SINCE_PATTERN},
+}
+
+
 @router.get(
     "/api/v1/logs/facets",
+    openapi_extra={"parameters": SEARCH_FILTERS},
     description=(
         f"Top values of source, level and the {8} most common metadata keys among the "
         f"newest {FACET_SAMPLE} entries matching the search (the same parameters as "
@@ -103,6 +123,7 @@ async def search_facets(
 
 @router.get(
     "/api/v1/logs/histogram",
+    openapi_extra={"parameters": [*SEARCH_FILTERS, INTERVAL_PARAMETER]},
     description=(
         "Matches of a search (the parameters of GET /api/v1/logs, plus `interval`) per "
         "interval and level, in the shape of GET /api/v1/stats/histogram. Counted from the "
@@ -146,6 +167,16 @@ EXPORTS = {
 
 @router.get(
     "/api/v1/logs/export",
+    openapi_extra={"parameters": SEARCH_FILTERS},
+    responses={
+        200: {
+            "description": "every matching entry, as an attachment",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                OutputFormat.NDJSON.value: {"schema": {"type": "string"}},
+            },
+        }
+    },
     description=(
         "Every entry matching the search (the parameters of GET /api/v1/logs), streamed as "
         "`format=csv` or `format=ndjson`, as an attachment: the same export as "
@@ -213,7 +244,7 @@ AtParam = Annotated[
 ]
 
 
-@router.get("/api/v1/logs/{entry_id:int}")
+@router.get("/api/v1/logs/{entry_id:int}", responses=answers(404))
 async def get_entry(
     entry_id: int,
     principal: Reader,
@@ -262,8 +293,10 @@ async def entry_context(
 
 class RulePreview(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    format_type: Text = Field(min_length=1, max_length=32)
-    parsing_rules: dict[str, Any] = Field(default_factory=dict)
+    format_type: StorableText = Field(
+        min_length=1, max_length=32, json_schema_extra=FORMAT_TYPE_SCHEMA
+    )
+    parsing_rules: JsonObject = Field(default_factory=dict)
     line: Text = Field(min_length=1, max_length=MAX_SAMPLE_LINE)
 
 

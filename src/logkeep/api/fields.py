@@ -48,8 +48,10 @@ def _whole(value: Any) -> Any:
     return value
 
 
-WholeNumber = Annotated[StrictInt, BeforeValidator(_whole)]
-RowId = Annotated[WholeNumber, Field(ge=1, le=MAX_ID)]
+# Constraints go before the validator (Annotated[StrictInt, Field(...), WHOLE]), or the
+# document shows pydantic's "ge"/"le" instead of JSON Schema's minimum/maximum.
+WHOLE = BeforeValidator(_whole)
+RowId = Annotated[StrictInt, Field(ge=1, le=MAX_ID), WHOLE]
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 # Integers of 64 bits, signed or not: what orjson (our JSON encoder) writes.
