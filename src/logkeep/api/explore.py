@@ -39,7 +39,7 @@ from logkeep.domain.entry import MAX_SOURCE_ID, InvalidLogEntry, parse_timestamp
 from logkeep.domain.facets import facets
 from logkeep.domain.histogram import plan_histogram
 from logkeep.domain.ingest import PARSE_ERROR_KEY, SourceRules, entry_from_line
-from logkeep.domain.parsers import InvalidRules, compile_parser
+from logkeep.domain.parsers import InvalidRules, LineParseError, compile_parser
 from logkeep.domain.search import MAX_LIMIT, OutputFormat, SearchQuery, parse_search, rfc3339
 from logkeep.domain.timerange import InvalidQuery
 from logkeep.ingest.service import entry_limits
@@ -321,10 +321,15 @@ async def preview_rules(
         return {"accepted": False, "parsed": False, "reason": str(exc), "entry": None}
     entry = prepared.entry
     reason = entry.metadata.get(PARSE_ERROR_KEY)
+    try:
+        line_has_time = parser(body.line).timestamp is not None
+    except LineParseError:
+        line_has_time = False
     return {
         "accepted": True,
         "parsed": reason is None,
         "reason": reason,
+        "line_has_time": line_has_time,  # else the entry gets the time it arrives
         "entry": {
             "timestamp": rfc3339(entry.timestamp),
             "level": entry.level.value,

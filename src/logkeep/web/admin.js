@@ -86,7 +86,7 @@ export class AdminView {
     clear(editor);
     const format = h("select", { name: "format_type", "aria-label": "Format" }, FORMATS.map((f) => h("option", { value: f, selected: f === source.format_type }, f)));
     if (!FORMATS.includes(source.format_type)) format.append(h("option", { value: source.format_type, selected: true }, source.format_type));
-    const rules = h("textarea", { name: "parsing_rules", rows: "10", spellcheck: "false", "aria-label": "Parsing rules (JSON)" });
+    const rules = h("textarea", { name: "parsing_rules", rows: "12", spellcheck: "false", "aria-label": "Parsing rules (JSON)" });
     rules.value = JSON.stringify(source.parsing_rules, null, 2);
     const sample = h("textarea", { name: "sample", rows: "3", spellcheck: "false", "aria-label": "Sample line", placeholder: "Paste a raw log line to try the rules on" });
     const preview = h("div", { class: "preview", "aria-live": "polite" });
@@ -108,6 +108,8 @@ export class AdminView {
       try {
         const answer = await post("/api/v1/sources/preview", { format_type: format.value, parsing_rules: parseRules(), line: sample.value });
         preview.append(this.previewResult(answer));
+        const hint = preview.previousElementSibling;
+        if (hint && hint.classList.contains("muted")) hint.remove();
       } catch (e) {
         showError(error, e);
       }
@@ -135,11 +137,16 @@ export class AdminView {
       }
     });
     editor.append(h("h2", {}, `Rules of ${source.name}`),
-      h("label", {}, "Format ", format),
-      h("label", { class: "block" }, "Parsing rules (JSON)", rules),
-      h("label", { class: "block" }, "Sample line", sample),
-      h("div", { class: "row-actions" }, tryIt, save, toggle),
-      error, saved, preview);
+      h("div", { class: "editor-grid" },
+        h("div", {},
+          h("label", {}, "Format ", format),
+          h("label", { class: "block" }, "Parsing rules (JSON)", rules),
+          h("label", { class: "block" }, "Sample line", sample),
+          h("div", { class: "row-actions" }, tryIt, save, toggle),
+          error, saved),
+        h("div", {}, h("h3", { class: "preview-title" }, "Preview"),
+          preview.childNodes.length ? null : h("p", { class: "muted" }, "Paste a raw line and press Preview to see the entry these rules make, before saving."),
+          preview)));
   }
 
   previewResult(answer) {
@@ -148,7 +155,7 @@ export class AdminView {
     return h("div", { class: `preview-result ${answer.parsed ? "good" : "warn"}` },
       h("p", {}, answer.parsed ? "Parsed:" : `Does not fit the rules (${answer.reason}); it would be stored whole:`),
       h("dl", { class: "fields" },
-        h("dt", {}, "time"), h("dd", {}, e.timestamp),
+        h("dt", {}, "time"), h("dd", {}, answer.line_has_time ? e.timestamp : "when it arrives (the line carries no time)"),
         h("dt", {}, "level"), h("dd", {}, h("span", { class: `lvl-badge lvl-${e.level.toLowerCase()}` }, e.level)),
         h("dt", {}, "message"), h("dd", {}, h("pre", { class: "message" }, e.message)),
         h("dt", {}, "metadata"), h("dd", {}, h("pre", { class: "message" }, JSON.stringify(e.metadata, null, 2)))));

@@ -62,7 +62,9 @@ export class ExploreView {
     $("search-form").addEventListener("submit", (event) => {
       event.preventDefault();
       const { q, metadata } = splitQuery($("q").value);
-      const next = { q: q || undefined, metadata: [...this.state.metadata, ...metadata] };
+      // Terms typed in the box join the filters; one per key and sense (a new value wins).
+      const kept = this.state.metadata.filter((m) => !metadata.some((t) => t.key === m.key && t.not === m.not));
+      const next = { q: q || undefined, metadata: [...kept, ...metadata] };
       const since = $("since").value;
       if (since === "custom") {
         next.from = fromLocalInput($("from").value) || this.state.from || new Date(Date.now() - 3600e3).toISOString();
@@ -196,9 +198,12 @@ export class ExploreView {
       clear(list).append(...page.items.map((e) => entryRow(e, matcher, (entry, li) => this.open(entry, li))));
       list.removeAttribute("aria-busy");
       this.cursor = page.next_cursor;
-      const ms = performance.now() - started;
-      document.body.dataset.searchMs = ms.toFixed(1);
-      document.body.dataset.searchGeneration = String(gen);
+      // Time from the search (Enter) to the results painted: the frame after next.
+      requestAnimationFrame(() => requestAnimationFrame(() => {
+        if (gen !== this.generation) return;
+        document.body.dataset.searchMs = (performance.now() - started).toFixed(1);
+        document.body.dataset.searchGeneration = String(gen);
+      }));
       if (!page.items.length) {
         $("summary").textContent = "";
         list.append(h("li", { class: "empty" },
@@ -216,6 +221,7 @@ export class ExploreView {
       document.body.dataset.searchGeneration = String(gen);
     }
     await Promise.allSettled([histogram, facets]);
+    if (gen === this.generation) document.body.dataset.searchDone = String(gen);
     if (force) $("q").blur();
   }
 
