@@ -49,6 +49,15 @@ class Follower:
         )  # fmt: skip
         return cls(proc)
 
+    async def ready(self, deadline_s: float = 30) -> None:
+        """Wait until it reads the file (its start-up imports can take seconds)."""
+        assert self.proc.stderr is not None
+        while True:
+            line = await asyncio.wait_for(self.proc.stderr.readline(), deadline_s)
+            assert line, "the follower ended before it started following"
+            if line.startswith(b"following "):
+                return
+
     def send_signal(self, signum: int) -> None:
         os.kill(self.proc.pid, signum)
 
@@ -67,6 +76,7 @@ class Follower:
 async def following(base_url: str, state: Path, *args: str) -> AsyncIterator[Follower]:
     follower = await Follower.start(base_url, state, *args)
     try:
+        await follower.ready()
         yield follower
     finally:
         if follower.proc.returncode is None:
@@ -161,12 +171,16 @@ async def test_a_killed_follower_resumes_without_duplicates_or_gaps(
     rng = random.Random(15)  # noqa: S311 - when to kill, not a secret
     async with served(settings) as base_url:
         for round_ in range(5):
+            before = len(await stored(db, settings, tag))
             follower = await Follower.start(base_url, tmp_path, *args)
             for _ in range(10):  # the file grows while the follower sends
                 append(log, lines(tag, written, written + 60))
                 written += 60
                 await asyncio.sleep(0.05)
-            await asyncio.sleep(rng.uniform(0.3, 1.5))
+            # Killed once it is under way (a follower that never started has no
+            # checkpoint, and would not know the file it never saw was rotated).
+            assert len(await wait_for(db, settings, tag, before + 1)) > before
+            await asyncio.sleep(rng.uniform(0, 0.5))
             await follower.kill()
             if round_ == 2:  # rotated while nothing follows it, written to after the rename
                 log.rename(tmp_path / "app.log.1")

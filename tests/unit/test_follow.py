@@ -19,15 +19,15 @@ from logkeep.ingest.checkpoint import (
     refreshed,
 )
 from logkeep.ingest.follow import ROTATE_GRACE_S, FileFeed, LineSplitter, resume
-from logkeep.ingest.multiline import Joiner, Line, Record, SingleLines, make_joiner
+from logkeep.ingest.multiline import Joiner, Record, SingleLines, make_joiner
 
 
 def split_all(
     chunks: list[bytes], max_line_bytes: int = 100
-) -> tuple[list[Line], list[tuple[int, int]]]:
+) -> tuple[list[Record], list[tuple[int, int]]]:
     too_long: list[tuple[int, int]] = []
     splitter = LineSplitter(max_line_bytes, lambda n, size: too_long.append((n, size)), 0, 0)
-    lines: list[Line] = []
+    lines: list[Record] = []
     for chunk in chunks:
         lines += splitter.split(chunk)
     lines += splitter.finish()
@@ -38,7 +38,7 @@ def test_lines_keep_their_numbers_and_end_offsets_across_chunks() -> None:
     data = b"one\r\ntwo\n\nthree\nfour"
     for cut in range(len(data) + 1):
         lines, _ = split_all([data[:cut], data[cut:]])
-        assert [(line.data, line.number, line.end) for line in lines] == [
+        assert [(line.data, line.first_line, line.end) for line in lines] == [
             (b"one", 1, 5),
             (b"two", 2, 9),
             (b"", 3, 10),
@@ -51,7 +51,7 @@ def test_an_over_long_line_is_skipped_and_reported_without_being_held() -> None:
     giant = b"x" * 250
     chunks = [b"a\n" + giant[:120], giant[120:], b"\nb\n"]
     lines, too_long = split_all(chunks)
-    assert [(line.data, line.number) for line in lines] == [(b"a", 1), (b"b", 3)]
+    assert [(line.data, line.first_line) for line in lines] == [(b"a", 1), (b"b", 3)]
     assert too_long == [(2, 250)]
     assert lines[-1].end == 2 + 251 + 2
     lines, too_long = split_all([b"ok\n" + b"y" * 150])  # over-long and unterminated
@@ -60,10 +60,7 @@ def test_an_over_long_line_is_skipped_and_reported_without_being_held() -> None:
 
 def joined(joiner: SingleLines | Joiner, text: bytes) -> list[Record]:
     lines, _ = split_all([text], max_line_bytes=10_000)
-    records: list[Record] = []
-    for line in lines:
-        records += joiner.feed(line)
-    return records + joiner.flush()
+    return joiner.feed_many(lines) + joiner.flush()
 
 
 PYTHON = b"""2024-05-01 10:00:00 ERROR payment failed

@@ -259,6 +259,8 @@ def _run(
         if start.offset:
             _say(f"resuming {file} after line {start.line:,} (byte {start.offset:,}), "
                  f"from the checkpoint {store.path}")  # fmt: skip
+        if follow:
+            _say(f"following {file}; Ctrl-C stops")
         feed = FileFeed(
             path, start.fd, start.identity, start.offset, start.line,
             follow=follow, max_line_bytes=settings.ingest_max_line_bytes,

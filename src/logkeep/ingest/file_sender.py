@@ -24,7 +24,7 @@ import orjson
 
 from logkeep.handler import answer_detail, backoff_seconds, retry_after_seconds
 from logkeep.ingest.checkpoint import FileIdentity, Keeper
-from logkeep.ingest.multiline import Joiner, Line, Record, SingleLines
+from logkeep.ingest.multiline import Joiner, Record, SingleLines
 
 # Before logkeep ever answered, this many connection failures end a one-shot send.
 FIRST_CONTACT_ATTEMPTS = 3
@@ -221,7 +221,7 @@ class Feed(Protocol):
     ended: bool
     rotation_ready: bool
 
-    def read(self, timeout: float) -> list[Line]: ...
+    def read(self, timeout: float) -> list[Record]: ...
 
     def switch(self) -> bool: ...
 
@@ -293,12 +293,9 @@ class Shipper:
         now = time.monotonic()
         if lines:
             self._last_line_at = now
-        for line in lines:
-            self._take(self.joiner.feed(line), now)
-            if self._cut_at is not None and line.end >= self._cut_at:
-                self._take(self.joiner.flush(), now)
-                self._send()
-                self._cut_at = None
+        if self._cut_at is not None:
+            lines = self._up_to_cut(lines, now)
+        self._take(self.joiner.feed_many(lines), now)
         finishing = self.feed.ended or self.feed.rotation_ready
         if self.joiner.pending and (finishing or now - self._last_line_at >= MULTILINE_IDLE_S):
             self._take(self.joiner.flush(), now)
@@ -312,6 +309,20 @@ class Shipper:
             self.keeper.switch(self._file().identity)
             self._acked = 0
 
+    def _up_to_cut(self, lines: list[Record], now: float) -> list[Record]:
+        """Take `lines` up to the end of the batch in flight when the last run ended, and
+        send that batch as it was (same bytes, same key); the lines after it remain."""
+        assert self._cut_at is not None
+        for index, line in enumerate(lines):
+            if line.end >= self._cut_at:
+                self._take(self.joiner.feed_many(lines[: index + 1]), now)
+                self._take(self.joiner.flush(), now)
+                self._send()
+                self._cut_at = None
+                return lines[index + 1 :]
+        self._take(self.joiner.feed_many(lines), now)
+        return []
+
     def _timeout(self) -> float:
         wait = POLL_S
         now = time.monotonic()
@@ -322,18 +333,17 @@ class Shipper:
         return max(wait, 0.0)
 
     def _take(self, records: list[Record], now: float) -> None:
+        max_lines, max_bytes = self.options.max_lines, self.options.max_bytes
+        batch = self._batch
         for record in records:
-            batch = self._batch
-            if batch.records and (
-                len(batch.records) >= self.options.max_lines
-                or batch.size + len(record.data) + 1 > self.options.max_bytes
-            ):
+            size = len(record.data) + 1
+            if batch.records and (len(batch.records) >= max_lines or batch.size + size > max_bytes):
                 self._send()
                 batch = self._batch
             if not batch.records:
                 batch.first_read_at = now
             batch.records.append(record)
-            batch.size += len(record.data) + 1
+            batch.size += size
 
     def _file(self) -> FileState:
         return self.feed  # type: ignore[return-value]  # a keeper is only given with a file

@@ -26,7 +26,7 @@ from logkeep.ingest.checkpoint import (
     matches,
     refreshed,
 )
-from logkeep.ingest.multiline import Line
+from logkeep.ingest.multiline import Record
 
 READ_SIZE = 1024 * 1024
 # Keep reading a rotated file until it has had no new bytes for this long.
@@ -49,28 +49,33 @@ class LineSplitter:
         self._partial = b""
         self._skipped = 0  # bytes of an over-long line already let go
 
-    def split(self, data: bytes) -> list[Line]:
+    def split(self, data: bytes) -> list[Record]:
         pieces = data.split(b"\n")
         tail = pieces.pop()
-        lines: list[Line] = []
+        lines: list[Record] = []
+        append = lines.append
+        make = tuple.__new__  # Record's own constructor is a Python call: 3x slower per line
+        limit = self.max_line_bytes
+        number, offset = self.line, self.offset
         for index, piece in enumerate(pieces):
+            skipped = 0
             if index == 0 and (self._partial or self._skipped):
                 piece = self._partial + piece
                 skipped, self._partial, self._skipped = self._skipped, b"", 0
+            number += 1
+            offset += skipped + len(piece) + 1
+            if piece.endswith(b"\r"):
+                piece = piece[:-1]
+            if skipped or len(piece) > limit:
+                self.on_too_long(number, skipped + len(piece))
             else:
-                skipped = 0
-            self.line += 1
-            self.offset += skipped + len(piece) + 1
-            text = piece[:-1] if piece.endswith(b"\r") else piece
-            if skipped or len(text) > self.max_line_bytes:
-                self.on_too_long(self.line, skipped + len(text))
-            else:
-                lines.append(Line(text, self.line, self.offset))
+                append(make(Record, (piece, number, number, offset)))
+        self.line, self.offset = number, offset
         if pieces:
             self._partial, self._skipped = tail, 0
         else:
             self._partial += tail
-        if len(self._partial) > self.max_line_bytes:
+        if len(self._partial) > limit:
             self._skipped += len(self._partial)
             self._partial = b""
         return lines
@@ -79,7 +84,7 @@ class LineSplitter:
     def pending_bytes(self) -> int:
         return len(self._partial) + self._skipped
 
-    def finish(self) -> list[Line]:
+    def finish(self) -> list[Record]:
         """The last line when the input ends without a newline."""
         if not (self._partial or self._skipped):
             return []
@@ -91,7 +96,7 @@ class LineSplitter:
             self.on_too_long(self.line, skipped + len(partial))
             return []
         text = partial[:-1] if partial.endswith(b"\r") else partial
-        return [Line(text, self.line, self.offset)]
+        return [Record(text, self.line, self.line, self.offset)]
 
 
 class StreamFeed:
@@ -104,7 +109,7 @@ class StreamFeed:
         self._splitter = LineSplitter(max_line_bytes, on_too_long, 0, 0)
         self.ended = False
 
-    def read(self, timeout: float) -> list[Line]:
+    def read(self, timeout: float) -> list[Record]:
         ready, _, _ = select.select([self._fd], [], [], max(timeout, 0.0))
         if not ready:
             return []
@@ -153,7 +158,7 @@ class FileFeed:
         self._finishing_since: float | None = time.monotonic() if finished else None
         self._last_data = time.monotonic()
 
-    def read(self, timeout: float) -> list[Line]:
+    def read(self, timeout: float) -> list[Record]:
         if self.rotation_ready:  # finished, and no file at `path` to switch to yet
             self._wait(timeout)
             return []
