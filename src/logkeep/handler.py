@@ -34,6 +34,7 @@ import re
 import sys
 import threading
 import time
+import traceback
 import uuid
 import weakref
 from dataclasses import dataclass
@@ -246,6 +247,7 @@ class HandlerStats:
     rejected: int  # refused by logkeep, each with a reason (reported on stderr)
     dropped: int  # not queued: the queue was full, or the handler closed
     abandoned: int  # still queued when close() gave up waiting for logkeep
+    failed: int  # lost to an error in the handler itself (reported on stderr)
 
 
 class LogkeepHandler(logging.Handler):
@@ -256,6 +258,8 @@ class LogkeepHandler(logging.Handler):
     source every record goes to. Usable from `logging.config.dictConfig` with
     `"class": "logkeep.handler.LogkeepHandler"` and these arguments as keys.
     """
+
+    _client: httpx.Client | None
 
     def __init__(
         self,
@@ -292,6 +296,12 @@ class LogkeepHandler(logging.Handler):
         self.source = source
         base = (url or os.environ.get("LOGKEEP_API_URL") or DEFAULT_API_URL).rstrip("/")
         self.url = base if base.endswith(INGEST_PATH) else base + INGEST_PATH
+        try:
+            scheme = httpx.URL(self.url).scheme
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"url: {base!r} is not a URL ({exc})") from None
+        if scheme not in ("http", "https"):
+            raise ValueError(f"url: {base!r} must start with http:// or https://")
         self._token = token if token is not None else os.environ.get("LOGKEEP_API_TOKEN", "")
         self.batch_size = batch_size
         self.batch_bytes = batch_bytes
@@ -307,6 +317,8 @@ class LogkeepHandler(logging.Handler):
         self.verify = verify
         self.setFormatter(logging.Formatter("%(message)s"))
         self._reset_state()
+        # Made here, so that a wrong `verify` fails at configuration, not in the thread.
+        self._client = self._make_client()
         method = weakref.WeakMethod(self._reset_state)
         os.register_at_fork(after_in_child=lambda: _call_if_alive(method))
 
@@ -327,7 +339,7 @@ class LogkeepHandler(logging.Handler):
         self._closed = False
         self._thread: threading.Thread | None = None
         self._sender_ident: int | None = None
-        self._client: httpx.Client | None = None
+        self._client = None
         self._id_prefix = uuid.uuid4().hex[:16]
         self._ids = itertools.count(1)
         self._counts = collections.Counter[str]()
@@ -439,8 +451,8 @@ class LogkeepHandler(logging.Handler):
                     f"{lost} records not delivered: logkeep at {self.url} did not take them "
                     f"before the handler closed",
                 )
-            if not thread.is_alive() and self._client is not None:
-                self._client.close()
+        if (thread is None or not thread.is_alive()) and self._client is not None:
+            self._client.close()  # else the thread, stuck in a request, still holds it
         super().close()
 
     def stats(self) -> HandlerStats:
@@ -452,31 +464,45 @@ class LogkeepHandler(logging.Handler):
                 rejected=self._counts["rejected"],
                 dropped=self._counts["dropped"],
                 abandoned=self._counts["abandoned"],
+                failed=self._counts["failed"],
             )
 
     # -- the sending thread -----------------------------------------------------------------
 
     def _run(self) -> None:
         self._sender_ident = threading.get_ident()
-        headers = {"Content-Type": "application/x-ndjson", "User-Agent": "logkeep-handler"}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
-        self._client = httpx.Client(
-            headers=headers,
-            timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 5.0)),
-            verify=self.verify,
-        )
+        if self._client is None:  # a forked child's: the parent's pool is not ours
+            self._client = self._make_client()
         while True:
             batch = self._next_batch()
             if batch is None:
                 return
             size = sum(len(line) + 1 for line in batch)
-            self._deliver(batch)
+            try:
+                self._deliver(batch)
+            except Exception as exc:  # noqa: BLE001 - reported below; the thread must go on
+                with self._cond:
+                    self._counts["failed"] += len(batch)
+                self._report(
+                    "failed",
+                    f"{len(batch)} records lost to an error in the handler: "
+                    + "".join(traceback.format_exception(exc)).rstrip(),
+                )
             with self._cond:
                 self._pending -= len(batch)
                 self._pending_bytes -= size
                 self._done_total += len(batch)
                 self._cond.notify_all()
+
+    def _make_client(self) -> httpx.Client:
+        headers = {"Content-Type": "application/x-ndjson", "User-Agent": "logkeep-handler"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        return httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 5.0)),
+            verify=self.verify,
+        )
 
     def _next_batch(self) -> list[bytes] | None:
         """The next batch once one is due (full, old enough, flushed, or closing); None

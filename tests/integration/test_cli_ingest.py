@@ -92,3 +92,27 @@ async def test_ingest_says_when_no_server_answers(tmp_path: Path) -> None:
     )
     assert code == 1
     assert "cannot reach logkeep" in err
+
+
+async def test_ingest_says_what_is_wrong_before_sending(tmp_path: Path) -> None:
+    log_file = tmp_path / "app.log"
+    log_file.write_text("hello\n")
+    nowhere = "http://127.0.0.1:9"
+    cases = [
+        ((str(tmp_path), "--source", "x"), "is a directory"),
+        ((str(log_file), "--source", "x", "--multiline", "(["), "is not a regular expression"),
+        ((str(log_file), "--source", "x", "--multiline", "auto", "--format", "nginx"),
+         "--format can only be `text`"),
+        (("-", "--source", "x", "--from-start"), "are for files, not streams"),
+        ((str(tmp_path / "missing.log"), "--source", "x"), "cannot read"),
+    ]  # fmt: skip
+    for args, message in cases:
+        code, out, err = await run_ingest(nowhere, tmp_path, *args, stdin=b"")
+        assert code == 2, (args, out, err)
+        assert message in " ".join(err.split()), (args, err)
+    checkpoint = tmp_path / "cp.json"
+    checkpoint.write_text("{broken")
+    code, _out, err = await run_ingest(
+        nowhere, tmp_path, str(log_file), "--source", "x", "--checkpoint", str(checkpoint)
+    )
+    assert code == 2 and "is not usable" in err and "--from-start" in err

@@ -226,6 +226,10 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         LogkeepHandler(source="")
     with pytest.raises(ValueError, match="batch_size"):
         LogkeepHandler(source="s", batch_size=0)
+    with pytest.raises(ValueError, match="must start with http"):
+        LogkeepHandler(source="s", url="localhost:8000")
+    with pytest.raises(ValueError, match="must start with http"):
+        LogkeepHandler(source="s", url="ftp://logs.example")
 
 
 def test_dict_config_builds_the_handler() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -219,9 +220,22 @@ def _run(
     feed: FileFeed | StreamFeed
     start_offset, cut_at, total = 0, None, None
     if file == "-":
+        fd = sys.stdin.fileno()
+    else:
+        try:
+            opened = _open_following(Path(file), follow, stop)
+        except OSError as exc:
+            raise _fail(f"cannot read {file}: {exc.strerror}", 2) from None
+        if opened is None:
+            return SendSummary(), ""
+        fd = opened
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISDIR(mode):
+        raise _fail(f"{file} is a directory", 2)
+    if not stat.S_ISREG(mode):  # standard input, a pipe, a FIFO, a terminal: read once
         if checkpoint is not None or from_start:
-            raise _fail("--checkpoint and --from-start are for files, not standard input", 2)
-        feed = StreamFeed(sys.stdin.fileno(), settings.ingest_max_line_bytes, on_too_long)
+            raise _fail("--checkpoint and --from-start are for files, not streams", 2)
+        feed = StreamFeed(fd, settings.ingest_max_line_bytes, on_too_long)
     else:
         path = Path(file)
         store = CheckpointStore(checkpoint or default_path(path, options.source))
@@ -235,12 +249,6 @@ def _run(
                 f"{options.source!r}; give another --checkpoint",
                 2,
             )
-        try:
-            fd = _open_following(path, follow, stop)
-        except OSError as exc:
-            raise _fail(f"cannot read {file}: {exc.strerror}", 2) from None
-        if fd is None:
-            return SendSummary(), ""
         start = resume(path, fd, None if from_start else saved, _say)
         generation = 0 if saved is None else saved.generation + (1 if from_start else 0)
         keeper = Keeper(
