@@ -189,11 +189,18 @@ export class ExploreView {
     list.setAttribute("aria-busy", "true");
     const pairs = searchPairs(this.state);
     const query = new URLSearchParams([...pairs, ["limit", String(PAGE)]]);
-    const histogram = this.loadHistogram(gen, pairs);
-    const facets = this.loadFacets(gen, pairs);
+    // The results first: the histogram and the facets are asked for once the page has
+    // arrived, so that on a busy server they do not compete with it.
+    let histogram = null;
+    let facets = null;
+    const others = () => {
+      histogram = this.loadHistogram(gen, pairs);
+      facets = this.loadFacets(gen, pairs);
+    };
     try {
       const page = await get(`/api/v1/logs?${query}`);
       if (gen !== this.generation) return;
+      others();
       const matcher = this.matcher();
       clear(list).append(...page.items.map((e) => entryRow(e, matcher, (entry, li) => this.open(entry, li))));
       list.removeAttribute("aria-busy");
@@ -219,6 +226,7 @@ export class ExploreView {
       $("summary").textContent = "";
       this.showError(error);
       document.body.dataset.searchGeneration = String(gen);
+      others();
     }
     await Promise.allSettled([histogram, facets]);
     if (gen === this.generation) document.body.dataset.searchDone = String(gen);
