@@ -156,7 +156,11 @@ async def test_sources_commands_create_update_disable_and_list(
             "source_updated",
             "source_updated",
         ]
-        assert all(orjson.loads(row["details"])["by"] == "operator:cli" for row in audited)
+        details = [orjson.loads(row["details"]) for row in audited]
+        assert all(d["by"] == "operator:cli" for d in details)
+        assert details[0]["format_type"] == "text" and details[0]["parsing_rules"] == {}
+        assert details[1]["parsing_rules"] == {"message_field": "msg"}
+        assert details[3] == {"by": "operator:cli", "is_active": False}
     finally:
         await conn.close()
         await redis.aclose()

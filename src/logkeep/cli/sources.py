@@ -239,7 +239,12 @@ def create(
             await t.audit(
                 "source_created",
                 source["id"],
-                {"name": name, "source_type": kind, "format_type": format_type},
+                {
+                    "name": name,
+                    "source_type": kind,
+                    "format_type": format_type,
+                    "parsing_rules": rules,
+                },
             )
             return source
 
