@@ -368,3 +368,43 @@ async def test_sign_out_ends_the_session(explorer: Explorer, server: str) -> Non
         response = await client.get("/api/v1/auth/me")
     assert response.status_code == 401
     assert re.search("credentials", response.text)
+
+
+async def test_histogram_drag_zooms_and_a_click_narrows_to_a_bar(
+    explorer: Explorer, logs: LogRepository
+) -> None:
+    word = token()
+    await write(logs, [{"message": f"{word} {n}", "level": "WARN"} for n in range(30)])
+    await explorer.sign_in("admin")
+    page = explorer.page
+    await page.goto(f"/?q={word}&since=6h")
+    await expect(page.locator("#histogram-legend")).to_contain_text("30 in window")
+    plot = page.locator("#histogram .u-over")
+    box = await plot.bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] / 2
+    await page.mouse.move(box["x"] + box["width"] * 0.2, y)
+    await page.mouse.down()
+    await page.mouse.move(box["x"] + box["width"] * 0.5, y, steps=5)
+    await page.mouse.up()
+    await expect(page).to_have_url(re.compile(r"from="))
+    params = dict(url_params(page.url))
+    start, end = (datetime.fromisoformat(params[k].replace("Z", "+00:00")) for k in ("from", "to"))
+    assert timedelta(hours=1.5) < end - start < timedelta(hours=2.1)  # 30 % of 6 h
+    assert "since" not in params
+    # Back to the last 6 hours; a click on a bar holding entries narrows to that bar.
+    await page.go_back()
+    await expect(page.locator("#histogram-legend")).to_contain_text("30 in window")
+    answer = await page.request.get(f"/api/v1/logs/histogram?q={word}&since=6h")
+    hist = await answer.json()
+    when = [datetime.fromisoformat(b["start"]) for b in hist["buckets"]]
+    step = timedelta(seconds=hist["interval_s"])
+    bar = max(range(len(when)), key=lambda i: hist["buckets"][i]["total"])
+    share = (when[bar] + step / 2 - when[0]) / (when[-1] + step - when[0])
+    await page.mouse.click(box["x"] + box["width"] * share, box["y"] + box["height"] - 3)
+    await expect(page).to_have_url(re.compile(r"from="))
+    params = dict(url_params(page.url))
+    start, end = (datetime.fromisoformat(params[k].replace("Z", "+00:00")) for k in ("from", "to"))
+    assert (start, end) == (when[bar], when[bar] + step)
+    rows = page.locator("#results li[data-entry-id]")
+    await expect(rows).to_have_count(hist["buckets"][bar]["total"])
