@@ -275,3 +275,11 @@ def test_an_epoch_timestamp_with_more_digits_than_a_double_is_read() -> None:
     event = parse_json_line('{"message": "m", "timestamp": NaN}')
     with pytest.raises(InvalidLogEntry, match="timestamp: epoch value is not a finite number"):
         entry_from_event(event, APP, now=NOW)
+
+
+def test_a_record_written_another_way_still_gives_its_metadata_exactly() -> None:
+    """Records are COPYed with their metadata's own bytes; one written with spaces (not by
+    encode_entry) is read and written again, exactly."""
+    rows, _ = decode_records(b'[2, 1, "INFO", "m", {"n": 1000000000000000000000000000000}]')
+    assert rows[0].metadata_json == b'{"n":1000000000000000000000000000000}'
+    assert rows[0].metadata == {"n": 10**30}

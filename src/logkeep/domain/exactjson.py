@@ -50,20 +50,22 @@ class UnstorableNumber(ValueError):
 # -- reading -------------------------------------------------------------------------------
 
 # Where orjson may be inexact, in the text's shape (digits and dots as 0, E as e): a run
-# of 17 digits and dots (an integer past 64 bits, a fraction of 16 digits or more), 16
-# then an exponent, or a negative exponent of three digits (an underflow). Otherwise
-# every number has at most 15 significant digits within the range of a double, and
-# orjson's double prints back as exactly the written value. Overflow makes orjson fail.
+# of 16 digits and dots (an integer past 64 bits, a fraction of 16 digits or more) or a
+# negative exponent of three digits (an underflow). Elsewhere every number has at most
+# 15 significant digits within the range of a double, and orjson's double prints back as
+# exactly the written value. Overflow makes orjson fail. (Two searches of the shape:
+# each one costs about as much as orjson reading the line, so there are no more.)
 _SHAPE = bytes.maketrans(b"0123456789.E", b"00000000000e")
-_LONG_RUN = b"0" * 17
-_LONG_MANTISSA = b"0" * 16 + b"e"
+_LONG_RUN = b"0" * 16
 _TINY_EXPONENT = b"e-000"
 _NUMBER_AT = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 
 
 def _kept_by_orjson(token: bytes) -> bool:
     """Whether orjson reads this JSON number exactly."""
-    if not any(c in token for c in b".eE"):
+    if token.lstrip(b"-").isdigit():  # an integer
+        if len(token) <= 19 and token[0] != 0x2D:  # below 10**19: within 64 bits
+            return True
         return len(token) <= 21 and _MIN_INT64 <= int(token) <= _MAX_UINT64
     value = float(token)
     if not math.isfinite(value):
@@ -73,17 +75,14 @@ def _kept_by_orjson(token: bytes) -> bool:
     return text == written or Decimal(text) == Decimal(written)
 
 
-def _orjson_is_exact(raw: bytes) -> bool:
-    shape = raw.translate(_SHAPE)
-    if _LONG_RUN not in shape and _LONG_MANTISSA not in shape and _TINY_EXPONENT not in shape:
-        return True
-    for needle in (_LONG_RUN, _LONG_MANTISSA, _TINY_EXPONENT):
+def _suspects_kept(raw: bytes, shape: bytes) -> bool:
+    """Whether orjson reads exactly every number at the places the shape points out."""
+    for needle in (_LONG_RUN, _TINY_EXPONENT):
         at = shape.find(needle)
         while at >= 0:
-            start = at
-            while start > 0 and shape[start - 1] == 0x30:  # back to the first digit
-                start -= 1
-            if start > 0 and raw[start - 1] == 0x2D:  # "-"
+            # A run starts where it is found; an exponent's mantissa is the run before it.
+            start = at if needle is _LONG_RUN else len(shape[:at].rstrip(b"0"))
+            if start and raw[start - 1] == 0x2D:  # "-"
                 start -= 1
             number = _NUMBER_AT.match(raw, start)
             if number is not None and number.end() > at:
@@ -115,25 +114,34 @@ def _fraction(text: str) -> float | Decimal:
 _EXACT = json.JSONDecoder(parse_int=_integer, parse_float=_fraction, parse_constant=Decimal)
 
 
-def _read(data: bytes | str) -> tuple[Any, bool]:
-    """The value, and whether the exact reader read it (only then can it hold a Decimal,
-    an integer beyond 64 bits or an unstorable number)."""
-    if isinstance(data, bytes):
-        raw = data
-    else:
+def loads(data: bytes | str, *, storable: bool = False) -> Any:
+    """JSON with exact numbers (see the module's docstring); JSONDecodeError otherwise.
+    With `storable`, UnstorableNumber (naming where) for a number logkeep does not store
+    (only the exact reader can have read one)."""
+    raw = data if isinstance(data, bytes) else None
+    if raw is None:
         try:
-            raw = data.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate: not JSON text, as orjson says
-            return orjson.loads(data), False
-    failure: orjson.JSONDecodeError | None = None
-    if _orjson_is_exact(raw):
+            raw = data.encode("utf-8")  # type: ignore[union-attr]
+        except UnicodeEncodeError:
+            return orjson.loads(data)  # a lone surrogate: not JSON text, as orjson says
+    shape = raw.translate(_SHAPE)
+    failure = None
+    if (_LONG_RUN not in shape and _TINY_EXPONENT not in shape) or _suspects_kept(raw, shape):
         try:
-            return orjson.loads(raw), False
+            return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             failure = exc  # also NaN, 1e999 and escaped lone surrogates: the stdlib reads them
+    value = _read_exactly(data, failure)
+    if storable:
+        problem = find_unstorable(value)
+        if problem is not None:
+            raise UnstorableNumber(*problem)
+    return value
+
+
+def _read_exactly(data: bytes | str, failure: orjson.JSONDecodeError | None) -> Any:
     try:
-        text = data.decode("utf-8") if isinstance(data, bytes) else data
-        return _EXACT.decode(text), True
+        return _EXACT.decode(data.decode("utf-8") if isinstance(data, bytes) else data)
     except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError are ValueErrors
         pass
     if failure is None:
@@ -145,21 +153,6 @@ def _read(data: bytes | str) -> tuple[Any, bool]:
             failure = orjson.JSONDecodeError("nesting is too deep", str(data)[:100], 0)
     # orjson's reason, whichever reader read it, so that it reads the same on every path.
     raise failure
-
-
-def loads(data: bytes | str) -> Any:
-    """JSON with exact numbers (see the module's docstring); JSONDecodeError otherwise."""
-    return _read(data)[0]
-
-
-def loads_storable(data: bytes | str) -> Any:
-    """`loads`, raising UnstorableNumber for a number logkeep does not store."""
-    value, exact = _read(data)
-    if exact:
-        problem = find_unstorable(value)
-        if problem is not None:
-            raise UnstorableNumber(*problem)
-    return value
 
 
 # -- numbers -------------------------------------------------------------------------------

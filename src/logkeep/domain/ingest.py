@@ -328,8 +328,13 @@ class StreamRow:
     timestamp: datetime
     level: str
     message: str
-    metadata: dict[str, Any]
-    metadata_json: bytes
+    metadata_json: bytes  # as the API encoded it: COPYed as it is
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Read when needed (live tail), not for every row written."""
+        value: dict[str, Any] = exactjson.loads(self.metadata_json)
+        return value
 
     def copy_record(self) -> tuple[int, datetime, str, str, bytes]:
         return (self.source_id, self.timestamp, self.level, self.message, self.metadata_json)
@@ -358,7 +363,7 @@ class CorruptRecord(ValueError):
     """A stream entry that is not what the ingest script writes."""
 
 
-def _row(item: Any) -> StreamRow:
+def _row(item: Any, line: bytes) -> StreamRow:
     source_id, ts_us, level, message, metadata = item
     if not (
         isinstance(source_id, int)
@@ -368,13 +373,19 @@ def _row(item: Any) -> StreamRow:
         and isinstance(metadata, dict)
     ):
         raise CorruptRecord("an entry record has a field of the wrong type")
+    # The metadata's own bytes, as encode_entry wrote them: orjson may have read a big
+    # number inexactly above, and re-encoding every row would cost more than this.
+    head = orjson.dumps([source_id, ts_us, level, message])[:-1] + b","
+    if line.startswith(head) and line.endswith(b"}]"):
+        metadata_json = line[len(head) : -1]
+    else:  # written some other way (by hand?): read and write it exactly
+        metadata_json = exactjson.dumps(exactjson.loads(line)[4])
     return StreamRow(
         source_id,
         EPOCH + timedelta(microseconds=ts_us),
         Level(level).value,
         message,
-        metadata,
-        exactjson.dumps(metadata),
+        metadata_json,
     )
 
 
@@ -388,17 +399,20 @@ def _dead_letter(item: dict[str, Any]) -> DeadLetter:
 
 def decode_records(payload: bytes) -> tuple[list[StreamRow], list[DeadLetter]]:
     """Entries and dead letters of one stream entry; CorruptRecord if it is malformed."""
+    lines = payload.split(b"\n")
     try:
-        # Exactly: the API wrote big integers and long fractions as their digits.
-        items = exactjson.loads(b"[" + payload.replace(b"\n", b",") + b"]")
-    except exactjson.JSONDecodeError as exc:
+        # orjson: each record's metadata is then taken from its line as it is (_row).
+        items = orjson.loads(b"[" + b",".join(lines) + b"]")
+    except orjson.JSONDecodeError as exc:
         raise CorruptRecord(f"payload is not the ingest record format: {exc}") from None
+    if len(items) != len(lines):
+        raise CorruptRecord("payload is not one record per line")
     rows: list[StreamRow] = []
     dead: list[DeadLetter] = []
     try:
-        for item in items:
+        for item, line in zip(items, lines, strict=True):
             if isinstance(item, list) and len(item) == 5:
-                rows.append(_row(item))
+                rows.append(_row(item, line))
             elif isinstance(item, dict) and {"raw", "reason"} <= item.keys():
                 dead.append(_dead_letter(item))
             else:

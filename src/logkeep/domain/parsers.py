@@ -337,7 +337,7 @@ def _keyed_parser(
 
 def _load_json(line: str) -> dict[str, Any]:
     try:
-        obj = exactjson.loads_storable(line)
+        obj = exactjson.loads(line, storable=True)
     except exactjson.JSONDecodeError as exc:
         raise LineParseError(f"not valid JSON: {exc}") from None
     except exactjson.UnstorableNumber as exc:

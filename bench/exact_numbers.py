@@ -1,0 +1,224 @@
+"""What keeping numbers exactly costs the NDJSON ingest path, against the orjson-only code
+it replaced, measured in one run on this machine (pure CPU: no server is started):
+
+    .venv/bin/python bench/exact_numbers.py [--lines 20000] [--repeat 7]
+
+Three corpora of NDJSON events: realistic ones (the sample generator's nginx, application
+and slow-query events: hex trace ids, floats, ISO timestamps); events that also carry a
+17-digit epoch float and a nanosecond integer, as zap and other Go loggers write them (the
+exactness check has a second look at those); and events holding an integer beyond 64
+bits (read by the standard library: the slow path). For each it times, before and after:
+
+- parse: reading the lines (before: orjson, with the standard library for what orjson
+  refuses; after: exactjson.loads);
+- prepare: all the API does with a line (decode, parse, validate into a LogEntry, encode
+  the stream record), the metadata encoded by orjson.dumps before, exactjson after;
+- worker: reading a stream entry's records back for COPY (before: the metadata encoded
+  again from orjson's reading; after: taken from the record as the API encoded it).
+
+Each pair runs alternately `--repeat` times and the best time of each is kept, counted as
+this process's CPU time (on a shared machine, wall time measures the neighbours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from logkeep.domain import exactjson
+from logkeep.domain.entry import Level
+from logkeep.domain.ingest import (
+    EPOCH,
+    SourceRules,
+    decode_line,
+    decode_records,
+    encode_entry,
+    entry_from_event,
+)
+from logkeep.domain.parsers import compile_parser
+from logkeep.domain.samples import SampleGenerator
+
+NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
+SOURCE = SourceRules(1, "bench", True, "json", compile_parser("json", {}))
+MAX_LINE = 256 * 1024
+RECORDS_PER_ENTRY = 500  # events in one stream entry, as a request of 500 lines
+
+
+def loads_before(data: bytes | str) -> Any:
+    """The parser before exactjson (domain/ingest.py's _loads)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(data)
+        except (ValueError, RecursionError):
+            pass
+        raise
+
+
+@contextmanager
+def metadata_encoder(encode: Callable[[Any], bytes]) -> Iterator[None]:
+    """LogEntry's metadata encoder for the duration (orjson.dumps, as before exactjson)."""
+    original = exactjson.dumps_storable
+    exactjson.dumps_storable = encode  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        exactjson.dumps_storable = original
+
+
+def corpus(kind: str, lines: int) -> list[bytes]:
+    entries = SampleGenerator(seed=7).generate(lines, NOW, days=1)
+    out = []
+    for i, e in enumerate(entries):
+        event: dict[str, Any] = {
+            "source": e.source,
+            "timestamp": e.timestamp.isoformat(),
+            "level": e.level.value,
+            "message": e.message,
+            **e.metadata,
+        }
+        if kind == "go":
+            epoch = e.timestamp.timestamp()
+            event["ts"] = float(f"{epoch:.7f}")  # 17 digits: zap's epoch float
+            event["ts_ns"] = int(epoch * 1e9)  # 19 digits
+        elif kind == "big":
+            event["request_id"] = 10**30 + i  # beyond 64 bits
+        out.append(exactjson.dumps(event))
+    return out
+
+
+def parse_all(lines: list[bytes], loads: Callable[[bytes | str], Any]) -> None:
+    for raw in lines:
+        loads(decode_line(raw, MAX_LINE))
+
+
+def prepare_all(lines: list[bytes], loads: Callable[[bytes | str], Any]) -> list[bytes]:
+    records = []
+    for raw in lines:
+        event = loads(decode_line(raw, MAX_LINE))
+        records.append(encode_entry(entry_from_event(event, SOURCE, now=NOW).entry))
+    return records
+
+
+@dataclass(frozen=True, slots=True)
+class RowBefore:
+    """StreamRow before exactjson."""
+
+    source_id: int
+    timestamp: datetime
+    level: str
+    message: str
+    metadata: dict[str, Any]
+    metadata_json: bytes
+
+
+def decode_before(payload: bytes) -> list[RowBefore]:
+    """The worker's decoding before exactjson (domain/ingest.py's decode_records and
+    _row): orjson, and every metadata encoded again."""
+    rows = []
+    for item in orjson.loads(b"[" + payload.replace(b"\n", b",") + b"]"):
+        source_id, ts_us, level, message, metadata = item
+        if not (
+            isinstance(source_id, int)
+            and isinstance(ts_us, int)
+            and isinstance(level, str)
+            and isinstance(message, str)
+            and isinstance(metadata, dict)
+        ):
+            raise ValueError("an entry record has a field of the wrong type")
+        rows.append(
+            RowBefore(
+                source_id,
+                EPOCH + timedelta(microseconds=ts_us),
+                Level(level).value,
+                message,
+                metadata,
+                orjson.dumps(metadata),
+            )
+        )
+    return rows
+
+
+def decode_all(payloads: list[bytes], decode: Callable[[bytes], object]) -> None:
+    for payload in payloads:
+        decode(payload)
+
+
+def best_of(
+    repeat: int, before: Callable[[], object], after: Callable[[], object]
+) -> tuple[float, float]:
+    times: dict[str, list[float]] = {"before": [], "after": []}
+    for _ in range(repeat):
+        for name, run in (("before", before), ("after", after)):
+            started = time.process_time()
+            run()
+            times[name].append(time.process_time() - started)
+    return min(times["before"]), min(times["after"])
+
+
+def measure(
+    repeat: int, lines: list[bytes], payloads: list[bytes]
+) -> dict[str, tuple[float, float]]:
+    def prepare_before() -> None:
+        with metadata_encoder(orjson.dumps):
+            prepare_all(lines, loads_before)
+
+    return {
+        "parse": best_of(
+            repeat,
+            lambda: parse_all(lines, loads_before),
+            lambda: parse_all(lines, exactjson.loads),
+        ),
+        "prepare": best_of(repeat, prepare_before, lambda: prepare_all(lines, exactjson.loads)),
+        "worker": best_of(
+            repeat,
+            lambda: decode_all(payloads, decode_before),
+            lambda: decode_all(payloads, decode_records),
+        ),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lines", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    n = args.lines
+    # LogEntry validates timestamps against NOW: keep the corpus inside the window.
+    assert SampleGenerator(seed=7).generate(1, NOW, days=1)[0].timestamp > NOW - timedelta(2)
+
+    print(f"{n} lines per corpus, best of {args.repeat}: lines per second, and speed after/before")
+    print(f"{'corpus':<10} {'step':<8} {'before':>12} {'after':>12} {'ratio':>8}")
+    for kind in ("realistic", "go", "big"):
+        lines = corpus(kind, n)
+        with metadata_encoder(orjson.dumps):
+            records_before = prepare_all(lines, loads_before)
+        records = prepare_all(lines, exactjson.loads)
+        assert len(records) == len(records_before) == n
+        payloads = [
+            b"\n".join(records[i : i + RECORDS_PER_ENTRY]) for i in range(0, n, RECORDS_PER_ENTRY)
+        ]
+
+        steps = measure(args.repeat, lines, payloads)
+        for step, (before, after) in steps.items():
+            print(
+                f"{kind:<10} {step:<8} {n / before:>12,.0f} {n / after:>12,.0f}"
+                f" {before / after:>7.2f}x"
+            )
+        if kind == "big":
+            before_kept = orjson.loads(records_before[0])[4]["request_id"]
+            after_kept = exactjson.loads(records[0])[4]["request_id"]
+            print(f"{'':<10} request_id {10**30} was stored as {before_kept!r}, now {after_kept}")
+
+
+if __name__ == "__main__":
+    main()
