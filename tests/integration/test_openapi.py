@@ -13,6 +13,7 @@ import pytest
 
 from logkeep.api.openapi import render
 from logkeep.config import Settings
+from logkeep.db.seed import TEST_PASSWORDS
 from logkeep.domain.parsers import FORMAT_TYPES
 from logkeep.domain.sources import DEFAULT_FORMAT_TYPE, DEFAULT_SOURCE_TYPE
 from tests.conftest import running_app
@@ -218,3 +219,72 @@ async def test_sources_default_their_type_and_format(client: httpx.AsyncClient) 
     created = response.json()
     assert created["source_type"] == DEFAULT_SOURCE_TYPE
     assert created["format_type"] == DEFAULT_FORMAT_TYPE
+
+
+async def test_stored_json_is_refused_with_the_reason(client: httpx.AsyncClient) -> None:
+    nul = await client.post(
+        "/api/v1/sources", json={"name": "with_nul", "configuration": {"a": {"b": "x\u0000y"}}}
+    )
+    body = assert_problem(nul, 422, "configuration: ")
+    assert "a.b: contains a NUL character" in body["detail"], body
+    big = await client.post(
+        "/api/v1/sources",
+        content=b'{"name": "with_big", "configuration": {"n": 100000000000000000000000000000}}',
+        headers=JSON,
+    )
+    assert_problem(big, 422, "n: an integer beyond 64 bits (send it as text)")
+
+
+async def test_preferences_name_why_they_cannot_be_kept(settings: Settings) -> None:
+    secured = settings.model_copy(update={"auth_required": True})
+    async with running_app(secured) as client:
+        login = await client.post(
+            "/api/v1/auth/login", json={"username": "admin", "password": TEST_PASSWORDS["admin"]}
+        )
+        assert login.status_code == 200, login.text
+        auth = {"Authorization": f"Bearer {login.json()['token']}", **JSON}
+        big = await client.put(
+            "/api/v1/auth/me/preferences", content=b'{"page": {"size": 1e999}}', headers=auth
+        )
+        assert_problem(big, 422, "preferences.page.size: a number out of range")
+        huge = await client.put(
+            "/api/v1/auth/me/preferences", content=b'{"n": 18446744073709551616}', headers=auth
+        )
+        assert_problem(huge, 422, "preferences.n: an integer beyond 64 bits")
+        kept = await client.put("/api/v1/auth/me/preferences", json={"n": 2**64 - 1}, headers=auth)
+        assert kept.status_code == 200 and kept.json() == {"n": 2**64 - 1}, kept.text
+
+
+async def test_integral_numbers_are_integers(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/api/v1/alert-rules",
+        json={"name": "whole", "threshold": 5.0, "window_seconds": 60.0, "source": 1.0},
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["threshold"] == 5
+    fraction = await client.post(
+        "/api/v1/alert-rules", json={"name": "half", "threshold": 5.5, "window_seconds": 60}
+    )
+    assert_problem(fraction, 422, "threshold: ")
+
+
+async def test_metadata_filters_as_the_document_writes_them(client: httpx.AsyncClient) -> None:
+    """`metadata[http.status]=500` (deepObject, what generated clients send) finds what
+    `metadata.http.status=500` finds."""
+    for status in (500, 200):
+        created = await client.post(
+            "/api/v1/logs",
+            json={
+                "source": "app_errors",
+                "message": "deep",
+                "metadata": {"http": {"status": status}},
+            },
+        )
+        assert created.status_code == 201, created.text
+    deep = await client.get("/api/v1/logs", params={"metadata[http.status]": "500", "q": "deep"})
+    dotted = await client.get("/api/v1/logs", params={"metadata.http.status": "500", "q": "deep"})
+    assert deep.status_code == dotted.status_code == 200, deep.text
+    assert [e["metadata"] for e in deep.json()["items"]] == [{"http": {"status": 500}}]
+    assert deep.json()["items"] == dotted.json()["items"]
+    wrong = await client.get("/api/v1/logs", params={"metadata[a b]": "1"})
+    assert_problem(wrong, 422, "metadata keys are 1 to 64 of A-Z a-z 0-9 _ -")

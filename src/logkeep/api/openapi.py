@@ -42,6 +42,9 @@ without credentials as the admin.
 """
 
 
+METHOD_ORDER = ("get", "head", "post", "put", "patch", "delete", "options", "trace", "query")
+
+
 def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
     """`anyOf: [X, {type: null}]` as X: a query parameter is absent or a string, never
     null, so the null branch only misleads generated clients."""
@@ -157,6 +160,12 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
             for status, answer in answers(*derived_answers(route)).items():
                 responses.setdefault(str(status), answer)
             operation["responses"] = dict(sorted(responses.items()))
+    for path, path_item in document.get("paths", {}).items():
+        # A route's methods are a set: put them in one order, so the document is the
+        # same in every process.
+        document["paths"][path] = dict(
+            sorted(path_item.items(), key=lambda kv: METHOD_ORDER.index(kv[0]))
+        )
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
