@@ -2,7 +2,8 @@
 
 Every route but health, readiness and metrics depends on `require(action)`. Outside dev
 a request without valid credentials is 401; a caller without the right is 403. Tokens
-travel only in the Authorization header, and are never logged or stored (only their
+travel in the Authorization header, or for the web explorer in an HttpOnly session cookie
+(api/web_session.py: CSRF-checked on writes), and are never logged or stored (only their
 SHA-256 is)."""
 
 from __future__ import annotations
