@@ -308,6 +308,7 @@ class Shipper:
             assert self.keeper is not None
             self.keeper.switch(self._file().identity)
             self._acked = 0
+            self._cut_at = None  # a cut belongs to the file that was left
 
     def _up_to_cut(self, lines: list[Record], now: float) -> list[Record]:
         """Take `lines` up to the end of the batch in flight when the last run ended, and

@@ -197,8 +197,8 @@ class FileFeed:
     def _look_for_rotation(self, now: float) -> None:
         try:
             st = os.stat(self.path)
-        except FileNotFoundError:
-            return  # moved away, its successor not created yet: keep reading this one
+        except OSError:
+            return  # moved away, its successor not there (or not readable) yet: keep reading
         if not self.identity.same_inode(st):
             self._finishing_since = now  # renamed; the new file waits for this one's end
         elif not self._same_file():
@@ -223,8 +223,8 @@ class FileFeed:
         """Read the file now at `path` from its start; False if there is none yet."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
+        except OSError:
+            return False  # not there, or not readable yet (logrotate sets its mode after)
         os.close(self._fd)
         self._fd = fd
         self.identity = identify(fd)
