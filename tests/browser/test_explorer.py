@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
-from playwright.async_api import expect
+from playwright.async_api import Route, expect
 
 from logkeep.db.repositories import LogRepository
 from tests.browser.conftest import Explorer, api_token, token, write
@@ -408,3 +408,92 @@ async def test_histogram_drag_zooms_and_a_click_narrows_to_a_bar(
     assert (start, end) == (when[bar], when[bar] + step)
     rows = page.locator("#results li[data-entry-id]")
     await expect(rows).to_have_count(hist["buckets"][bar]["total"])
+
+
+async def test_live_tail_reconnects_and_resumes_after_the_last_event(
+    explorer: Explorer, server: str
+) -> None:
+    word = token()
+    await explorer.sign_in("admin")
+    page = explorer.page
+    await page.goto(f"/?q={word}&since=5m")
+    await expect(page.locator("#results li.empty")).to_be_visible()
+    resumed_from: list[str | None] = []
+    key = await api_token(server, "admin")
+    client = httpx.AsyncClient(base_url=server, headers={"Authorization": f"Bearer {key}"})
+
+    async def tail(route: Route) -> None:
+        if not resumed_from:
+            # The first connection delivers a position, then drops (a restart, a proxy).
+            resumed_from.append(None)
+            missed = await client.post(
+                "/api/v1/logs", json={"source": "app_errors", "message": f"{word} while away"}
+            )
+            resumed_from.append(str(missed.json()["id"]))
+            await route.fulfill(
+                status=200,
+                headers={"Content-Type": "text/event-stream"},
+                body="id: 1-0:0\nevent: position\ndata: \n\n",
+            )
+            return
+        resumed_from.append(route.request.headers.get("last-event-id"))
+        await route.continue_()
+
+    await page.route("**/api/v1/tail?*", tail)
+    try:
+        await page.get_by_role("button", name="Live", exact=True).click()
+        # The entry committed while the connection was down arrives after the reconnect.
+        arrived = page.locator("#results li[data-entry-id]", has_text=f"{word} while away")
+        await expect(arrived).to_have_count(1)
+    finally:
+        await client.aclose()
+    assert await arrived.get_attribute("data-entry-id") == resumed_from[1]
+    assert resumed_from[2] == "1-0:0"  # the reconnect asked to resume after that position
+    await expect(page.locator("#live-status")).to_have_text("live")
+
+
+async def test_saved_searches(explorer: Explorer, logs: LogRepository) -> None:
+    word = token()
+    ids = await write(logs, [{"message": f"{word} saved", "level": "ERROR"}])
+    await explorer.sign_in("analyst")
+    page = explorer.page
+    await page.goto(f"/?q={word}&since=6h&level=ERROR")
+    await explorer.wait_for_entry(ids[0])
+    menu = page.locator("#saved-menu")
+    await menu.locator("summary").click()
+    await menu.get_by_label("Saved search name").fill("my errors")
+    await menu.get_by_role("button", name="Save").click()
+    await expect(menu.get_by_role("link", name="my errors")).to_be_visible()
+    await page.goto("/?since=1h")
+    await menu.locator("summary").click()
+    await menu.get_by_role("link", name="my errors").click()
+    await expect(page.locator("input[name=q]")).to_have_value(word)
+    assert {("q", word), ("since", "6h"), ("level", "ERROR")} <= set(url_params(page.url))
+    await explorer.wait_for_entry(ids[0])
+    await menu.locator("summary").click()
+    await menu.get_by_role("button", name="Delete saved search my errors").click()
+    await expect(menu.get_by_role("link", name="my errors")).to_have_count(0)
+
+
+async def test_admin_creates_an_api_key_shown_once(explorer: Explorer, server: str) -> None:
+    await explorer.sign_in("admin")
+    page = explorer.page
+    await page.goto("/?view=admin&tab=keys")
+    form = page.locator("form", has_text="New API key")
+    await form.get_by_label("Name").fill("shipper-1")
+    await form.get_by_role("button", name="Create key").click()
+    secret = page.locator("#new-key")
+    await expect(secret).to_have_text(re.compile(r"^lkk_"))
+    key = await secret.inner_text()
+    # The key works for ingest, and the list shows only its prefix from now on.
+    async with httpx.AsyncClient(base_url=server) as client:
+        sent = await client.post(
+            "/api/v1/ingest",
+            content='{"source": "app_errors", "message": "from the new key"}\n',
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/x-ndjson"},
+        )
+    assert sent.status_code in (200, 202), sent.text
+    await page.reload()
+    await expect(page.locator("table.grid")).to_contain_text("shipper-1")
+    assert key not in await page.content()
+    assert key[:12] in await page.content()

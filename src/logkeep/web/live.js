@@ -4,6 +4,7 @@
 // reconnects with back-off and resumes after the last event received, so nothing
 // committed in between is lost.
 
+import { ApiError, request } from "./api.js";
 import { searchPairs } from "./state.js";
 
 const MAX_ROWS = 5000; // rows kept in the list while live
@@ -121,24 +122,19 @@ export class Live {
     if (this.lastEventId) headers["Last-Event-ID"] = this.lastEventId;
     this.setStatus(this.failures ? "reconnecting…" : "connecting…");
     try {
-      const response = await fetch(`/api/v1/tail?${this.params()}`, { headers, credentials: "same-origin", signal: controller.signal });
-      if (!response.ok) {
-        const body = await response.json().catch(() => ({}));
-        const detail = typeof body.detail === "string" ? body.detail : `status ${response.status}`;
-        if (response.status >= 400 && response.status < 500 && response.status !== 429) {
-          this.setStatus(`live tail refused: ${detail}`);
-          this.stop();
-          this.setStatus(`live tail refused: ${detail}`);
-          return;
-        }
-        throw new Error(detail);
-      }
+      // Through the one API wrapper: an error answer becomes an ApiError with its reason.
+      const response = await request(`/api/v1/tail?${this.params()}`, { headers, signal: controller.signal, raw: true });
       this.failures = 0;
       this.setStatus("live");
       document.body.dataset.live = "connected";
       await this.read(response.body, controller);
     } catch (error) {
       if (controller.signal.aborted) return;
+      if (error instanceof ApiError && error.status >= 400 && error.status < 500 && error.status !== 429) {
+        this.stop(); // refused (signed out, a source no longer granted): retrying will not help
+        this.setStatus(`live tail refused: ${error.message}`);
+        return;
+      }
       this.setStatus(`disconnected: ${error.message}`);
     }
     if (controller.signal.aborted || !this.on) return;
