@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -15,7 +16,10 @@ from logkeep.domain.timerange import InvalidQuery
 
 @pytest.mark.parametrize(
     "value",
-    ["503", 503, 5.5, "5.5", True, "true", None, "null", "plain", '"quoted"', "", "-1e3", -1000.0],
+    [
+        *("503", 503, 5.5, "5.5", True, "true", None, "null", "plain", '"quoted"', "", "-1e3"),
+        *(-1000.0, 10**30, -(2**64), Decimal("0.12345678901234567")),  # kept exactly
+    ],
 )
 def test_a_filter_text_finds_exactly_its_value(value: Any) -> None:
     text = filter_text(value)

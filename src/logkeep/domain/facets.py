@@ -13,23 +13,25 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 import orjson
 
+from logkeep.domain import exactjson
 from logkeep.domain.search import MAX_METADATA_DEPTH, MAX_VALUE_CHARS, metadata_value
 
 MAX_KEYS = 8  # metadata keys shown, the most frequent first
 MAX_VALUES = 8  # values shown per field
 _KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # as search accepts in metadata.<key>
 
-Scalar = str | int | float | bool | None
+Scalar = str | int | float | Decimal | bool | None  # Decimal: see exactjson
 
 
 def filter_text(value: Scalar) -> str | None:
     """The parameter value that finds `value` in metadata (None: it cannot be asked for)."""
-    if isinstance(value, bool) or value is None or isinstance(value, int | float):
-        text = orjson.dumps(value).decode()
+    if isinstance(value, bool) or value is None or isinstance(value, int | float | Decimal):
+        text = exactjson.dumps(value).decode()  # 10**30 as its digits, as search reads it
     elif isinstance(value, str):
         # Text that would read as a number, true/false/null or a quoted string is quoted.
         try:
