@@ -310,3 +310,14 @@ async def test_credentials_the_way_shippers_send_them(settings: Settings, db: Da
             headers={"authorization": f"Bearer {reader.token}"},
         )
         assert forbidden.status_code == 403  # a read key may not ingest, by any protocol
+
+
+async def test_protocol_bodies_get_the_ingest_limit(client: httpx.AsyncClient) -> None:
+    """Past the API's 1 MiB default, within ingest's 16 MiB: any index's bulk path too."""
+    line = b'{"index": {}}\n{"message": "' + b"x" * 1000 + b'"}\n'
+    body = line * 2000  # about 2 MiB
+    answer = await client.post("/any-index/_bulk", content=body, headers=NDJSON)
+    assert answer.status_code == 200
+    assert len(answer.json()["items"]) == 2000
+    too_big = await client.post("/api/v1/auth/login", content=body, headers=NDJSON)
+    assert too_big.status_code == 413  # elsewhere the default holds

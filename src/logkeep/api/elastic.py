@@ -15,7 +15,14 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from logkeep.api.auth import require
 from logkeep.api.deps import get_settings
-from logkeep.api.shippers import RawBody, Refused, body_error, ingest, source_override
+from logkeep.api.shippers import (
+    RawBody,
+    Refused,
+    body_error,
+    ingest,
+    protocol_answers,
+    source_override,
+)
 from logkeep.cache.ingest_buffer import retry_after_header
 from logkeep.config import Settings
 from logkeep.domain.auth import Action, Principal
@@ -42,8 +49,6 @@ BULK_ANSWERS: dict[int | str, dict[str, Any]] = {
           "failed", "content": _JSON},
     400: {"description": "a malformed action line: the request can never succeed",
           "content": _JSON},
-    401: {"description": "credentials required"},
-    403: {"description": "the caller may not ingest"},
     413: {"description": "over the body or documents limit", "content": _JSON},
     415: {"description": "another Content-Type", "content": _JSON},
     429: {"description": "rate limited; Retry-After", "content": _JSON},
@@ -122,7 +127,7 @@ def _routes(router: APIRouter, *, root: bool) -> None:
     @router.api_route(
         "/_bulk",
         methods=["POST", "PUT"],
-        responses=BULK_ANSWERS,
+        responses=protocol_answers(BULK_ANSWERS),
         openapi_extra={"requestBody": BULK_BODY},
         include_in_schema=root,
     )
@@ -139,7 +144,7 @@ def _routes(router: APIRouter, *, root: bool) -> None:
     @router.api_route(
         "/{index}/_bulk",
         methods=["POST", "PUT"],
-        responses=BULK_ANSWERS,
+        responses=protocol_answers(BULK_ANSWERS),
         openapi_extra={"requestBody": BULK_BODY},
         include_in_schema=root,
     )

@@ -10,7 +10,14 @@ from fastapi.responses import PlainTextResponse
 
 from logkeep.api.auth import require
 from logkeep.api.deps import get_settings
-from logkeep.api.shippers import RawBody, Refused, body_error, ingest, source_override
+from logkeep.api.shippers import (
+    RawBody,
+    Refused,
+    body_error,
+    ingest,
+    protocol_answers,
+    source_override,
+)
 from logkeep.cache.ingest_buffer import retry_after_header
 from logkeep.config import Settings
 from logkeep.domain.auth import Action, Principal
@@ -26,8 +33,6 @@ ANSWERS: dict[int | str, dict[str, Any]] = {
     202: {"description": "taken (or a duplicate of a message taken before)"},
     400: {"description": "not a GELF message, or one that cannot be stored; why",
           "content": _TEXT},
-    401: {"description": "credentials required"},
-    403: {"description": "the caller may not ingest"},
     413: {"description": "over the body limit", "content": _TEXT},
     429: {"description": "rate limited; Retry-After", "content": _TEXT},
     503: {"description": "Redis away or the backlog full; Retry-After", "content": _TEXT},
@@ -39,7 +44,13 @@ REQUEST_BODY = {
 }
 
 
-@router.post(PATH, status_code=202, responses=ANSWERS, openapi_extra={"requestBody": REQUEST_BODY})
+@router.post(
+    PATH,
+    status_code=202,
+    response_class=Response,
+    responses=protocol_answers(ANSWERS),
+    openapi_extra={"requestBody": REQUEST_BODY},
+)
 async def gelf_message(
     raw: RawBody,
     request: Request,

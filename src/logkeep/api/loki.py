@@ -17,6 +17,7 @@ from logkeep.api.shippers import (
     Refused,
     body_error,
     ingest,
+    protocol_answers,
     rejection_summary,
     source_override,
 )
@@ -37,8 +38,6 @@ ANSWERS: dict[int | str, dict[str, Any]] = {
     204: {"description": "every entry taken"},
     400: {"description": "bad data: the entries named were rejected, the rest stored",
           "content": _TEXT},
-    401: {"description": "credentials required"},
-    403: {"description": "the caller may not ingest"},
     413: {"description": "over the body or entries limit", "content": _TEXT},
     415: {"description": "another Content-Type", "content": _TEXT},
     429: {"description": "rate limited; Retry-After", "content": _TEXT},
@@ -60,7 +59,12 @@ def _text(refused: Refused) -> Response:
     return PlainTextResponse(refused.detail + "\n", refused.status, headers)
 
 
-@router.post(PATH, status_code=204, responses=ANSWERS, openapi_extra={"requestBody": REQUEST_BODY})
+@router.post(
+    PATH,
+    status_code=204,
+    responses=protocol_answers(ANSWERS),
+    openapi_extra={"requestBody": REQUEST_BODY},
+)
 async def push(
     raw: RawBody,
     request: Request,

@@ -22,6 +22,7 @@ from logkeep.api.shippers import (
     Refused,
     body_error,
     ingest,
+    protocol_answers,
     rejection_summary,
     source_override,
 )
@@ -46,8 +47,6 @@ ANSWERS: dict[int | str, dict[str, Any]] = {
     200: {"description": "ExportLogsServiceResponse; partial_success counts rejected "
           "records and says why", "content": _BOTH},
     400: {"description": "not an ExportLogsServiceRequest (google.rpc.Status)", "content": _BOTH},
-    401: {"description": "credentials required"},
-    403: {"description": "the caller may not ingest"},
     413: {"description": "over the body or records limit (google.rpc.Status)", "content": _BOTH},
     415: {"description": "another Content-Type or Content-Encoding", "content": _BOTH},
     429: {"description": "rate limited; Retry-After", "content": _BOTH},
@@ -100,7 +99,7 @@ async def export_logs(
     return Response(body, 200, media_type=content_type)
 
 
-@router.post(PATH, responses=ANSWERS, openapi_extra={"requestBody": REQUEST_BODY})
+@router.post(PATH, responses=protocol_answers(ANSWERS), openapi_extra={"requestBody": REQUEST_BODY})
 async def otlp_logs(
     raw: RawBody,
     request: Request,

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, Request
 from redis.exceptions import RedisError
 
 from logkeep.api.auth import client_address
+from logkeep.api.problems import answers
 from logkeep.cache.ingest_buffer import BacklogFull, RateLimited
 from logkeep.config import Settings
 from logkeep.domain.auth import Principal
@@ -58,6 +59,22 @@ async def raw_body(request: Request) -> bytes:
 
 
 RawBody = Annotated[bytes, Depends(raw_body)]
+
+
+def protocol_answers(own: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` of a protocol route: its own answers in its own media types,
+    plus problem+json where logkeep answers before the protocol does (413 from the body
+    limit, 503 from a store away; 401 and 403 are derived from the credentials)."""
+    shared = answers(413, 503)
+    merged = dict(own)
+    for status, entry in shared.items():
+        mine = merged.get(status, {})
+        merged[status] = {
+            **entry,
+            **{k: v for k, v in mine.items() if k != "content"},
+            "content": {**mine.get("content", {}), **entry["content"]},
+        }
+    return merged
 
 
 def ingest_service(request: Request) -> IngestService:

@@ -33,12 +33,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
-import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 from rich.console import Console
 
 from logkeep.api.local import free_port
+from logkeep.bench import wire
+from logkeep.bench.wire import Wire
 from logkeep.cache.keys import Keys
 from logkeep.cache.replies import as_text
 from logkeep.config import Settings
@@ -61,7 +62,6 @@ INSERT_ONE = (
     "VALUES ($1, $2, $3, $4, $5)"
 )
 COMMITTED = "SELECT coalesce(sum(events), 0) FROM ingest_ledger"
-NDJSON = {"Content-Type": "application/x-ndjson"}
 
 SEED = 29
 GENERATE_CHUNK = 50_000  # rows generated at a time, each chunk its own slice of the hour
@@ -112,15 +112,12 @@ async def create_template(admin: asyncpg.Connection, base_url: str, name: str) -
 # The rows, prepared before any clock starts
 
 
-def prepare(rows: int, source_ids: dict[str, int]) -> tuple[list[bytes], list[Record]]:
-    """NDJSON request bodies of EVENTS_PER_REQUEST events, and the same rows as COPY
-    records, with timestamps spread over the last hour in time order."""
+def sample_events(rows: int, now: datetime) -> Iterator[list[dict[str, Any]]]:
+    """The benchmark's events in chunks of GENERATE_CHUNK, timestamps spread over the
+    last hour in time order, every one distinct."""
     generator = SampleGenerator(seed=SEED)
-    now = datetime.now(UTC)
     span = timedelta(hours=1)
     previous = now - 2 * span
-    bodies: list[bytes] = []
-    records: list[Record] = []
     for offset in range(0, rows, GENERATE_CHUNK):
         count = min(GENERATE_CHUNK, rows - offset)
         end = now - span * (1 - (offset + count) / rows)
@@ -139,10 +136,27 @@ def prepare(rows: int, source_ids: dict[str, int]) -> tuple[list[bytes], list[Re
                     "metadata": s.metadata,
                 }
             )
+        yield events
+
+
+Body = tuple[bytes, int]  # a request body and the events in it
+
+
+def bodies_of(events: Sequence[dict[str, Any]], way: Wire) -> list[Body]:
+    """Request bodies of EVENTS_PER_REQUEST events each, encoded for `way`."""
+    chunks = (events[i : i + EVENTS_PER_REQUEST] for i in range(0, len(events), EVENTS_PER_REQUEST))
+    return [(way.encode(chunk), len(chunk)) for chunk in chunks]
+
+
+def prepare(rows: int, source_ids: dict[str, int]) -> tuple[list[Body], list[Record]]:
+    """NDJSON request bodies of EVENTS_PER_REQUEST events, and the same rows as COPY
+    records, with timestamps spread over the last hour in time order."""
+    now = datetime.now(UTC)
+    bodies: list[Body] = []
+    records: list[Record] = []
+    for events in sample_events(rows, now):
         # GENERATE_CHUNK is a multiple of EVENTS_PER_REQUEST: no request spans two chunks.
-        for start in range(0, count, EVENTS_PER_REQUEST):
-            chunk = events[start : start + EVENTS_PER_REQUEST]
-            bodies.append(b"\n".join(orjson.dumps(e) for e in chunk))
+        bodies += bodies_of(events, wire.NDJSON)
         records += [
             LogEntry(
                 e["message"],
@@ -271,38 +285,42 @@ class Sent:
     retries: int = 0  # 429 and 503 answers waited out
 
 
-async def send_all(base_url: str, bodies: Sequence[bytes]) -> Sent:
+async def send_all(base_url: str, bodies: Sequence[Body], way: Wire = wire.NDJSON) -> Sent:
     """POST every body from SENDERS clients at once, honouring Retry-After."""
     sent = Sent()
     queue = iter(bodies)  # shared: each sender takes the next body
 
     async def sender() -> None:
         async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
-            for body in queue:
+            for body, count in queue:
                 while True:
-                    response = await client.post("/api/v1/ingest", content=body, headers=NDJSON)
+                    response = await client.post(way.path, content=body, headers=way.headers)
                     if response.status_code not in (429, 503):
                         break
                     sent.retries += 1
                     await asyncio.sleep(float(response.headers.get("retry-after", "1")))
-                if response.status_code != 202:
+                if response.status_code != way.ok:
                     raise RuntimeError(
-                        f"ingest answered {response.status_code}: {response.text[:500]}"
+                        f"{way.path} answered {response.status_code}: {response.text[:500]}"
                     )
-                result = response.json()
-                sent.accepted += result["accepted"]
-                sent.duplicates += result["duplicates"]
-                sent.rejected += result["rejected"]
+                accepted, duplicates, rejected = way.taken(response, count)
+                sent.accepted += accepted
+                sent.duplicates += duplicates
+                sent.rejected += rejected
 
     await asyncio.gather(*(sender() for _ in range(SENDERS)))
     return sent
 
 
 async def deliver(
-    base_url: str, bodies: Sequence[bytes], conn: asyncpg.Connection, services: Sequence[Service]
+    base_url: str,
+    bodies: Sequence[Body],
+    conn: asyncpg.Connection,
+    services: Sequence[Service],
+    way: Wire = wire.NDJSON,
 ) -> Sent:
     """Send everything and return once the ledger counts every accepted event."""
-    sending = asyncio.create_task(send_all(base_url, bodies))
+    sending = asyncio.create_task(send_all(base_url, bodies, way))
     try:
         committed, progress_at = -1, time.monotonic()
         while True:
@@ -336,10 +354,13 @@ class MemoryPeak:
         self.peak = max(self.peak, used)
         return used
 
-    async def run(self) -> None:
-        while True:
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sample until `stop` is set. (Not cancelled: a cancellation that lands inside a
+        redis-py command can be swallowed, and the sampler would then never end.)"""
+        while not stop.is_set():
             await self.used()
-            await asyncio.sleep(SAMPLE_EVERY_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SAMPLE_EVERY_S)
 
 
 async def redis_cpu_seconds(redis: aioredis.Redis) -> float:
@@ -424,7 +445,9 @@ async def delete_keys(redis: aioredis.Redis, prefix: str) -> None:
         await redis.unlink(*batch[offset : offset + 1000])
 
 
-async def end_to_end(settings: Settings, database_url: str, bodies: Sequence[bytes]) -> EndToEnd:
+async def end_to_end(
+    settings: Settings, database_url: str, bodies: Sequence[Body], way: Wire = wire.NDJSON
+) -> EndToEnd:
     assert settings.redis_url is not None
     prefix = f"lkbench:{secrets.token_hex(4)}:"  # a Redis of our own inside any Redis
     keys = Keys(prefix)
@@ -443,18 +466,18 @@ async def end_to_end(settings: Settings, database_url: str, bodies: Sequence[byt
         ):
             await wait_ready(base_url, [api, worker], redis, keys)
             before = await memory.used()
-            sampler = asyncio.create_task(memory.run())
+            sampling_done = asyncio.Event()
+            sampler = asyncio.create_task(memory.run(sampling_done))
             try:
                 cpu_before = await cpu_snapshot(api, worker, conn, redis)
                 started = time.perf_counter()
-                sent = await deliver(base_url, bodies, conn, [api, worker])
+                sent = await deliver(base_url, bodies, conn, [api, worker], way)
                 seconds = time.perf_counter() - started
                 cpu = cpu_used(cpu_before, await cpu_snapshot(api, worker, conn, redis))
                 await wait_drained(redis, keys)
             finally:
-                sampler.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sampler
+                sampling_done.set()
+                await sampler
             after = await memory.used()
             dedup_bytes, dedup_keys, fingerprints = await dedup_state(redis, keys)
             tail_bytes = await redis.memory_usage(keys.tail_stream(), samples=0) or 0
@@ -588,7 +611,7 @@ async def run(settings: Settings, rows: int) -> str:
         bodies, records = prepare(rows, source_ids)
         console.print(
             f"prepared {len(bodies):,} requests of {EVENTS_PER_REQUEST:,} events "
-            f"({sum(map(len, bodies)) / MB:,.0f} MB of NDJSON) and the COPY records in "
+            f"({sum(len(b) for b, _ in bodies) / MB:,.0f} MB of NDJSON) and the COPY records in "
             f"{time.perf_counter() - started:.1f} s"
         )
 
@@ -618,4 +641,55 @@ async def run(settings: Settings, rows: int) -> str:
         await admin.close()
     line = f"ingest: e2e/copy={e2e_rate / copy_rate:.2f} e2e/per-row={e2e_rate / per_row_rate:.2f}"
     print(line)  # plain print: a script reads this line, rich might wrap it
+    return line
+
+
+# ---------------------------------------------------------------------------------------
+# --protocols: the shippers' protocols beside NDJSON, end to end, on the same events
+
+
+async def run_protocols(settings: Settings, rows: int) -> str:
+    """End to end for NDJSON and each protocol in turn, each into its own database:
+    events/s, and the API's CPU per event (what a protocol's decoding costs)."""
+    assert settings.database_url is not None
+    run_id = secrets.token_hex(4)
+    ways = (wire.NDJSON, *wire.PROTOCOLS)
+    template = f"lkbench_{run_id}_tpl"
+    databases = [f"lkbench_{run_id}_w{n}" for n in range(len(ways))]
+    admin = await asyncpg.connect(settings.database_url)
+    try:
+        version = await admin.fetchval("SHOW server_version")
+        console.print(
+            f"ingest bench, protocols: {rows:,} events each way, PostgreSQL {version}, "
+            f"{os.cpu_count()} cores, {SENDERS} senders of {EVENTS_PER_REQUEST:,} events"
+        )
+        await create_template(admin, settings.database_url, template)
+        for name in databases:
+            await admin.execute(f"CREATE DATABASE {_ident(name)} TEMPLATE {_ident(template)}")
+        events = [e for chunk in sample_events(rows, datetime.now(UTC)) for e in chunk]
+        per_event: dict[str, float] = {}
+        for way, name in zip(ways, databases, strict=True):
+            bodies = bodies_of(events, way)
+            size = sum(len(b) for b, _ in bodies) / MB
+            url = _database_url(settings.database_url, name)
+            e2e = await end_to_end(settings, url, bodies, way)
+            cost = per_event[way.name] = e2e.cpu["api"] / max(1, e2e.sent.accepted) * 1e6
+            ratio = cost / per_event[wire.NDJSON.name]
+            once = e2e.stored == e2e.sent.accepted == rows
+            stored = "exactly once" if once else f"[red]{e2e.stored:,} stored[/red]"
+            console.print(
+                f"{way.name:<20} {e2e.sent.accepted:>9,} events in {e2e.seconds:6.2f} s "
+                f"{e2e.sent.accepted / e2e.seconds:>9,.0f} events/s  API CPU {cost:6.1f} "
+                f"us/event ({ratio:.2f}x NDJSON)  {size:6.1f} MB sent  {stored}"
+            )
+    finally:
+        for name in (*databases, template):
+            await admin.execute(f"DROP DATABASE IF EXISTS {_ident(name)} WITH (FORCE)")
+        await admin.close()
+    base = per_event[wire.NDJSON.name]
+    line = "protocols: " + " ".join(
+        f"{way.name.split()[0].lower()}/ndjson={per_event[way.name] / base:.2f}"
+        for way in wire.PROTOCOLS
+    )
+    print(line)  # plain print: a script reads this line
     return line

@@ -16,17 +16,21 @@ bench_app = typer.Typer(help="Benchmarks that print figures and ratios.", no_arg
 @bench_app.command("ingest")
 def bench_ingest(
     rows: Annotated[int, typer.Option(min=1000, help="events to ingest")] = 1_000_000,
+    protocols: Annotated[
+        bool, typer.Option(help="OTLP, Loki and Elasticsearch end to end beside NDJSON instead")
+    ] = False,
 ) -> None:
     """End-to-end ingest (HTTP, Redis, worker, COPY) against one binary COPY and one
-    INSERT per row, on the configured stores or throwaway ones."""
-    from logkeep.bench.ingest import run
+    INSERT per row, on the configured stores or throwaway ones. With --protocols: each
+    shipper protocol end to end beside NDJSON, events/s and API CPU per event."""
+    from logkeep.bench.ingest import run, run_protocols
 
     settings = load_settings()
     configure_logging("warning")
     with temporary_root("lk-bench-") as root:
         bench_settings = settings.model_copy(update={"data_dir": root, "maintenance_interval_s": 0})
         with stop_on_signals(), stores(bench_settings) as (resolved, _):
-            run_async(run(resolved, rows))
+            run_async((run_protocols if protocols else run)(resolved, rows))
 
 
 @bench_app.command("query")
