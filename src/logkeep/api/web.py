@@ -61,6 +61,7 @@ class Asset:
 class Bundle:
     build: str
     page: bytes
+    page_gzipped: bytes
     assets: dict[str, Asset]
 
 
@@ -102,7 +103,7 @@ def bundle() -> Bundle:
         for name, body in files.items()
     }
     page = page_template.replace(b"{{build}}", build.encode())
-    return Bundle(build, page, assets)
+    return Bundle(build, page, gzip.compress(page, 9, mtime=0), assets)
 
 
 def _accepts_gzip(request: Request) -> bool:
@@ -126,7 +127,7 @@ async def page(request: Request) -> Response:
     return _send(
         request,
         current.page,
-        gzip.compress(current.page, 9, mtime=0),
+        current.page_gzipped,
         {
             "Content-Type": "text/html; charset=utf-8",
             "Cache-Control": "no-cache",
