@@ -296,12 +296,14 @@ async def test_x_forwarded_proto_is_believed_only_from_a_trusted_proxy(
 ) -> None:
     """The same request from 127.0.0.1: believed when 127.0.0.1 is the trusted proxy, not
     when only another address is."""
-    urls = {}
+    urls, processes = {}, {}
     for name, trusted in (("trusted", "127.0.0.1"), ("untrusted", SOMEONE_ELSE)):
         port = free_port()
         env = logkeep_env | {"LOGKEEP_HTTP_PORT": str(port), "LOGKEEP_TRUSTED_PROXIES": trusted}
-        running = await start([str(LOGKEEP), "serve"], env, tmp_path / f"{name}.log")
+        processes[name] = await start([str(LOGKEEP), "serve"], env, tmp_path / f"{name}.log")
         urls[name] = f"http://127.0.0.1:{port}/readyz"
+    # Both start at once; then each must answer.
+    for name, running in processes.items():
         assert (await wait_until_answering(urls[name], running)).status_code == 200
     says_https = {"X-Forwarded-Proto": "https"}
     async with httpx.AsyncClient(timeout=5) as client:
