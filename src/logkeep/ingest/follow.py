@@ -14,9 +14,12 @@ from __future__ import annotations
 import os
 import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import accumulate, repeat
+from operator import add
 from pathlib import Path
+from typing import cast
 
 from logkeep.ingest.checkpoint import (
     FINGERPRINT_BYTES,
@@ -53,32 +56,51 @@ class LineSplitter:
         pieces = data.split(b"\n")
         tail = pieces.pop()
         lines: list[Record] = []
-        append = lines.append
-        make = tuple.__new__  # Record's own constructor is a Python call: 3x slower per line
-        limit = self.max_line_bytes
-        number, offset = self.line, self.offset
-        for index, piece in enumerate(pieces):
-            skipped = 0
-            if index == 0 and (self._partial or self._skipped):
-                piece = self._partial + piece
-                skipped, self._partial, self._skipped = self._skipped, b"", 0
-            number += 1
-            offset += skipped + len(piece) + 1
-            if piece.endswith(b"\r"):
-                piece = piece[:-1]
-            if skipped or len(piece) > limit:
-                self.on_too_long(number, skipped + len(piece))
-            else:
-                append(make(Record, (piece, number, number, offset)))
-        self.line, self.offset = number, offset
+        if pieces and (self._partial or self._skipped):
+            # The line begun in an earlier chunk ends here.
+            self._slowly([self._partial + pieces[0]], lines, self._skipped)
+            pieces = pieces[1:]
+            self._partial, self._skipped = b"", 0
+            if not pieces:
+                self._partial = tail
+                tail = b""
         if pieces:
+            if b"\r" in data or max(map(len, pieces)) > self.max_line_bytes:
+                self._slowly(pieces, lines, 0)
+            else:
+                self._quickly(pieces, lines)
             self._partial, self._skipped = tail, 0
         else:
             self._partial += tail
-        if len(self._partial) > limit:
+        if len(self._partial) > self.max_line_bytes:
             self._skipped += len(self._partial)
             self._partial = b""
         return lines
+
+    def _quickly(self, pieces: list[bytes], lines: list[Record]) -> None:
+        """Lines without CR and none too long: numbered and measured in C (zip, map,
+        accumulate), about three times faster than a Python loop per line."""
+        first = self.line + 1
+        numbers = range(first, first + len(pieces))
+        ends = list(accumulate(map(add, map(len, pieces), repeat(1)), initial=self.offset))
+        fields = zip(pieces, numbers, numbers, ends[1:], strict=True)
+        records = map(tuple.__new__, repeat(Record), fields)
+        lines += cast("Iterator[Record]", records)
+        self.line += len(pieces)
+        self.offset = ends[-1]
+
+    def _slowly(self, pieces: list[bytes], lines: list[Record], skipped: int) -> None:
+        """Lines one by one: CRLF endings, lines too long (reported, not kept), and a
+        first line `skipped` bytes of which were already let go."""
+        for piece in pieces:
+            self.line += 1
+            self.offset += skipped + len(piece) + 1
+            text = piece[:-1] if piece.endswith(b"\r") else piece
+            if skipped or len(text) > self.max_line_bytes:
+                self.on_too_long(self.line, skipped + len(text))
+            else:
+                lines.append(Record(text, self.line, self.line, self.offset))
+            skipped = 0
 
     @property
     def pending_bytes(self) -> int:
