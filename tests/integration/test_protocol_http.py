@@ -4,6 +4,7 @@ with /api/v1/ingest: sources on first use, credentials, access control, rate lim
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import time
@@ -15,8 +16,12 @@ import cramjam
 import httpx
 import orjson
 import pytest
+import uvicorn
 from google.rpc.status_pb2 import Status
 
+from logkeep.api.app import create_app
+from logkeep.api.local import free_port
+from logkeep.api.otlp import serve_with_otlp_port
 from logkeep.config import Settings
 from logkeep.db.access import AccessRepository
 from logkeep.db.database import Database
@@ -321,3 +326,38 @@ async def test_protocol_bodies_get_the_ingest_limit(client: httpx.AsyncClient) -
     assert len(answer.json()["items"]) == 2000
     too_big = await client.post("/api/v1/auth/login", content=body, headers=NDJSON)
     assert too_big.status_code == 413  # elsewhere the default holds
+
+
+async def test_otlp_port_serves_only_otlp(settings: Settings) -> None:
+    """LOGKEEP_OTLP_PORT: /v1/logs alone on its own port, beside the API, stopped with it."""
+    otlp_port, api_port = free_port(), free_port()
+    configured = settings.model_copy(update={"otlp_port": otlp_port})
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(configured), host="127.0.0.1", port=api_port, log_config=None,
+            access_log=False,
+        )
+    )  # fmt: skip
+    serving = asyncio.create_task(serve_with_otlp_port(server, configured))
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{otlp_port}") as http:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    answer = await http.post(
+                        "/v1/logs",
+                        content=otlp_json("side", {"body": {"stringValue": "via 4318"}}),
+                        headers={"content-type": "application/json"},
+                    )
+                    break
+                except httpx.ConnectError:
+                    assert time.monotonic() < deadline, "the OTLP port did not open"
+                    await asyncio.sleep(0.05)
+            assert answer.status_code == 200 and answer.json() == {}
+            assert (await http.get("/api/v1/logs/recent")).status_code == 404
+    finally:
+        server.should_exit = True
+        await serving
+    with pytest.raises(httpx.ConnectError):  # stopped with the API
+        async with httpx.AsyncClient() as http:
+            await http.get(f"http://127.0.0.1:{otlp_port}/v1/logs")

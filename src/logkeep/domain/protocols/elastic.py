@@ -76,8 +76,8 @@ def parse_bulk(
 
 def _action(number: int, raw: bytes) -> tuple[str, dict[str, Any]]:
     try:
-        action = json_loads(raw)
-    except JSONDecodeError:
+        action = orjson.loads(raw)  # names and ids only: no number to keep exactly
+    except orjson.JSONDecodeError:
         action = None
     if not isinstance(action, dict) or len(action) != 1:
         raise BodyError(
@@ -158,16 +158,23 @@ CREATED = "created"
 DUPLICATE = "duplicate"
 
 
-def new_id() -> str:
-    """An id for a document sent without one, shaped like Elasticsearch's (20 chars)."""
-    return secrets.token_urlsafe(15)
+SHARDS = {"total": 1, "successful": 1, "failed": 0}
 
 
-def bulk_item(item: BulkItem, outcome: str, seq_no: int) -> dict[str, Any]:
+def id_prefix() -> str:
+    """The first 14 characters of the ids a response gives documents sent without one
+    (a counter makes the rest: 20 characters, shaped like Elasticsearch's)."""
+    return secrets.token_urlsafe(11)[:14]
+
+
+def bulk_item(item: BulkItem, outcome: str, seq_no: int, prefix: str) -> dict[str, Any]:
     """One entry of `items`: created (201); a duplicate (409 for `create` with an id, as
     Elasticsearch answers a second create of one id; otherwise 200, result `noop`);
     or rejected (400, with the reason as `outcome`)."""
-    base: dict[str, Any] = {"_index": item.index or "logkeep", "_id": item.doc_id or new_id()}
+    base: dict[str, Any] = {
+        "_index": item.index or "logkeep",
+        "_id": item.doc_id or f"{prefix}{seq_no:06d}",
+    }
     if outcome not in (CREATED, DUPLICATE):
         kind = (
             "illegal_argument_exception"
@@ -187,7 +194,7 @@ def bulk_item(item: BulkItem, outcome: str, seq_no: int) -> dict[str, Any]:
         | {
             "_version": 1,
             "result": "created" if created else "noop",
-            "_shards": {"total": 1, "successful": 1, "failed": 0},
+            "_shards": SHARDS,
             "_seq_no": seq_no,
             "_primary_term": 1,
             "status": 201 if created else 200,
@@ -213,8 +220,9 @@ def outcomes(
 
 
 def bulk_response(items: Sequence[BulkItem], outcomes: Sequence[str], took_ms: int) -> bytes:
+    prefix = id_prefix()
     answers = [
-        bulk_item(item, outcome, n)
+        bulk_item(item, outcome, n, prefix)
         for n, (item, outcome) in enumerate(zip(items, outcomes, strict=True))
     ]
     errors = any(next(iter(a.values()))["status"] >= 300 for a in answers)
