@@ -220,3 +220,17 @@ def test_dumps_storable_refuses_nan_floats_that_orjson_writes_as_null() -> None:
     assert exactjson.dumps_storable({"a": None, "b": [1.5]}) == b'{"a":null,"b":[1.5]}'
     with pytest.raises(UnstorableNumber, match=r"^b\[1\]: -Infinity is not a JSON number$"):
         exactjson.dumps_storable({"a": None, "b": [1.5, -math.inf]})
+
+
+def test_deep_nesting_is_walked_without_recursion() -> None:
+    deep: Any = [float("nan")]
+    for _ in range(5000):
+        deep = {"a": [deep]}
+    path, reason = exactjson.find_unstorable(deep) or ("", "")
+    assert reason == "NaN is not a JSON number"
+    assert path == (".a[0]" * 5000)[:100] + "..."  # named, not spelled out
+    deep = {"ok": None}
+    for _ in range(300):
+        deep = {"a": [deep]}
+    with pytest.raises(TypeError, match=r"[Rr]ecursion"):  # orjson writes 254 levels at most
+        exactjson.dumps_storable({"a": deep, "b": None})

@@ -283,3 +283,9 @@ def test_a_record_written_another_way_still_gives_its_metadata_exactly() -> None
     rows, _ = decode_records(b'[2, 1, "INFO", "m", {"n": 1000000000000000000000000000000}]')
     assert rows[0].metadata_json == b'{"n":1000000000000000000000000000000}'
     assert rows[0].metadata == {"n": 10**30}
+
+
+def test_an_event_nested_deeper_than_orjson_writes_is_refused_with_the_reason() -> None:
+    event = parse_json_line('{"message": "m", "x": ' + "[" * 1000 + "null" + "]" * 1000 + "}")
+    with pytest.raises(InvalidLogEntry, match="metadata: is not JSON-serialisable: Recursion"):
+        entry_from_event(event, APP, now=NOW)
