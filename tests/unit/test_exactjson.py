@@ -234,3 +234,21 @@ def test_deep_nesting_is_walked_without_recursion() -> None:
         deep = {"a": [deep]}
     with pytest.raises(TypeError, match=r"[Rr]ecursion"):  # orjson writes 254 levels at most
         exactjson.dumps_storable({"a": deep, "b": None})
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("1e99999999999999999999", "the number 1E+999999999999999999 is out of range"),
+        ("-1.5e-99999999999999999999", "the number -1E-999999999999999999 is out of range"),
+        ("0e99999999999999999999", None),  # zero, whatever its exponent
+        ("-0.0e-99999999999999999999", None),
+    ],
+)
+def test_exponents_beyond_what_decimal_holds_are_read(text: str, reason: str | None) -> None:
+    """Decimal refuses exponents past 10**18: the reader must not fail on them."""
+    value = exactjson.loads(f'{{"n": {text}}}')["n"]
+    problem = exactjson.number_problem(value)
+    assert problem == reason if reason is None else (problem or "").startswith(reason)
+    if reason is None:
+        assert value == 0

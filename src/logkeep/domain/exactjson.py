@@ -72,7 +72,7 @@ def _kept_by_orjson(token: bytes) -> bool:
         return False
     text = repr(value)
     written = token.decode("ascii")
-    return text == written or Decimal(text) == Decimal(written)
+    return text == written or Decimal(text) == _decimal(written)
 
 
 def _suspects_kept(raw: bytes, shape: bytes) -> bool:
@@ -94,6 +94,19 @@ def _suspects_kept(raw: bytes, shape: bytes) -> bool:
     return True
 
 
+def _decimal(text: str) -> Decimal:
+    """Decimal(text), also for an exponent beyond Decimal's own (10**18 digits): then a
+    number that is as certainly out of range, with the same sign (or 0 if it is 0)."""
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        mantissa, _, exponent = text.lower().partition("e")
+        sign = "-" if mantissa.startswith("-") else ""
+        if not mantissa.lstrip("-").replace(".", "").strip("0"):
+            return Decimal(sign + "0")
+        return Decimal(f"{sign}1E{'-' if exponent.startswith('-') else '+'}999999999999999999")
+
+
 def _integer(text: str) -> int | Decimal:
     return Decimal(text) if len(text) > _MAX_INT_DIGITS else int(text)
 
@@ -105,7 +118,7 @@ def _fraction(text: str) -> float | Decimal:
     shortest = repr(value)
     if shortest == text:
         return value
-    exact = Decimal(text)
+    exact = _decimal(text)
     if math.isfinite(value) and (value != 0 or exact == 0) and Decimal(shortest) == exact:
         return value
     return exact
