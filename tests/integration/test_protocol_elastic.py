@@ -160,6 +160,7 @@ log {{ source(s_in); destination(d_logkeep); }};
             await asyncio.wait_for(proc.wait(), 15)
 
 
+@pytest.mark.slow  # a Node.js or syslog-ng subprocess
 async def test_syslog_ng_elasticsearch_http_destination(settings: Settings, tmp_path: Path) -> None:
     syslog_ng()
     tag = uuid.uuid4().hex

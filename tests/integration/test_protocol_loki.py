@@ -79,6 +79,7 @@ async def test_python_logging_loki_json_exactly_once(auth_settings: Settings) ->
     assert abs(down["timestamp"] - datetime.now(UTC)) < timedelta(minutes=1)
 
 
+@pytest.mark.slow  # a Node.js or syslog-ng subprocess
 async def test_winston_loki_protobuf_snappy(auth_settings: Settings) -> None:
     node_module("winston-loki")
     node_module("snappy")

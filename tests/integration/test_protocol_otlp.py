@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
 from opentelemetry.sdk._logs import LoggerProvider
@@ -124,6 +125,7 @@ async def test_python_sdk_retries_a_503_after_retry_after(settings: Settings) ->
     assert stored[0]["level"] == "ERROR"
 
 
+@pytest.mark.slow  # a Node.js or syslog-ng subprocess
 async def test_node_exporter_sends_json(settings: Settings) -> None:
     node_module("@opentelemetry/exporter-logs-otlp-http")
     tag = uuid.uuid4().hex
