@@ -129,8 +129,9 @@ _EXACT = json.JSONDecoder(parse_int=_integer, parse_float=_fraction, parse_const
 
 def loads(data: bytes | str, *, storable: bool = False) -> Any:
     """JSON with exact numbers (see the module's docstring); JSONDecodeError otherwise.
-    With `storable`, UnstorableNumber (naming where) for a number logkeep does not store
-    (only the exact reader can have read one)."""
+    With `storable`, refuse what logkeep cannot store: UnstorableNumber (naming where) for
+    a number, and JSONDecodeError for an escaped lone surrogate, as orjson does (without
+    it, the standard library reads one so that validation can refuse the one event)."""
     raw = data if isinstance(data, bytes) else None
     if raw is None:
         try:
@@ -146,6 +147,13 @@ def loads(data: bytes | str, *, storable: bool = False) -> Any:
             failure = exc  # also NaN, 1e999 and escaped lone surrogates: the stdlib reads them
     value = _read_exactly(data, failure)
     if storable:
+        if failure is None:
+            try:
+                orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                failure = exc
+        if failure is not None and "surrogate" in str(failure):
+            raise failure
         problem = find_unstorable(value)
         if problem is not None:
             raise UnstorableNumber(*problem)
