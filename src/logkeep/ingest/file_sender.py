@@ -285,6 +285,8 @@ class Shipper:
                 self._take(self.joiner.flush(), time.monotonic())
             self._send()
         finally:
+            if self.keeper is not None:
+                self.keeper.write()
             self.summary.seconds = time.monotonic() - started
         return self.summary
 
@@ -304,6 +306,8 @@ class Shipper:
             finishing or now - batch.first_read_at >= self.options.flush_interval
         ):
             self._send()
+        if self.keeper is not None:
+            self.keeper.write_due()
         if self.feed.rotation_ready and self.feed.switch():
             assert self.keeper is not None
             self.keeper.switch(self._file().identity)
