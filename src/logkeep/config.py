@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import ssl
 from functools import cached_property
 from pathlib import Path
@@ -20,6 +21,13 @@ PLACEHOLDER_SECRETS = frozenset(
     {"", "changeme", "change-me", "changethis", "secret", "password", "admin", "logkeep"}
 )
 MIN_PROD_SECRET_LENGTH = 12
+
+
+def split_read_urls(value: str) -> list[str]:
+    """The DSNs of LOGKEEP_DATABASE_READ_URLS. A comma separates two URLs only where the
+    next one starts: a multi-host URL (`postgresql://h1,h2/db`) stays whole."""
+    parts = re.split(r"\s+|,\s*(?=postgres(?:ql)?://)", value.strip())
+    return [part for part in parts if part]
 
 
 class SettingsError(ValueError):
@@ -48,6 +56,12 @@ class Settings(BaseSettings):
     statement_timeout_ms: int = Field(default=30_000, ge=0)
     connect_deadline_s: float = Field(default=15.0, gt=0)
     application_name: str = "logkeep"
+    # Streaming replicas that searches, exports and aggregates read from (whitespace- or
+    # comma-separated DSNs; docs/scale.md). A replica more than read_replica_max_lag_ms
+    # behind leaves the rotation, and a read waits at most that long for its replica to
+    # replay the primary's latest write before it reads the primary instead.
+    database_read_urls: str = ""
+    read_replica_max_lag_ms: int = Field(default=1000, ge=1)
 
     # Redis client.
     redis_max_connections: int = Field(default=64, ge=1)
@@ -206,6 +220,20 @@ class Settings(BaseSettings):
                     "(CIDR); host names are not resolved"
                 ) from None
         return value
+
+    @field_validator("database_read_urls")
+    @classmethod
+    def _check_read_urls(cls, value: str) -> str:
+        for url in split_read_urls(value):
+            if not url.startswith(("postgresql://", "postgres://")):
+                raise ValueError(
+                    f"LOGKEEP_DATABASE_READ_URLS: {url[:40]!r} is not a postgresql:// URL"
+                )
+        return value
+
+    @property
+    def read_urls(self) -> list[str]:
+        return split_read_urls(self.database_read_urls)
 
     @property
     def resolved_api_url(self) -> str:

@@ -721,3 +721,180 @@ class EmbeddedStack:
     def stop(self) -> None:
         self.postgres.stop()
         self.redis.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# Clusters on loopback TCP ports (tests and benchmarks with several servers)
+
+
+@dataclass
+class LoopbackPostgres:
+    """A throwaway PostgreSQL cluster listening on 127.0.0.1:`port` with password
+    (SCRAM) authentication, for tests and benchmarks that need several servers: a primary
+    and its streaming replicas, or foreign servers. `replica()` makes a streaming replica
+    of it with `pg_basebackup -R`. fsync is off: nothing here outlives its test."""
+
+    root: Path
+    port: int
+    password: str
+    settings: tuple[str, ...] = ()
+    bin_dir: Path = field(default_factory=find_postgres_bin_dir)
+    process: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.root = self.root.absolute()
+        self._run_as = RunAs.for_postgres()
+
+    @property
+    def pgdata(self) -> Path:
+        return self.root / "pgdata"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "postgres.log"
+
+    def dsn(self, database: str = PG_DATABASE) -> str:
+        password = quote(self.password, safe="")
+        return f"postgresql://{PG_SUPERUSER}:{password}@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, argv: list[str], what: str) -> str:
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            check=False,
+            env={**os.environ, "PGPASSWORD": self.password},
+            user=self._run_as.uid if self._run_as else None,
+            group=self._run_as.gid if self._run_as else None,
+            extra_groups=[] if self._run_as else None,
+        )
+        if result.returncode != 0:
+            raise EmbeddedError(f"{what} failed: {result.stderr.decode(errors='replace')}")
+        return result.stdout.decode()
+
+    def _own_directory(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.root / "run").mkdir(mode=0o700, exist_ok=True)
+        self.log_file.touch(mode=0o600)
+        if self._run_as is not None:
+            for path in (self.root, self.root / "run", self.log_file):
+                self._run_as.give(path)
+            self._run_as.check_reachable(self.root)
+
+    def init(self) -> None:
+        """initdb, with the superuser's password set from a file removed afterwards."""
+        self._own_directory()
+        password_file = self.root / "password"
+        password_file.write_text(self.password + "\n")
+        password_file.chmod(0o600)
+        if self._run_as is not None:
+            self._run_as.give(password_file)
+        try:
+            self._run(
+                [
+                    str(self.bin_dir / "initdb"),
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    PG_SUPERUSER,
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                    "--auth-local=trust",  # the socket's directory is the account's, 0700
+                    "--auth-host=scram-sha-256",  # replication from 127.0.0.1 included
+                    f"--pwfile={password_file}",
+                ],
+                "initdb",
+            )
+        finally:
+            password_file.unlink()
+
+    def replica(self, root: Path, port: int, settings: tuple[str, ...] = ()) -> LoopbackPostgres:
+        """A streaming replica of this running cluster (pg_basebackup -R), not started."""
+        replica = LoopbackPostgres(root, port, self.password, settings, self.bin_dir)
+        replica._own_directory()
+        self._run(
+            [
+                str(self.bin_dir / "pg_basebackup"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                PG_SUPERUSER,
+                "-D",
+                str(replica.pgdata),
+                "-R",  # standby.signal and primary_conninfo
+                "-X",
+                "stream",
+                "--checkpoint=fast",
+                "--no-sync",
+            ],
+            "pg_basebackup",
+        )
+        return replica
+
+    def start(self, deadline_s: float = 60.0) -> None:
+        argv = [str(self.bin_dir / "postgres"), "-D", str(self.pgdata), "-p", str(self.port)]
+        for setting in (
+            "listen_addresses=127.0.0.1",
+            f"unix_socket_directories={self.root / 'run'}",
+            "timezone=UTC",
+            "fsync=off",
+            "max_connections=200",
+            *self.settings,
+        ):
+            argv += ["-c", setting]
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                user=self._run_as.uid if self._run_as else None,
+                group=self._run_as.gid if self._run_as else None,
+                extra_groups=[] if self._run_as else None,
+            )
+        _wait_until_answers(
+            "PostgreSQL", self.process, self.answers, self.log_file, self.root, deadline_s
+        )
+
+    def answers(self) -> bool:
+        result = subprocess.run(
+            [str(self.bin_dir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+            check=False,
+        )
+        return result.returncode == 0
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        """One statement through the local socket, as the superuser."""
+        return self._run(
+            [
+                str(self.bin_dir / "psql"),
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                str(self.root / "run"),
+                "-p",
+                str(self.port),
+                "-U",
+                PG_SUPERUSER,
+                "-d",
+                database,
+                "-c",
+                sql,
+            ],
+            "psql",
+        )
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT): open transactions roll back, a checkpoint is written."""
+        if self.process is None:
+            return
+        _stop_process(self.process, signal.SIGINT)
+        self.process = None

@@ -75,3 +75,27 @@ SYSLOG_DROPPED = Counter(
     "logkeep_syslog_dropped_total",
     "Syslog messages dropped because the receiver's buffer was full (UDP only)",
 )
+
+# Read replicas (LOGKEEP_DATABASE_READ_URLS), labelled by their position in that list.
+PG_REPLICA_IN_ROTATION = Gauge(
+    "logkeep_pg_replica_in_rotation", "1 while reads go to this replica, 0 while out", ["replica"]
+)
+PG_REPLICA_LAG_SECONDS = Gauge(
+    "logkeep_pg_replica_lag_seconds",
+    "How long ago the primary had written what the replica has not replayed yet",
+    ["replica"],
+)
+PG_REPLICA_LAG_BYTES = Gauge(
+    "logkeep_pg_replica_lag_bytes", "WAL bytes the replica has not replayed yet", ["replica"]
+)
+PG_READS = Counter(
+    "logkeep_pg_reads_total",
+    "Reads routed to a replica or to the primary, and why the primary "
+    "(no_replica, replica_error, replica_behind)",
+    ["target", "reason"],
+)
+PG_REPLICA_WAIT_SECONDS = Histogram(
+    "logkeep_pg_replica_wait_seconds",
+    "Time a read waited for its replica to replay the primary's latest write",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)

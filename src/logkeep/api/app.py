@@ -145,6 +145,7 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
             limits=entry_limits(settings),
             ttl_recent_s=settings.cache_ttl_recent_s,
             ttl_summary_s=settings.cache_ttl_summary_s,
+            reads=db.reads,
         )
         app.state.sources = SourceRepository(db.pool, db.redis_client, db.keys)
         app.state.ingest = ingest_service(db, settings)
@@ -244,10 +245,13 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
             metrics.REDIS_RTT_SECONDS.set(time.perf_counter() - started)
         except (RedisError, OSError) as exc:
             problems["redis"] = describe_failure(exc, settings)
+        # Read replicas out of rotation do not make the API unready: the primary answers.
+        replicas = [r.public(detailed=not settings.requires_auth) for r in db.reads.replicas]
+        shown: dict[str, Any] = {"replicas": replicas} if replicas else {}
         if problems:
             detail = "not ready: " + "; ".join(f"{k}: {v}" for k, v in problems.items())
-            return problem(503, detail, problems=problems)
-        return JSONResponse({"status": "ready"})
+            return problem(503, detail, problems=problems, **shown)
+        return JSONResponse({"status": "ready", **shown})
 
     @app.get(
         "/metrics",

@@ -55,7 +55,7 @@ MAX_SAMPLE_LINE = 256 * 1024
 
 def get_explore(request: Request) -> ExploreRepository:
     db, settings = get_db(request), get_settings(request)
-    return ExploreRepository(db.pool, db.cache, ttl_s=settings.cache_ttl_search_s)
+    return ExploreRepository(db.reads, db.cache, ttl_s=settings.cache_ttl_search_s)
 
 
 def _search_query(
@@ -115,7 +115,7 @@ async def search_facets(
     source_ids = await _sources_of(principal, sources, query)
     db = get_db(request)
     search = LogSearch(
-        db.pool, db.cache, ttl_s=settings.cache_ttl_search_s, stream_max_rows=FACET_SAMPLE
+        db.reads, db.cache, ttl_s=settings.cache_ttl_search_s, stream_max_rows=FACET_SAMPLE
     )
     page = await search.page(query, source_ids)
     return facets(page["items"], complete=page["next_cursor"] is None)
@@ -195,7 +195,7 @@ async def export(
     fmt, media_type, filename = EXPORTS[format]
     db = get_db(request)
     search = LogSearch(
-        db.pool,
+        db.reads,
         db.cache,
         ttl_s=settings.cache_ttl_search_s,
         stream_max_rows=settings.stream_max_rows,

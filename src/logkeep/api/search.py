@@ -254,7 +254,7 @@ async def search_logs(
         principal, await requested_sources(principal, sources, list(query.source_refs))
     )
     search = LogSearch(
-        db.pool,
+        db.reads,
         db.cache,
         ttl_s=settings.cache_ttl_search_s,
         stream_max_rows=settings.stream_max_rows,

@@ -121,7 +121,7 @@ class SummaryPublic(BaseModel):
 def get_stats(request: Request) -> StatsRepository:
     db, settings = get_db(request), get_settings(request)
     return StatsRepository(
-        db.pool,
+        db.reads,
         db.cache,
         ttl_histogram_s=settings.cache_ttl_histogram_s,
         ttl_summary_s=settings.cache_ttl_summary_s,

@@ -21,6 +21,7 @@ from logkeep.cache.keys import Keys
 from logkeep.cache.query_cache import QueryCache
 from logkeep.cache.tail import TailBuffer
 from logkeep.config import Settings
+from logkeep.db.replicas import CHECK_TIMEOUT_S, ReadPools
 from logkeep.domain import exactjson
 from logkeep.instance import with_running_instance
 
@@ -113,6 +114,7 @@ class Database:
         self.database_url: str = settings.database_url
         self.redis_url: str = settings.redis_url
         self.pg_pool: asyncpg.Pool | None = None
+        self.read_pools: ReadPools | None = None  # replicas, else the primary (db/replicas.py)
         self.redis_client: aioredis.Redis | None = None
         # Blocking reads (live tail) get a pool of their own, so that waiting clients can
         # never take the connections the cache and the writers need.
@@ -140,6 +142,12 @@ class Database:
     async def initialize(self) -> None:
         try:
             self.pg_pool = await self._connect_postgres()
+            self.read_pools = ReadPools(
+                self.pg_pool, max_lag_s=self.settings.read_replica_max_lag_ms / 1000
+            )
+            await self.read_pools.start(
+                self.settings.read_urls, self._replica_pool, describe_pg_target
+            )
             self.redis_client = await self._connect_redis()
             self.tail_redis = aioredis.from_url(
                 self.redis_url,
@@ -180,6 +188,30 @@ class Database:
             reraise=True,
         )
 
+    def _server_settings(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            "application_name": s.application_name,
+            "timezone": "UTC",
+            "statement_timeout": str(s.statement_timeout_ms),
+            # JIT compiles for tens of milliseconds to save microseconds
+            # on our short, index-driven queries (measured on search).
+            "jit": "off",
+        }
+
+    async def _replica_pool(self, dsn: str) -> asyncpg.Pool:
+        """A replica's pool, connecting on first use: a replica that is down at start-up
+        is only out of rotation until it answers."""
+        pool: asyncpg.Pool = await asyncpg.create_pool(
+            dsn,
+            min_size=0,
+            max_size=self.settings.pg_pool_max_size,
+            init=_init_connection,
+            timeout=CHECK_TIMEOUT_S,
+            server_settings=self._server_settings(),
+        )
+        return pool
+
     async def _connect_postgres(self) -> asyncpg.Pool:
         s = self.settings
         target = describe_pg_target(self.database_url)
@@ -192,14 +224,7 @@ class Database:
                         max_size=s.pg_pool_max_size,
                         init=_init_connection,
                         timeout=min(10.0, s.connect_deadline_s),
-                        server_settings={
-                            "application_name": s.application_name,
-                            "timezone": "UTC",
-                            "statement_timeout": str(s.statement_timeout_ms),
-                            # JIT compiles for tens of milliseconds to save microseconds
-                            # on our short, index-driven queries (measured on search).
-                            "jit": "off",
-                        },
+                        server_settings=self._server_settings(),
                     )
         except PG_STARTUP_ERRORS as exc:
             raise StoreUnavailable(
@@ -252,6 +277,9 @@ class Database:
         if self.redis_client is not None:
             await self.redis_client.aclose()
             self.redis_client = None
+        if self.read_pools is not None:
+            await self.read_pools.close()
+            self.read_pools = None
         if self.pg_pool is not None:
             await self.pg_pool.close()
             self.pg_pool = None
@@ -261,6 +289,13 @@ class Database:
         if self.pg_pool is None:
             raise StoreUnavailable("Database.initialize() has not been called")
         return self.pg_pool
+
+    @property
+    def reads(self) -> ReadPools:
+        """Where searches, exports and aggregates read: replicas when configured."""
+        if self.read_pools is None:
+            raise StoreUnavailable("Database.initialize() has not been called")
+        return self.read_pools
 
     @property
     def ingest_client(self) -> aioredis.Redis:

@@ -16,6 +16,7 @@ import asyncpg
 
 from logkeep.cache.query_cache import QueryCache
 from logkeep.db.queries import q
+from logkeep.db.replicas import ReadSource
 from logkeep.db.repositories import timed
 from logkeep.db.search import (
     Arguments,
@@ -68,7 +69,7 @@ class EntryKey:
 
 
 class ExploreRepository:
-    def __init__(self, pool: asyncpg.Pool, cache: QueryCache, *, ttl_s: int) -> None:
+    def __init__(self, pool: ReadSource, cache: QueryCache, *, ttl_s: int) -> None:
         self._pool = pool
         self._cache = cache
         self._ttl_s = ttl_s

@@ -24,6 +24,7 @@ from logkeep.cache.keys import Keys
 from logkeep.cache.query_cache import QueryCache
 from logkeep.cache.tail import TailBuffer
 from logkeep.db.queries import q
+from logkeep.db.replicas import ReadSource
 from logkeep.db.types import Conn
 from logkeep.domain.entry import DEFAULT_LIMITS, EntryLimits, InvalidLogEntry, Level, LogEntry
 from logkeep.domain.rollup import Countable, as_columns, minute_counts
@@ -149,8 +150,10 @@ class LogRepository:
         limits: EntryLimits = DEFAULT_LIMITS,
         ttl_recent_s: int = 30,
         ttl_summary_s: int = 60,
+        reads: ReadSource | None = None,
     ) -> None:
         self._pool = pg_pool
+        self._reads: ReadSource = reads or pg_pool  # replicas may answer the reads
         self._cache = cache or QueryCache(redis_client, Keys())
         self._tail = tail
         self._limits = limits
@@ -242,7 +245,7 @@ class LogRepository:
         params = {"limit": limit, "source_ids": sources, "level": level_value}
 
         async def load() -> list[dict[str, Any]]:
-            async with timed("recent_logs"), self._pool.acquire() as conn:
+            async with timed("recent_logs"), self._reads.acquire() as conn:
                 rows = await conn.fetch(q("recent_logs"), sources, level_value, limit)
             return [_json_ready(row) for row in rows]
 
@@ -258,7 +261,7 @@ class LogRepository:
 
         async def load() -> dict[str, Any]:
             since = (datetime.now(UTC) - timedelta(hours=hours)).replace(second=0, microsecond=0)
-            async with timed("error_summary"), self._pool.acquire() as conn:
+            async with timed("error_summary"), self._reads.acquire() as conn:
                 rows = await conn.fetch(q("error_summary"), since)
             sources = []
             for row in rows:

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from logkeep.cache.query_cache import QueryCache
+from logkeep.db.replicas import ReadSource
 from logkeep.db.repositories import timed
 from logkeep.db.types import Conn
 from logkeep.domain.search import Position, SearchQuery, rfc3339
@@ -249,7 +250,7 @@ class LogSearch:
     """Answers searches: pages through the query cache, exports straight from PostgreSQL."""
 
     def __init__(
-        self, pool: asyncpg.Pool, cache: QueryCache, *, ttl_s: int, stream_max_rows: int
+        self, pool: ReadSource, cache: QueryCache, *, ttl_s: int, stream_max_rows: int
     ) -> None:
         self._pool = pool
         self._cache = cache

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
-
 from logkeep.cache.query_cache import QueryCache
+from logkeep.db.replicas import ReadSource
 from logkeep.db.repositories import timed
 from logkeep.domain.histogram import (
     EPOCH,
@@ -79,7 +78,7 @@ class StatsRepository:
 
     def __init__(
         self,
-        pg_pool: asyncpg.Pool,
+        pg_pool: ReadSource,
         cache: QueryCache,
         *,
         ttl_histogram_s: int = 30,
