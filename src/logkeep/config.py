@@ -176,6 +176,26 @@ class Settings(BaseSettings):
     login_max_failures_per_address: int = Field(default=20, ge=1)
     login_failure_window_s: int = Field(default=900, ge=1)
 
+    # Alerting (docs/alerting.md). public_url: where people open logkeep; notifications
+    # link to the explorer there. alerts_enabled: API processes evaluate rules and send
+    # notifications (one evaluator per rule at a time, by lease).
+    public_url: str = "http://127.0.0.1:8000"
+    alerts_enabled: bool = True
+    alert_settle_s: float = Field(default=2.0, ge=0, le=300)  # after a tick, for ingest lag
+    alert_lease_s: float = Field(default=15.0, ge=2)  # and at most 60 % of a rule's interval
+    alert_concurrency: int = Field(default=4, ge=1, le=64)  # rules evaluated at once
+    alert_samples: int = Field(default=5, ge=0, le=50)  # entries per group in a notification
+    alert_max_catchup_ticks: int = Field(default=60, ge=1)  # after an outage, at most
+    alert_delivery_attempts: int = Field(default=10, ge=1)
+    alert_delivery_timeout_s: float = Field(default=10.0, gt=0)
+    smtp_host: str = ""
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_from: str = "logkeep@localhost"
+    smtp_ca_file: Path | None = None  # a private CA for the SMTP server's certificate
+
     # Secrets and seed accounts.
     secret_key: SecretStr = SecretStr("")
     admin_username: str = "admin"

@@ -99,3 +99,22 @@ PG_REPLICA_WAIT_SECONDS = Histogram(
     "Time a read waited for its replica to replay the primary's latest write",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+
+# Alerting.
+ALERT_EVALUATIONS = Counter(
+    "logkeep_alert_evaluations_total", "Rule evaluations committed, by outcome (ok, error)",
+    ["outcome"],
+)
+ALERT_EVALUATION_SECONDS = Histogram(
+    "logkeep_alert_evaluation_seconds",
+    "Duration of one rule's evaluation at one tick (read, decide, write)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+ALERT_NOTIFICATIONS = Counter(
+    "logkeep_alert_notifications_total",
+    "Notification deliveries by channel kind and outcome (sent, retry, failed)",
+    ["channel", "outcome"],
+)
+ALERT_RULES_HELD = Gauge(
+    "logkeep_alert_rules_held", "Rules this process holds the evaluation lease of"
+)

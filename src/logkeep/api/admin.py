@@ -1,4 +1,5 @@
-"""Admin routes (users, grants, API keys, sources) and analysts' saved searches.
+"""Admin routes (users, grants, API keys, sources) and analysts' saved searches (alert
+rules: api/alerts.py).
 Every change writes an audit_log row naming who did it, to what, from where."""
 
 from __future__ import annotations
@@ -118,16 +119,6 @@ class SourceUpdate(Strict):
     is_active: StrictBool | None = None
 
 
-class AlertRuleCreate(Strict):
-    name: Text = Field(min_length=1, max_length=100)
-    description: Text = Field(default="", max_length=1000)
-    source: RowId | None = Field(default=None, description="source id; none: every source")
-    min_level: Literal["DEBUG", "INFO", "WARN", "ERROR", "FATAL"] = "ERROR"  # exact names
-    query: Text = Field(default="", max_length=512)
-    threshold: Annotated[StrictInt, Field(gt=0, le=MAX_ID), WHOLE]
-    window_seconds: Annotated[StrictInt, Field(gt=0, le=7 * 86_400), WHOLE]
-
-
 class SavedSearchCreate(Strict):
     name: Text = Field(min_length=1, max_length=100)
     params: dict[str, Text | list[Text]]
@@ -182,19 +173,6 @@ class SavedSearchPublic(Public):
     id: int
     name: str
     params: dict[str, Any]
-    created_at: datetime
-
-
-class AlertRulePublic(Public):
-    id: int
-    name: str
-    description: str
-    source_id: int | None
-    min_level: Literal["DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
-    query: str
-    threshold: int
-    window_seconds: int
-    is_active: bool
     created_at: datetime
 
 
@@ -486,65 +464,3 @@ def _owner(principal: Principal) -> int:
     if principal.kind != "user":
         raise HTTPException(403, "saved searches belong to users, not API keys")
     return principal.id
-
-
-# -- alert rules (analysts and admins) --------------------------------------------------
-
-
-@router.get("/alert-rules", response_model=list[AlertRulePublic])
-async def list_alert_rules(analyst: Analyst, request: Request) -> list[dict[str, Any]]:
-    """Rules on the sources the caller may read."""
-    async with request.app.state.db.pool.acquire() as conn:
-        rows = await conn.fetch(q("list_alert_rules"), readable_sources(analyst, None))
-    return [dict(r) for r in rows]
-
-
-@router.post(
-    "/alert-rules",
-    status_code=201,
-    response_model=AlertRulePublic,
-    responses=BODY
-    | answers(409)
-    | _created("alert rule", DeleteAlertRule=("/alert-rules/{rule_id}", "delete", "rule_id")),
-)
-async def create_alert_rule(
-    body: AlertRuleCreate, analyst: Analyst, access: Access, request: Request
-) -> dict[str, Any]:
-    if body.source is None and analyst.sources is not None:
-        raise HTTPException(403, "a rule on every source needs access to every source")
-    if body.source is not None:
-        readable_sources(analyst, [body.source])
-    try:
-        async with request.app.state.db.pool.acquire() as conn:
-            row = await conn.fetchrow(
-                q("insert_alert_rule"),
-                body.name,
-                body.description,
-                body.source,
-                body.min_level,
-                body.query,
-                body.threshold,
-                body.window_seconds,
-                analyst.id if analyst.kind == "user" else None,
-            )
-    except asyncpg.UniqueViolationError:
-        raise HTTPException(409, f"an alert rule named {body.name!r} exists") from None
-    except asyncpg.ForeignKeyViolationError:
-        raise HTTPException(422, f"source: no source {body.source}") from None
-    assert row is not None
-    await _audit(access, request, analyst, "alert_rule_created", "alert_rule", row["id"])
-    return dict(row)
-
-
-@router.delete("/alert-rules/{rule_id}", status_code=204, responses=answers(404, 422))
-async def delete_alert_rule(
-    rule_id: PathId, analyst: Analyst, access: Access, request: Request
-) -> Response:
-    async with request.app.state.db.pool.acquire() as conn:
-        deleted = await conn.fetchval(
-            q("delete_alert_rule"), rule_id, readable_sources(analyst, None)
-        )
-    if deleted is None:
-        raise HTTPException(404, f"no alert rule {rule_id} on your sources")
-    await _audit(access, request, analyst, "alert_rule_deleted", "alert_rule", rule_id)
-    return Response(status_code=204)

@@ -17,7 +17,19 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError, ResponseError
 
 from logkeep import metrics
-from logkeep.api import admin, auth, explore, ingest, protocols, search, stats, tail, web
+from logkeep.api import (
+    admin,
+    alert_channels,
+    alerts,
+    auth,
+    explore,
+    ingest,
+    protocols,
+    search,
+    stats,
+    tail,
+    web,
+)
 from logkeep.api.access_log import AccessLog
 from logkeep.api.auth import Reader, readable_sources, requested_sources, require
 from logkeep.api.deps import get_db, get_logs, get_sources
@@ -164,12 +176,20 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
             per_address=settings.login_max_failures_per_address,
             window_s=settings.login_failure_window_s,
         )
+        alerting = None
+        if settings.alerts_enabled:  # one evaluator per rule across processes (leases)
+            from logkeep.alerting.service import AlertingService
+
+            alerting = app.state.alerting = AlertingService(db, settings)
+            alerting.start()
         maintenance = None
         if settings.maintenance_interval_s:
             maintenance = asyncio.create_task(maintenance_loop(db, settings))
         try:
             yield
         finally:
+            if alerting is not None:
+                await alerting.close()
             await app.state.ingest.close()
             if maintenance is not None:
                 maintenance.cancel()
@@ -193,6 +213,8 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
     app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     app.include_router(auth.router)
     app.include_router(admin.router)
+    app.include_router(alerts.router)
+    app.include_router(alert_channels.router)
     app.include_router(ingest.router)
     app.include_router(search.router)
     app.include_router(stats.router)

@@ -80,6 +80,12 @@ class Keys:
         """Every cached copy of a source's rules: written together, dropped together."""
         return [self.source_rules(source_id), self.source_rules_by_name(name)]
 
+    # -- alerting -------------------------------------------------------------------------
+
+    def alert_lease(self, rule_id: int) -> str:
+        """Who evaluates a rule: a process's token, with a TTL it renews while alive."""
+        return f"{self.prefix}alerts:lease:{rule_id}"
+
     # -- sessions and logins --------------------------------------------------------------
 
     def session(self, digest: str) -> str:

@@ -6,6 +6,7 @@ import typer
 
 from logkeep import __version__
 from logkeep.cli import auth, read, server
+from logkeep.cli.alerts import alerts
 from logkeep.cli.bench import bench_app
 from logkeep.cli.common import console
 from logkeep.cli.db import db_app
@@ -25,6 +26,7 @@ def version() -> None:
 for command in (server.up, server.serve, server.worker, server.syslog, server.gelf, server.doctor):
     app.command()(command)
 app.command()(ingest)
+app.command()(alerts)
 for command in (read.query, read.tail, read.stats, auth.login, auth.logout):
     app.command()(command)
 app.add_typer(db_app, name="db")

@@ -27,6 +27,13 @@ APP_PRIVILEGES: dict[str, str] = {
     "api_key_sources": "SELECT, INSERT",
     "saved_searches": "SELECT, INSERT, DELETE",
     "alert_rules": "SELECT, INSERT, UPDATE, DELETE",
+    "alert_channels": "SELECT, INSERT, UPDATE, DELETE",
+    "alert_rule_channels": "SELECT, INSERT, DELETE",
+    "alert_rule_status": "SELECT, INSERT, UPDATE",
+    "alert_states": "SELECT, INSERT, UPDATE, DELETE",
+    "alert_events": "SELECT, INSERT, DELETE",  # history past retention
+    "alert_notifications": "SELECT, INSERT, UPDATE, DELETE",  # the outbox, pruned
+    "alert_silences": "SELECT, INSERT, DELETE",
     "audit_log": "SELECT, INSERT",
     "ingest_ledger": "SELECT, INSERT, DELETE",
     "ingest_dead_letters": "SELECT, INSERT",

@@ -77,27 +77,165 @@ BEGIN
 END;
 $function$;
 
+CREATE TABLE alert_channels (
+    id integer GENERATED ALWAYS AS IDENTITY NOT NULL,
+    name text NOT NULL,
+    kind text NOT NULL,
+    url text NOT NULL DEFAULT ''::text,
+    recipients text[] NOT NULL DEFAULT '{}'::text[],
+    secret text NOT NULL DEFAULT ''::text,
+    created_by integer,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    updated_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT alert_channels_created_by_fkey FOREIGN KEY (created_by) REFERENCES users(id),
+    CONSTRAINT alert_channels_kind_check CHECK ((kind = ANY (ARRAY['webhook'::text, 'email'::text, 'slack'::text, 'teams'::text]))),
+    CONSTRAINT alert_channels_name_check CHECK (((length(name) >= 1) AND (length(name) <= 100))),
+    CONSTRAINT alert_channels_name_key UNIQUE (name),
+    CONSTRAINT alert_channels_pkey PRIMARY KEY (id)
+);
+CREATE TRIGGER alert_channels_touch BEFORE UPDATE ON public.alert_channels FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
+
+CREATE TABLE alert_events (
+    id bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
+    rule_id integer NOT NULL,
+    at timestamp with time zone NOT NULL,
+    group_key text NOT NULL DEFAULT ''::text,
+    kind text NOT NULL,
+    from_state text,
+    to_state text,
+    value double precision,
+    detail text NOT NULL DEFAULT ''::text,
+    data jsonb NOT NULL DEFAULT '{}'::jsonb,
+    CONSTRAINT alert_events_kind_check CHECK ((kind = ANY (ARRAY['transition'::text, 'notification'::text, 'error'::text, 'rule'::text]))),
+    CONSTRAINT alert_events_pkey PRIMARY KEY (id),
+    CONSTRAINT alert_events_rule_id_fkey FOREIGN KEY (rule_id) REFERENCES alert_rules(id) ON DELETE CASCADE
+);
+CREATE INDEX alert_events_at ON public.alert_events USING brin (at);
+CREATE INDEX alert_events_rule ON public.alert_events USING btree (rule_id, id);
+
+CREATE TABLE alert_notifications (
+    id bigint GENERATED ALWAYS AS IDENTITY NOT NULL,
+    idempotency_key text NOT NULL,
+    rule_id integer NOT NULL,
+    channel_id integer NOT NULL,
+    tick timestamp with time zone NOT NULL,
+    payload jsonb NOT NULL,
+    status text NOT NULL DEFAULT 'pending'::text,
+    attempts integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamp with time zone NOT NULL DEFAULT now(),
+    claimed_until timestamp with time zone,
+    last_error text NOT NULL DEFAULT ''::text,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    sent_at timestamp with time zone,
+    CONSTRAINT alert_notifications_channel_id_fkey FOREIGN KEY (channel_id) REFERENCES alert_channels(id) ON DELETE CASCADE,
+    CONSTRAINT alert_notifications_idempotency_key_key UNIQUE (idempotency_key),
+    CONSTRAINT alert_notifications_pkey PRIMARY KEY (id),
+    CONSTRAINT alert_notifications_rule_id_fkey FOREIGN KEY (rule_id) REFERENCES alert_rules(id) ON DELETE CASCADE,
+    CONSTRAINT alert_notifications_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'sent'::text, 'failed'::text])))
+);
+CREATE INDEX alert_notifications_created ON public.alert_notifications USING brin (created_at);
+CREATE INDEX alert_notifications_due ON public.alert_notifications USING btree (next_attempt_at) WHERE (status = 'pending'::text);
+
+CREATE TABLE alert_rule_channels (
+    rule_id integer NOT NULL,
+    channel_id integer NOT NULL,
+    CONSTRAINT alert_rule_channels_channel_id_fkey FOREIGN KEY (channel_id) REFERENCES alert_channels(id) ON DELETE CASCADE,
+    CONSTRAINT alert_rule_channels_pkey PRIMARY KEY (rule_id, channel_id),
+    CONSTRAINT alert_rule_channels_rule_id_fkey FOREIGN KEY (rule_id) REFERENCES alert_rules(id) ON DELETE CASCADE
+);
+CREATE INDEX alert_rule_channels_channel ON public.alert_rule_channels USING btree (channel_id);
+
+CREATE TABLE alert_rule_status (
+    rule_id integer NOT NULL,
+    last_tick timestamp with time zone,
+    health text NOT NULL DEFAULT 'ok'::text,
+    reason text NOT NULL DEFAULT ''::text,
+    evaluated_at timestamp with time zone,
+    evaluated_by text NOT NULL DEFAULT ''::text,
+    shapes jsonb,
+    CONSTRAINT alert_rule_status_health_check CHECK ((health = ANY (ARRAY['ok'::text, 'error'::text]))),
+    CONSTRAINT alert_rule_status_pkey PRIMARY KEY (rule_id),
+    CONSTRAINT alert_rule_status_rule_id_fkey FOREIGN KEY (rule_id) REFERENCES alert_rules(id) ON DELETE CASCADE
+);
+
 CREATE TABLE alert_rules (
     id integer GENERATED ALWAYS AS IDENTITY NOT NULL,
     name text NOT NULL,
     description text NOT NULL DEFAULT ''::text,
-    source_id integer,
-    min_level log_level NOT NULL DEFAULT 'ERROR'::log_level,
-    query text NOT NULL DEFAULT ''::text,
-    threshold integer NOT NULL,
+    threshold double precision NOT NULL,
     window_seconds integer NOT NULL,
     is_active boolean NOT NULL DEFAULT true,
     created_by integer,
     created_at timestamp with time zone NOT NULL DEFAULT now(),
     updated_at timestamp with time zone NOT NULL DEFAULT now(),
+    kind text NOT NULL DEFAULT 'threshold'::text,
+    op text NOT NULL DEFAULT '>='::text,
+    source_ids integer[] NOT NULL DEFAULT '{}'::integer[],
+    search jsonb NOT NULL DEFAULT '[]'::jsonb,
+    options jsonb NOT NULL DEFAULT '{}'::jsonb,
+    group_by text,
+    labels jsonb NOT NULL DEFAULT '{}'::jsonb,
+    interval_seconds integer NOT NULL DEFAULT 60,
+    for_seconds integer NOT NULL DEFAULT 0,
+    keep_firing_for_seconds integer NOT NULL DEFAULT 0,
+    repeat_interval_seconds integer NOT NULL DEFAULT 14400,
     CONSTRAINT alert_rules_created_by_fkey FOREIGN KEY (created_by) REFERENCES users(id),
+    CONSTRAINT alert_rules_for_seconds_check CHECK (((for_seconds >= 0) AND (for_seconds <= 604800))),
+    CONSTRAINT alert_rules_interval_seconds_check CHECK (((interval_seconds >= 5) AND (interval_seconds <= 86400))),
+    CONSTRAINT alert_rules_keep_firing_for_seconds_check CHECK (((keep_firing_for_seconds >= 0) AND (keep_firing_for_seconds <= 604800))),
+    CONSTRAINT alert_rules_kind_check CHECK ((kind = ANY (ARRAY['threshold'::text, 'ratio'::text, 'absence'::text, 'new_pattern'::text]))),
+    CONSTRAINT alert_rules_labels_check CHECK ((jsonb_typeof(labels) = 'object'::text)),
     CONSTRAINT alert_rules_name_key UNIQUE (name),
+    CONSTRAINT alert_rules_op_check CHECK ((op = ANY (ARRAY['>'::text, '>='::text, '<'::text, '<='::text]))),
+    CONSTRAINT alert_rules_options_check CHECK ((jsonb_typeof(options) = 'object'::text)),
     CONSTRAINT alert_rules_pkey PRIMARY KEY (id),
-    CONSTRAINT alert_rules_source_id_fkey FOREIGN KEY (source_id) REFERENCES log_sources(id),
-    CONSTRAINT alert_rules_threshold_check CHECK ((threshold > 0)),
+    CONSTRAINT alert_rules_repeat_interval_seconds_check CHECK (((repeat_interval_seconds >= 60) AND (repeat_interval_seconds <= 604800))),
+    CONSTRAINT alert_rules_search_check CHECK ((jsonb_typeof(search) = 'array'::text)),
+    CONSTRAINT alert_rules_threshold_check CHECK (((threshold >= (0)::double precision) AND (threshold < 'Infinity'::double precision))),
     CONSTRAINT alert_rules_window_seconds_check CHECK ((window_seconds > 0))
 );
 CREATE TRIGGER alert_rules_touch BEFORE UPDATE ON public.alert_rules FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
+
+CREATE TABLE alert_silences (
+    id integer GENERATED ALWAYS AS IDENTITY NOT NULL,
+    rule_id integer,
+    group_key text,
+    matchers jsonb NOT NULL DEFAULT '{}'::jsonb,
+    starts_at timestamp with time zone NOT NULL,
+    ends_at timestamp with time zone NOT NULL,
+    repeat text,
+    repeat_until timestamp with time zone,
+    comment text NOT NULL DEFAULT ''::text,
+    created_by integer,
+    created_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT alert_silences_check CHECK ((ends_at > starts_at)),
+    CONSTRAINT alert_silences_check1 CHECK (((rule_id IS NOT NULL) OR (group_key IS NOT NULL) OR (matchers <> '{}'::jsonb))),
+    CONSTRAINT alert_silences_created_by_fkey FOREIGN KEY (created_by) REFERENCES users(id),
+    CONSTRAINT alert_silences_matchers_check CHECK ((jsonb_typeof(matchers) = 'object'::text)),
+    CONSTRAINT alert_silences_pkey PRIMARY KEY (id),
+    CONSTRAINT alert_silences_repeat_check CHECK ((repeat = ANY (ARRAY['daily'::text, 'weekly'::text]))),
+    CONSTRAINT alert_silences_rule_id_fkey FOREIGN KEY (rule_id) REFERENCES alert_rules(id) ON DELETE CASCADE
+);
+CREATE INDEX alert_silences_ends ON public.alert_silences USING btree (ends_at);
+
+CREATE TABLE alert_states (
+    rule_id integer NOT NULL,
+    group_key text NOT NULL,
+    state text NOT NULL,
+    since timestamp with time zone NOT NULL,
+    active_since timestamp with time zone,
+    clear_since timestamp with time zone,
+    value double precision,
+    reason text NOT NULL DEFAULT ''::text,
+    labels jsonb NOT NULL DEFAULT '{}'::jsonb,
+    notified boolean NOT NULL DEFAULT false,
+    last_notified_at timestamp with time zone,
+    updated_at timestamp with time zone NOT NULL,
+    CONSTRAINT alert_states_pkey PRIMARY KEY (rule_id, group_key),
+    CONSTRAINT alert_states_rule_id_fkey FOREIGN KEY (rule_id) REFERENCES alert_rules(id) ON DELETE CASCADE,
+    CONSTRAINT alert_states_state_check CHECK ((state = ANY (ARRAY['ok'::text, 'pending'::text, 'firing'::text, 'resolved'::text, 'no_data'::text])))
+);
+CREATE INDEX alert_states_active ON public.alert_states USING btree (state) WHERE (state = ANY (ARRAY['pending'::text, 'firing'::text]));
 
 CREATE TABLE api_key_sources (
     key_id integer NOT NULL,
