@@ -9,22 +9,19 @@ from typing import Annotated, Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from logkeep.api.auth import (
     client_address,
     get_access,
     get_sessions,
-    readable_sources,
     require,
 )
 from logkeep.api.deps import get_sources
 from logkeep.api.fields import (
     FORMAT_TYPE_SCHEMA,
-    MAX_ID,
     SOURCE_NAME_DESCRIPTION,
     SOURCE_NAME_PATTERN,
-    WHOLE,
     JsonObject,
     PathId,
     RowId,
