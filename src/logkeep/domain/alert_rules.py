@@ -128,7 +128,7 @@ def search_pairs(
     pairs: list[tuple[str, str]] = []
     if q:
         pairs.append(("q", q))
-    if contains:
+    if contains is not None:
         pairs.append(("contains", contains))
     pairs.extend(("level", lv) for lv in level)
     if min_level:
