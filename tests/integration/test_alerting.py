@@ -255,7 +255,7 @@ async def test_preview_decides_what_live_evaluation_then_does(
 
 
 async def test_invalid_rule_queries_are_refused_with_the_reason(api: httpx.AsyncClient) -> None:
-    cases = [
+    cases: list[tuple[dict[str, Any], str, str]] = [
         ({"query": "!!!"}, "query", "has no words"),
         ({"metadata": {"a..b": "1"}}, "metadata", "metadata keys"),
         ({"group_by": "host"}, "group_by", "is `source` or `metadata.<key>`"),
