@@ -93,7 +93,18 @@ export function fromLocalInput(value) {
 
 export async function copyText(text, button) {
   try {
-    await navigator.clipboard.writeText(text);
+    if (navigator.clipboard && window.isSecureContext) {
+      await navigator.clipboard.writeText(text);
+    } else {
+      // Plain http on an intranet host: no Clipboard API there; a selected textarea is.
+      const area = h("textarea", { class: "offscreen", readonly: true });
+      area.value = text;
+      document.body.append(area);
+      area.select();
+      const done = document.execCommand("copy");
+      area.remove();
+      if (!done) throw new Error("copy refused");
+    }
     flash(button, "Copied");
   } catch {
     flash(button, "Copy failed");

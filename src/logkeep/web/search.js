@@ -145,7 +145,10 @@ export class ExploreView {
       $("from").value = toLocalInput(s.from);
       $("to").value = s.to ? toLocalInput(s.to) : "";
     }
-    for (const box of $("levels").querySelectorAll("input")) box.checked = s.level.length ? s.level.includes(box.value) : !s.min_level;
+    const floor = s.min_level ? LEVELS.indexOf(String(s.min_level).toUpperCase()) : 0;
+    for (const box of $("levels").querySelectorAll("input")) {
+      box.checked = s.level.length ? s.level.includes(box.value) : LEVELS.indexOf(box.value) >= floor;
+    }
     const chips = clear($("chips"));
     const chip = (label, remove, cls = "") => chips.append(h("span", { class: `chip ${cls}` }, label,
       h("button", { type: "button", class: "chip-x", "aria-label": `Remove ${label}`, onclick: remove }, "×")));
