@@ -56,6 +56,17 @@ async def test_login_stores_a_private_session_that_the_api_commands_send(
         assert "app_errors test entry" in table
         code, summary, err = await run_cli(base, "stats", "--json", env=env)
         assert code == 0, err and orjson.loads(summary)["sources"]
+        code, out, err = await run_cli(
+            base,
+            "ingest",
+            "-",
+            "--source",
+            "app_errors",
+            env=env,
+            stdin=b"sent by a logged-in ingest\n",
+        )
+        assert code == 0, err
+        assert "1 accepted" in out
         # LOGKEEP_API_TOKEN, when set, is sent instead.
         overridden = env | {"LOGKEEP_API_TOKEN": "lks_not-a-session"}
         code, _, err = await run_cli(base, "stats", env=overridden)

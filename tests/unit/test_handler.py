@@ -6,6 +6,7 @@ import ast
 import logging
 import logging.config
 import socket
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -57,6 +58,18 @@ def test_the_module_imports_only_the_standard_library_httpx_and_orjson() -> None
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             imported.add(node.module.split(".")[0])
     assert imported - set(sys.stdlib_module_names) == {"httpx", "orjson"}
+
+
+def test_an_application_importing_the_handler_loads_no_store_driver() -> None:
+    """The package's own names load lazily, so an application pays for httpx only."""
+    probe = (
+        "import sys, logkeep.handler; "
+        "print(sorted(m for m in ('asyncpg', 'redis', 'pydantic', 'fastapi') if m in sys.modules))"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert shown.strip() == "[]"
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ import httpx
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-from logkeep.cli.common import console, err, load_settings
+from logkeep.cli.common import api_token, console, err, load_settings
 from logkeep.config import Settings
 from logkeep.ingest.checkpoint import (
     Checkpoint,
@@ -214,7 +214,7 @@ def _run(
     on_error: Callable[[int, str], None],
 ) -> tuple[SendSummary, str]:
     """Send, and say where the checkpoint stands (empty for a stream)."""
-    token = settings.api_token.get_secret_value()
+    token = api_token(settings)
     auth = {"Authorization": f"Bearer {token}"} if token else {}
     keeper: Keeper | None = None
     feed: FileFeed | StreamFeed
