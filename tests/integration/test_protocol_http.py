@@ -98,6 +98,8 @@ async def test_otlp_errors_are_status_messages(client: httpx.AsyncClient) -> Non
     assert status.code == 3 and "ExportLogsServiceRequest" in status.message
     answer = await client.post("/v1/logs", content=b"x", headers={"content-type": "text/plain"})
     assert answer.status_code == 415
+    empty = await client.post("/v1/logs", content=b"", headers=PROTOBUF)
+    assert empty.status_code == 400
     broken = await client.post(
         "/v1/logs",
         content=b"\x1f\x8b\x08\x00broken",
@@ -212,6 +214,10 @@ async def test_elasticsearch_bulk_media_types_and_errors(client: httpx.AsyncClie
     assert malformed.json()["error"]["type"] == "illegal_argument_exception"
     wrong = await client.post("/_bulk", content=b"{}", headers={"content-type": "text/csv"})
     assert wrong.status_code == 415
+    empty = await client.post("/_bulk", content=b"\n\n", headers=NDJSON)
+    assert empty.status_code == 400  # as Elasticsearch: a bulk request needs an action
+    health = await client.get("/_cat/health")
+    assert health.headers["content-type"].startswith("text/plain")
 
 
 # -- GELF over HTTP ----------------------------------------------------------------------

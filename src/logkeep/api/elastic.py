@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import PlainTextResponse
 
 from logkeep.api.auth import require
 from logkeep.api.deps import get_settings
@@ -110,6 +111,8 @@ async def _bulk(
             items = elastic.parse_bulk(body, index, override, settings.ingest_max_line_bytes)
         except BodyError as exc:
             raise body_error(exc) from None
+        if not items:  # as Elasticsearch answers an empty bulk request
+            raise Refused(400, "request body is required: one or more actions")
         outcome = await ingest(
             request, principal, settings, [item.event for item in items], "elasticsearch"
         )
@@ -166,9 +169,15 @@ def _routes(router: APIRouter, *, root: bool) -> None:
     async def health(request: Request, _: Ingester) -> Response:
         return _json(request, elastic.cluster_health())
 
-    @router.api_route("/_cat/health", methods=["GET", "HEAD"], include_in_schema=root)
+    @router.api_route(
+        "/_cat/health",
+        methods=["GET", "HEAD"],
+        include_in_schema=root,
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def cat_health(request: Request, _: Ingester) -> Response:
-        return Response(f"{int(time.time())} logkeep green 1 1\n", 200, PRODUCT)
+        return PlainTextResponse(f"{int(time.time())} logkeep green 1 1\n", 200, PRODUCT)
 
     for kind in (
         "_index_template",

@@ -40,7 +40,23 @@ ANSWERS: dict[int | str, dict[str, Any]] = {
 REQUEST_BODY = {
     "required": True,
     "description": "one GELF 1.1 message, plain, gzip or zlib",
-    "content": {"application/json": {"schema": {"type": "object"}}},
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["short_message"],
+                "properties": {
+                    "version": {"type": "string"},
+                    "host": {"type": "string"},
+                    "short_message": {"type": "string", "minLength": 1},
+                    "full_message": {"type": "string"},
+                    "timestamp": {"type": "number"},
+                    "level": {"type": "integer", "minimum": 0, "maximum": 7},
+                },
+                "additionalProperties": True,
+            }
+        }
+    },
 }
 
 

@@ -46,7 +46,37 @@ ANSWERS: dict[int | str, dict[str, Any]] = {
 REQUEST_BODY = {
     "required": True,
     "content": {
-        "application/json": {"schema": {"type": "object"}},
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["streams"],
+                "properties": {
+                    "streams": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["values"],
+                            "properties": {
+                                "stream": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "string"},
+                                },
+                                "values": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "array",
+                                        "minItems": 2,
+                                        "maxItems": 3,
+                                        "description": "[epoch nanoseconds as text, line, "
+                                        "{structured metadata}?]",
+                                    },
+                                },
+                            },
+                        },
+                    }
+                },
+            }
+        },
         PROTOBUF: {"schema": {"type": "string", "format": "binary"}},
     },
 }

@@ -80,6 +80,8 @@ async def export_logs(
         if media_type not in (PROTOBUF, JSON):
             raise Refused(415, f"Content-Type {media_type[:64]!r}: send {PROTOBUF} or {JSON}")
         override = source_override(request)
+        if not raw:
+            raise Refused(400, "body: empty; send an ExportLogsServiceRequest")
         try:
             body = decompress(
                 raw,

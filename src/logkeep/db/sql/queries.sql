@@ -274,3 +274,17 @@ LIMIT $5;
 -- name: user_grants
 -- The sources granted to a user (the explorer's administration shows them).
 SELECT source_id FROM user_source_grants WHERE user_id = $1 ORDER BY source_id;
+
+-- name: create_source_on_first_use
+-- A source a shipper names for the first time (ingest/first_use.py); nothing when it
+-- exists already (another request created it meanwhile).
+INSERT INTO log_sources (name, description, source_type, format_type)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (name) DO NOTHING
+RETURNING id;
+
+-- name: grant_key_source
+INSERT INTO api_key_sources (key_id, source_id) VALUES ($1, $2) ON CONFLICT DO NOTHING;
+
+-- name: key_source_granted
+SELECT EXISTS (SELECT 1 FROM api_key_sources WHERE key_id = $1 AND source_id = $2);
