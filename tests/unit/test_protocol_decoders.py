@@ -261,7 +261,11 @@ def test_loki_json_entries_metadata_and_bad_values() -> None:
     assert five["source"] == "x"
 
 
-@pytest.mark.parametrize("body", [b"nope", b"[]", b'{"streams": {}}', b'{"streams": [{}]}'])
+@pytest.mark.parametrize(
+    "body",
+    [b"nope", b"[]", b'{"streams": {}}', b'{"streams": [{}]}',
+     b'{"streams": [{"stream": [null], "values": []}]}'],
+)  # fmt: skip
 def test_loki_bad_json_is_400(body: bytes) -> None:
     with pytest.raises(BodyError):
         loki.decode_json(body, (), None)
@@ -429,6 +433,8 @@ def test_gelf_message_fields() -> None:
     assert event["metadata"] == {
         "host": "Web-01", "full_message": "Traceback ...", "facility": "app", "user_id": 42,
     }  # fmt: skip
+    as_float = gelf.decode(orjson.dumps({**message, "level": 4.0}), (), None, "gelf", 10_000)
+    assert isinstance(as_float, dict) and as_float["level"] is Level.WARN
     with_source = gelf.decode(
         orjson.dumps({**message, "_source": "Orders"}), ("_source", "host"), None, "gelf", 10_000
     )

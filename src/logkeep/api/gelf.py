@@ -50,7 +50,7 @@ REQUEST_BODY = {
                     "host": {"type": "string"},
                     "short_message": {"type": "string", "minLength": 1},
                     "full_message": {"type": "string"},
-                    "timestamp": {"type": "number"},
+                    "timestamp": {"type": ["number", "null"]},
                     "level": {"type": "integer", "minimum": 0, "maximum": 7},
                 },
                 "additionalProperties": True,

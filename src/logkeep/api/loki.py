@@ -67,6 +67,14 @@ REQUEST_BODY = {
                                         "type": "array",
                                         "minItems": 2,
                                         "maxItems": 3,
+                                        "prefixItems": [
+                                            {"type": "string", "pattern": "^[0-9]{1,20}$"},
+                                            {"type": "string"},
+                                            {
+                                                "type": "object",
+                                                "additionalProperties": {"type": "string"},
+                                            },
+                                        ],
                                         "description": "[epoch nanoseconds as text, line, "
                                         "{structured metadata}?]",
                                     },

@@ -89,6 +89,8 @@ def _level(value: object) -> Any:
         return None
     if isinstance(value, str) and value.isdigit():
         value = int(value)
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)  # 3.0 is 3 to a JSON writer
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 7:
         raise InvalidLogEntry("level", f"must be a syslog severity 0 to 7, got {str(value)[:20]}")
     return severity_level(value)

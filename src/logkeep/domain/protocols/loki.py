@@ -159,10 +159,7 @@ def decode_json(body: bytes, label_keys: Sequence[str], override: str | None) ->
             raise BodyError(400, 'body: every stream needs "values": [[ts, line], ...]')
         labels = stream.get("stream") or {}
         if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
-            events += [InvalidLogEntry("stream", "labels must be an object of strings")] * len(
-                values
-            )
-            continue
+            raise BodyError(400, 'body: every stream\'s "stream" must be an object of strings')
         source = mapped_source(labels, label_keys, override, FALLBACK_SOURCE)
         for value in values:
             try:
