@@ -160,12 +160,12 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
             for status, answer in answers(*derived_answers(route)).items():
                 responses.setdefault(str(status), answer)
             operation["responses"] = dict(sorted(responses.items()))
-    for path, path_item in document.get("paths", {}).items():
-        # A route's methods are a set: put them in one order, so the document is the
-        # same in every process.
-        document["paths"][path] = dict(
-            sorted(path_item.items(), key=lambda kv: METHOD_ORDER.index(kv[0]))
-        )
+    # Paths by name and a route's methods (a set) in one order: the document is the same
+    # in every process and whatever order the routers are included in.
+    document["paths"] = {
+        path: dict(sorted(item.items(), key=lambda kv: METHOD_ORDER.index(kv[0])))
+        for path, item in sorted(document.get("paths", {}).items())
+    }
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
