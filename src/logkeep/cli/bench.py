@@ -19,10 +19,16 @@ def bench_ingest(
     protocols: Annotated[
         bool, typer.Option(help="OTLP, Loki and Elasticsearch end to end beside NDJSON instead")
     ] = False,
+    workers: Annotated[
+        list[int] | None,
+        typer.Option(min=1, help="worker processes; repeat to compare (--workers 1 --workers 2)"),
+    ] = None,
+    api_processes: Annotated[int, typer.Option(min=1, help="API processes, with --workers")] = 1,
 ) -> None:
     """End-to-end ingest (HTTP, Redis, worker, COPY) against one binary COPY and one
     INSERT per row, on the configured stores or throwaway ones. With --protocols: each
-    shipper protocol end to end beside NDJSON, events/s and API CPU per event."""
+    shipper protocol end to end beside NDJSON, events/s and API CPU per event. With
+    --workers N (repeatable) and --api-processes M: that many processes end to end, per N."""
     from logkeep.bench.ingest import run, run_protocols
 
     settings = load_settings()
@@ -30,6 +36,11 @@ def bench_ingest(
     with temporary_root("lk-bench-") as root:
         bench_settings = settings.model_copy(update={"data_dir": root, "maintenance_interval_s": 0})
         with stop_on_signals(), stores(bench_settings) as (resolved, _):
+            if workers:  # docs/scale.md: events/s and CPU per event by process count
+                from logkeep.bench.scale import run as run_scale
+
+                run_async(run_scale(resolved, rows, workers, api_processes))
+                return
             run_async((run_protocols if protocols else run)(resolved, rows))
 
 
