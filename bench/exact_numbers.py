@@ -121,30 +121,36 @@ class RowBefore:
     metadata_json: bytes
 
 
+def row_before(item: Any) -> RowBefore:
+    """domain/ingest.py's _row before exactjson."""
+    source_id, ts_us, level, message, metadata = item
+    if not (
+        isinstance(source_id, int)
+        and isinstance(ts_us, int)
+        and isinstance(level, str)
+        and isinstance(message, str)
+        and isinstance(metadata, dict)
+    ):
+        raise ValueError("an entry record has a field of the wrong type")
+    return RowBefore(
+        source_id,
+        EPOCH + timedelta(microseconds=ts_us),
+        Level(level).value,
+        message,
+        metadata,
+        orjson.dumps(metadata),
+    )
+
+
 def decode_before(payload: bytes) -> list[RowBefore]:
-    """The worker's decoding before exactjson (domain/ingest.py's decode_records and
-    _row): orjson, and every metadata encoded again."""
+    """domain/ingest.py's decode_records before exactjson: orjson, and every metadata
+    encoded again (dead letters left out: the corpora have none)."""
     rows = []
     for item in orjson.loads(b"[" + payload.replace(b"\n", b",") + b"]"):
-        source_id, ts_us, level, message, metadata = item
-        if not (
-            isinstance(source_id, int)
-            and isinstance(ts_us, int)
-            and isinstance(level, str)
-            and isinstance(message, str)
-            and isinstance(metadata, dict)
-        ):
-            raise ValueError("an entry record has a field of the wrong type")
-        rows.append(
-            RowBefore(
-                source_id,
-                EPOCH + timedelta(microseconds=ts_us),
-                Level(level).value,
-                message,
-                metadata,
-                orjson.dumps(metadata),
-            )
-        )
+        if isinstance(item, list) and len(item) == 5:
+            rows.append(row_before(item))
+        else:
+            raise ValueError(f"unexpected record {str(item)[:80]!r}")
     return rows
 
 

@@ -289,3 +289,12 @@ def test_an_event_nested_deeper_than_orjson_writes_is_refused_with_the_reason() 
     event = parse_json_line('{"message": "m", "x": ' + "[" * 1000 + "null" + "]" * 1000 + "}")
     with pytest.raises(InvalidLogEntry, match="metadata: is not JSON-serialisable: Recursion"):
         entry_from_event(event, APP, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b'[2,1,"INFO","m",{}]', b'[2, 1, "INFO", "m", {}]', b'[2,1,"INFO","m",{"a":[1]}]'],
+)
+def test_short_or_spaced_records_are_read_whole(payload: bytes) -> None:
+    (row,), _ = decode_records(payload)
+    assert row.metadata == orjson.loads(payload)[4]

@@ -363,7 +363,8 @@ class CorruptRecord(ValueError):
     """A stream entry that is not what the ingest script writes."""
 
 
-def _row(item: Any, line: bytes) -> StreamRow:
+def _row(item: Any, payload: bytes, start: int, end: int) -> StreamRow:
+    """The entry record at payload[start:end]."""
     source_id, ts_us, level, message, metadata = item
     if not (
         isinstance(source_id, int)
@@ -375,11 +376,13 @@ def _row(item: Any, line: bytes) -> StreamRow:
         raise CorruptRecord("an entry record has a field of the wrong type")
     # The metadata's own bytes, as encode_entry wrote them: orjson may have read a big
     # number inexactly above, and re-encoding every row would cost more than this.
-    head = orjson.dumps([source_id, ts_us, level, message])[:-1] + b","
-    if line.startswith(head) and line.endswith(b"}]"):
-        metadata_json = line[len(head) : -1]
+    # orjson writes a value the same way every time: the metadata starts where the first
+    # four fields, written again, end.
+    cut = start + len(orjson.dumps([source_id, ts_us, level, message]))
+    if cut < end and payload[cut - 1 : cut + 1] == b",{" and payload[end - 2 : end] == b"}]":
+        metadata_json = payload[cut : end - 1]
     else:  # written some other way (by hand?): read and write it exactly
-        metadata_json = exactjson.dumps(exactjson.loads(line)[4])
+        metadata_json = exactjson.dumps(exactjson.loads(payload[start:end])[4])
     return StreamRow(
         source_id,
         EPOCH + timedelta(microseconds=ts_us),
@@ -399,24 +402,27 @@ def _dead_letter(item: dict[str, Any]) -> DeadLetter:
 
 def decode_records(payload: bytes) -> tuple[list[StreamRow], list[DeadLetter]]:
     """Entries and dead letters of one stream entry; CorruptRecord if it is malformed."""
-    lines = payload.split(b"\n")
     try:
         # orjson: each record's metadata is then taken from its line as it is (_row).
-        items = orjson.loads(b"[" + b",".join(lines) + b"]")
+        items = orjson.loads(b"[" + payload.replace(b"\n", b",") + b"]")
     except orjson.JSONDecodeError as exc:
         raise CorruptRecord(f"payload is not the ingest record format: {exc}") from None
-    if len(items) != len(lines):
+    if len(items) != payload.count(b"\n") + 1:
         raise CorruptRecord("payload is not one record per line")
     rows: list[StreamRow] = []
     dead: list[DeadLetter] = []
+    start = 0
     try:
-        for item, line in zip(items, lines, strict=True):
+        for item in items:
+            end = payload.find(b"\n", start)
+            end = len(payload) if end < 0 else end
             if isinstance(item, list) and len(item) == 5:
-                rows.append(_row(item, line))
+                rows.append(_row(item, payload, start, end))
             elif isinstance(item, dict) and {"raw", "reason"} <= item.keys():
                 dead.append(_dead_letter(item))
             else:
                 raise CorruptRecord(f"unexpected record {str(item)[:80]!r}")
+            start = end + 1
     except (TypeError, ValueError, OverflowError) as exc:
         raise CorruptRecord(f"bad record: {exc}") from None
     return rows, dead
