@@ -497,3 +497,25 @@ async def test_admin_creates_an_api_key_shown_once(explorer: Explorer, server: s
     await expect(page.locator("table.grid")).to_contain_text("shipper-1")
     assert key not in await page.content()
     assert key[:12] in await page.content()
+
+
+async def test_admin_manages_alert_rules(explorer: Explorer) -> None:
+    await explorer.sign_in("admin")
+    page = explorer.page
+    await page.goto("/?view=admin&tab=alerts")
+    form = page.locator("form", has_text="New alert rule")
+    await form.get_by_label("Name").fill("payments failing")
+    await form.get_by_label("Source").select_option("app_errors")
+    await form.get_by_label("Words").fill("declined")
+    await form.get_by_label("Threshold").fill("5")
+    await form.get_by_role("button", name="Create rule").click()
+    row = page.locator("table.grid tr", has_text="payments failing")
+    await expect(row).to_contain_text("app_errors")
+    await expect(row).to_contain_text("5 in 300 s")
+    await expect(row).to_contain_text("active")
+    await row.get_by_role("button", name="Pause payments failing").click()
+    await expect(row).to_contain_text("paused")
+    rules = await (await page.request.get("/api/v1/alert-rules")).json()
+    assert [(r["name"], r["is_active"]) for r in rules] == [("payments failing", False)]
+    await row.get_by_role("button", name="Delete payments failing").click()
+    await expect(row).to_have_count(0)

@@ -314,16 +314,23 @@ export class AdminView {
     const rules = await get("/api/v1/alert-rules");
     const error = errorBox();
     const rows = rules.map((r) => {
-      const remove = h("button", { type: "button", class: "small danger" }, "Delete");
+      const remove = h("button", { type: "button", class: "small danger", "aria-label": `Delete ${r.name}` }, "Delete");
       remove.addEventListener("click", async () => {
         try {
           await del(`/api/v1/alert-rules/${r.id}`);
           this.navigate("/?view=admin&tab=alerts", { force: true });
         } catch (e) { showError(error, e); }
       });
+      const toggle = h("button", { type: "button", class: "small", "aria-label": `${r.is_active ? "Pause" : "Resume"} ${r.name}` }, r.is_active ? "Pause" : "Resume");
+      toggle.addEventListener("click", async () => {
+        try {
+          await patch(`/api/v1/alert-rules/${r.id}`, { is_active: !r.is_active });
+          this.navigate("/?view=admin&tab=alerts", { force: true });
+        } catch (e) { showError(error, e); }
+      });
       return h("tr", {}, h("td", {}, r.name), h("td", {}, r.source_id ? this.sourceName(r.source_id) : "every source"),
         h("td", {}, `≥ ${r.min_level}`), h("td", {}, r.query || "—"), h("td", {}, `${r.threshold} in ${r.window_seconds} s`),
-        h("td", {}, r.is_active ? "active" : "off"), h("td", {}, remove));
+        h("td", {}, r.is_active ? "active" : "paused"), h("td", {}, toggle, " ", remove));
     });
     const form = h("form", { class: "card form-grid" }, h("h2", {}, "New alert rule"),
       h("label", {}, "Name ", h("input", { name: "name", required: true })),
@@ -343,7 +350,7 @@ export class AdminView {
       } catch (e) { showError(error, e); }
     });
     body.append(h("section", {}, h("h2", {}, "Alert rules"),
-      h("p", { class: "note" }, "The API lets rules be created and deleted; to change one, delete it and create it again."),
+      h("p", { class: "note" }, "Rules of the kind a threshold on matching entries; the other kinds, channels and silences are set through the API (docs/alerting.md)."),
       error, table(["name", "source", "level", "words", "fires at", "state", ""], rows)), form);
   }
 }
