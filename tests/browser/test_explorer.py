@@ -519,3 +519,23 @@ async def test_admin_manages_alert_rules(explorer: Explorer) -> None:
     assert [(r["name"], r["is_active"]) for r in rules] == [("payments failing", False)]
     await row.get_by_role("button", name="Delete payments failing").click()
     await expect(row).to_have_count(0)
+
+
+async def test_admin_grants_a_source_to_a_user(explorer: Explorer) -> None:
+    await explorer.sign_in("admin")
+    page = explorer.page
+    await page.goto("/?view=admin&tab=users")
+    row = page.locator("table.grid tr", has_text="viewer@")
+    await row.get_by_role("button", name="Grants").click()
+    # The fixture granted every source: take nginx_access away.
+    box = page.get_by_role("checkbox", name="Grant nginx_access")
+    await expect(box).to_be_checked()
+    await box.uncheck()
+    users = await (await page.request.get("/api/v1/users")).json()
+    viewer = next(u for u in users if u["username"] == "viewer")
+    for _ in range(50):
+        grants = await (await page.request.get(f"/api/v1/users/{viewer['id']}/grants")).json()
+        if 1 not in grants["sources"]:
+            break
+        await page.wait_for_timeout(100)
+    assert grants["sources"] == [2, 3]
