@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +39,12 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def live_logkeep() -> Iterator[int]:
     """A live process whose command line names logkeep, as a running `up`'s does."""
     process = subprocess.Popen(["logkeep-stand-in", "60"], executable="/bin/sleep")
+    # Until the child has exec'd, /proc shows the forking Python's command line.
+    cmdline = Path(f"/proc/{process.pid}/cmdline")
+    deadline = time.monotonic() + 10
+    while b"logkeep-stand-in" not in cmdline.read_bytes():
+        assert time.monotonic() < deadline, "the stand-in never started"
+        time.sleep(0.01)
     try:
         yield process.pid
     finally:
