@@ -1,7 +1,7 @@
 """Several `logkeep serve` and `logkeep worker` processes against the same PostgreSQL and
 Redis, as they run past one machine: ingest spread over them, every event stored once,
 no cache stale across processes, a session valid on every process, and partition
-maintenance done once however many processes start together.
+maintenance and alert evaluation done once however many processes run.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ EVENTS_PER_REQUEST = 250
 SENDERS = 6
 DEADLINE_S = 60.0
 NDJSON = {"Content-Type": "application/x-ndjson"}
+LAST_TICK = "SELECT last_tick FROM alert_rule_status WHERE rule_id = $1"
 
 
 @dataclass
@@ -210,6 +211,60 @@ def metric(text: str, name: str, **labels: str) -> float:
     return total
 
 
+async def evaluations(http: httpx.AsyncClient, cluster: Cluster) -> tuple[float, float]:
+    """(rule evaluations committed, rules held) summed over every API process."""
+    texts = [(await http.get(f"{url}/metrics")).text for url in cluster.apis]
+    return (
+        sum(metric(t, "logkeep_alert_evaluations_total") for t in texts),
+        sum(metric(t, "logkeep_alert_rules_held") for t in texts),
+    )
+
+
+async def alert_evaluation_done_once(
+    http: httpx.AsyncClient, cluster: Cluster, auth: dict[str, str], database_url: str
+) -> None:
+    """A rule every 5 s in three processes: one holds it, and each tick is evaluated once
+    (the evaluations all processes count add up to the ticks the rule advanced by)."""
+    interval = 5
+    created = await http.post(
+        f"{cluster.apis[0]}/api/v1/alert-rules",
+        json={"name": f"mp-{uuid.uuid4().hex[:8]}", "threshold": 1, "window_seconds": 60,
+              "interval_seconds": interval},
+        headers=auth,
+    )  # fmt: skip
+    assert created.status_code == 201, created.text
+    rule_id = created.json()["id"]
+    conn = await asyncpg.connect(database_url)
+
+    async def consistent() -> tuple[datetime | None, float, float]:
+        """The rule's last tick and the counters, read with no evaluation in between."""
+        while True:
+            tick = await conn.fetchval(LAST_TICK, rule_id)
+            counted, held = await evaluations(http, cluster)
+            if await conn.fetchval(LAST_TICK, rule_id) == tick:
+                return tick, counted, held
+
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        first, counted_first, _ = await consistent()
+        while first is None:
+            assert time.monotonic() < deadline, "the rule was never evaluated"
+            await asyncio.sleep(0.2)
+            first, counted_first, _ = await consistent()
+        last, counted_last, held = first, counted_first, 0.0
+        while last == first or last < first + timedelta(seconds=3 * interval):
+            assert time.monotonic() < deadline, f"the rule stopped at {last}"
+            await asyncio.sleep(0.5)
+            tick, counted_last, held = await consistent()
+            assert tick is not None
+            last = tick
+    finally:
+        await conn.close()
+    assert held == 1, f"{held} processes hold the rule's lease"
+    advanced = (last - first) / timedelta(seconds=interval)
+    assert counted_last - counted_first == advanced, (counted_first, counted_last, first, last)
+
+
 async def test_processes_share_the_stores(cluster: Cluster, settings: Settings) -> None:
     assert settings.database_url
     async with httpx.AsyncClient(timeout=30) as http:
@@ -314,6 +369,8 @@ async def test_processes_share_the_stores(cluster: Cluster, settings: Settings) 
             assert [i["message"] for i in page.json()["items"]] == [f"cache {fresh}"], url
             after = await http.get(f"{url}/api/v1/stats/histogram", params=histogram, headers=auth)
             assert after.json()["total"] == before.json()["total"] + 1, url
+
+        await alert_evaluation_done_once(http, cluster, auth, settings.database_url)
 
         # Signing out on one process ends the session on all of them.
         assert (await http.post(f"{third}/api/v1/auth/logout", headers=auth)).status_code == 204
