@@ -30,6 +30,7 @@ from logkeep.api.auth import readable_sources
 from logkeep.api.fields import PathId
 from logkeep.api.problems import answers
 from logkeep.domain.alert_rules import tick_floor
+from logkeep.domain.alert_states import silenced
 from logkeep.domain.auth import Principal
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"], responses=answers(401, 403, 503))
@@ -275,13 +276,17 @@ async def list_alerts(
         Literal["ok", "pending", "firing", "resolved", "no_data"] | None, Query()
     ] = None,
 ) -> dict[str, Any]:
-    """The state of every group of the caller's rules (firing first), and each rule's
-    health (an error names its reason)."""
+    """The state of every group of the caller's rules (firing first), each with the
+    silence muting it now (`silenced_by`, an id, or null), and each rule's health (an
+    error names its reason)."""
     readable = _readable(analyst)
+    now = datetime.now(UTC)
     async with request.app.state.db.pool.acquire() as conn:
         states = await conn.fetch(STATES.format(visible=store.VISIBLE), readable, state)
         health = await conn.fetch(RULE_HEALTH.format(visible=store.VISIBLE), readable)
-    return {
-        "alerts": [dict(r) for r in states],
-        "rules": [dict(r) for r in health],
-    }
+        silences = await store.active_silences(conn, now) if states else []
+    alerts = []
+    for row in states:
+        muted = silenced(silences, row["rule_id"], row["group_key"], row["labels"], now)
+        alerts.append({**dict(row), "silenced_by": None if muted is None else muted.id})
+    return {"alerts": alerts, "rules": [dict(r) for r in health]}
