@@ -88,9 +88,10 @@ async def run_schemathesis(base_url: str, schema: dict[str, object], config: str
     started = time.monotonic()
     out, _ = await asyncio.wait_for(process.communicate(), RUN_TIMEOUT_S)
     output = out.decode(errors="replace")
-    print(output[-20000:])
+    print(output)
     print(f"schemathesis ran {time.monotonic() - started:.0f} s")
-    assert process.returncode == 0, output[-20000:]
+    failures = output.find("= FAILURES =")
+    assert process.returncode == 0, output[failures:][:30000] if failures >= 0 else output
     return output
 
 
