@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import signal
 import socket
 import time
 import uuid
@@ -14,16 +15,19 @@ import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import graypy
 import orjson
 import pytest
 from pygelf import GelfHttpHandler
 
+from logkeep.api.local import free_port
 from logkeep.config import Settings
 from logkeep.db.database import Database
 from logkeep.ingest.runner import IngestTasks
 from tests.integration.shippers import shipper_stack, wait_rows
+from tests.integration.test_cli import LOGKEEP, clean_env
 
 
 @dataclass
@@ -160,3 +164,54 @@ async def test_broken_and_partial_udp_messages_are_accounted(receiver: Receiver)
     assert len(reasons) == 2
     assert any("gzip" in r for r in reasons)
     assert any("timestamp" in r for r in reasons)
+
+
+@pytest.mark.slow  # `logkeep gelf` as a subprocess
+async def test_logkeep_gelf_command(settings: Settings, db: Database, tmp_path: Path) -> None:
+    """The receiver as operators run it: `logkeep gelf --port P`, stopped by SIGTERM after
+    flushing what it holds."""
+    assert settings.database_url and settings.redis_url
+    port = free_port()
+    env = clean_env(
+        LOGKEEP_DATABASE_URL=settings.database_url,
+        LOGKEEP_REDIS_URL=settings.redis_url,
+        LOGKEEP_REDIS_KEY_PREFIX=settings.redis_key_prefix,
+        LOGKEEP_LOG_LEVEL="info",
+    )
+    log = tmp_path / "gelf.log"
+    tag = uuid.uuid4().hex
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            str(LOGKEEP), "gelf", "--port", str(port), env=env, cwd=tmp_path,
+            stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+        )  # fmt: skip
+    worker = IngestTasks()
+    await worker.start(
+        db, settings.model_copy(update={"worker_batch_wait_ms": 20}), worker=True, syslog_port=None
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                assert proc.returncode is None, log.read_text()
+                assert time.monotonic() < deadline, f"not listening: {log.read_text()}"
+                await asyncio.sleep(0.1)
+        handler = graypy.GELFTCPHandler("127.0.0.1", port)
+        logger = python_logger(f"gelf.cli.{tag}", handler)
+        try:
+            await asyncio.to_thread(logger.error, "from the command %s", tag)
+        finally:
+            logger.removeHandler(handler)
+            handler.close()
+        stored = await wait_rows(db, tag, 1)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 30)
+        await worker.close()
+    assert code == 0, log.read_text()
+    assert [(r["level"], r["message"]) for r in stored] == [("ERROR", f"from the command {tag}")]
+    assert "gelf_listening" in log.read_text()

@@ -176,6 +176,8 @@ def up(
         record = write_record(data_dir, instance)
         try:
             print_up(settings, instance, stack, record, syslog_port)
+            if not no_gelf:
+                _line(f"GELF        {settings.gelf_host}:{settings.gelf_port} (UDP, TCP)")
             console.print(f"ready in    {time.monotonic() - started:.1f}s; Ctrl-C stops everything")
             _serve(
                 resolved,
@@ -235,7 +237,6 @@ def print_up(
         )
     if syslog_port is not None:
         _line(f"syslog      {settings.syslog_host}:{syslog_port} (TCP and UDP)")
-    _line(f"GELF        {settings.gelf_host}:{settings.gelf_port} (UDP and TCP; HTTP: /gelf)")
     _line("worker      in this process (`logkeep worker` adds more)")
     _line(f"Every logkeep command finds this instance through {record} while it runs.")
     if embedded_pg or embedded_redis:
