@@ -7,6 +7,7 @@ import binascii
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 from logkeep.domain import exactjson
@@ -35,6 +36,11 @@ def source_name(value: object) -> str | None:
     nothing usable is left (empty, or digits only, which would mean a source id)."""
     if not isinstance(value, str) or not value:
         return None
+    return _source_name(value[:256])
+
+
+@lru_cache(maxsize=4096)  # shippers repeat a few names in every request
+def _source_name(value: str) -> str | None:
     name = _NOT_IN_NAME.sub("-", value.strip().lower()).strip("-_.")[:MAX_NAME]
     name = name.rstrip("-")
     return name if name and is_source_name(name) else None

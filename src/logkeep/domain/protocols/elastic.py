@@ -171,35 +171,35 @@ def bulk_item(item: BulkItem, outcome: str, seq_no: int, prefix: str) -> dict[st
     """One entry of `items`: created (201); a duplicate (409 for `create` with an id, as
     Elasticsearch answers a second create of one id; otherwise 200, result `noop`);
     or rejected (400, with the reason as `outcome`)."""
-    base: dict[str, Any] = {
-        "_index": item.index or "logkeep",
-        "_id": item.doc_id or f"{prefix}{seq_no:06d}",
-    }
-    if outcome not in (CREATED, DUPLICATE):
-        kind = (
-            "illegal_argument_exception"
-            if item.op in ("update", "delete")
-            else "document_parsing_exception"
-        )
-        return {item.op: base | {"status": 400, "error": {"type": kind, "reason": outcome}}}
-    if outcome == DUPLICATE and item.op == "create" and item.doc_id is not None:
+    index = item.index or "logkeep"
+    doc_id = item.doc_id or f"{prefix}{seq_no:06d}"
+    if outcome == CREATED or (outcome == DUPLICATE and not (item.op == "create" and item.doc_id)):
+        created = outcome == CREATED
+        return {
+            item.op: {
+                "_index": index,
+                "_id": doc_id,
+                "_version": 1,
+                "result": "created" if created else "noop",
+                "_shards": SHARDS,
+                "_seq_no": seq_no,
+                "_primary_term": 1,
+                "status": 201 if created else 200,
+            }
+        }
+    if outcome == DUPLICATE:
         error = {
             "type": "version_conflict_engine_exception",
-            "reason": f"[{item.doc_id}]: version conflict, document already exists",
+            "reason": f"[{doc_id}]: version conflict, document already exists",
         }
-        return {item.op: base | {"status": 409, "error": error}}
-    created = outcome == CREATED
-    return {
-        item.op: base
-        | {
-            "_version": 1,
-            "result": "created" if created else "noop",
-            "_shards": SHARDS,
-            "_seq_no": seq_no,
-            "_primary_term": 1,
-            "status": 201 if created else 200,
-        }
-    }
+        return {item.op: {"_index": index, "_id": doc_id, "status": 409, "error": error}}
+    kind = (
+        "illegal_argument_exception"
+        if item.op in ("update", "delete")
+        else "document_parsing_exception"
+    )
+    error = {"type": kind, "reason": outcome}
+    return {item.op: {"_index": index, "_id": doc_id, "status": 400, "error": error}}
 
 
 def outcomes(
@@ -225,7 +225,10 @@ def bulk_response(items: Sequence[BulkItem], outcomes: Sequence[str], took_ms: i
         bulk_item(item, outcome, n, prefix)
         for n, (item, outcome) in enumerate(zip(items, outcomes, strict=True))
     ]
-    errors = any(next(iter(a.values()))["status"] >= 300 for a in answers)
+    errors = any(outcome != CREATED and outcome != DUPLICATE for outcome in outcomes) or any(
+        outcome == DUPLICATE and item.op == "create" and item.doc_id
+        for item, outcome in zip(items, outcomes, strict=True)
+    )
     return orjson.dumps({"took": took_ms, "errors": errors, "items": answers})
 
 
