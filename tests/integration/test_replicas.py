@@ -115,6 +115,10 @@ def primary_reads(reason: str) -> float:
     return value or 0.0
 
 
+def waits_counted() -> float:
+    return REGISTRY.get_sample_value("logkeep_pg_replica_wait_seconds_count") or 0.0
+
+
 def waited_s() -> float:
     return REGISTRY.get_sample_value("logkeep_pg_replica_wait_seconds_sum") or 0.0
 
@@ -241,7 +245,7 @@ async def test_a_read_after_a_write_waits_for_its_replica_to_replay_it(
                 assert await search(api, q=tag) == [f"first {tag}"]
                 assert reads("replica") == replica_reads + 1
                 assert reads("primary") == primary_reads_before
-                assert waited_s() - waited > 0.3, "the read waited for its replica"
+                assert waited_s() - waited > 0.05, "the read waited for its replica"
 
                 response = await api.post(
                     "/api/v1/ingest",
@@ -292,9 +296,10 @@ async def test_replicas_that_stop_replaying_leave_the_rotation_and_come_back(
 
             # Out of rotation, nobody waits for them any more.
             await write(api, f"again {tag}")
-            started = time.monotonic()
+            alone, waits = primary_reads("no_replica"), waits_counted()
             assert await search(api, q=tag) == [f"again {tag}", f"paused {tag}"]
-            assert time.monotonic() - started < 0.5
+            assert primary_reads("no_replica") == alone + 1
+            assert waits_counted() == waits
         finally:
             on_all(replicated, "SELECT pg_wal_replay_resume()")
 
@@ -305,7 +310,7 @@ async def test_replicas_that_stop_replaying_leave_the_rotation_and_come_back(
         text = (await api.get("/metrics")).text
         assert 'logkeep_pg_replica_in_rotation{replica="1"} 1.0' in text
         replica_reads = reads("replica")
-        assert await search(api, q=tag) == [f"again {tag}", f"paused {tag}"]
+        assert await search(api, contains=tag) == [f"again {tag}", f"paused {tag}"]
         assert reads("replica") == replica_reads + 1
 
 
@@ -349,5 +354,10 @@ async def test_a_stopped_replica_leaves_the_rotation_and_comes_back(
         await wait_until(both_back, "both replicas back in rotation after a restart")
         assert 'logkeep_pg_replica_in_rotation{replica="1"} 1.0' in (await api.get("/metrics")).text
         replica_reads = reads("replica")
-        assert await search(api, q=tag) == [f"alone {tag}"]  # replayed what they missed
-        assert reads("replica") == replica_reads + 1
+        why = {r: primary_reads(r) for r in ("no_replica", "replica_error", "replica_behind")}
+        # (Searched differently from before: a miss of the cache, read from PostgreSQL.)
+        assert await search(api, contains=tag) == [f"alone {tag}"]  # replayed what they missed
+        assert reads("replica") == replica_reads + 1, (
+            {r: primary_reads(r) - n for r, n in why.items()},
+            await replica_states(api),
+        )

@@ -224,7 +224,7 @@ class ReadPools:
         try:
             conn: PoolConnectionProxy[Any] = await replica.pool.acquire(timeout=CHECK_TIMEOUT_S)
         except REPLICA_ERRORS as exc:
-            self._set_state(replica, ReplicaState.DOWN, _describe(exc))
+            await self._down(replica, exc)
             return None
         try:
             while True:
@@ -248,7 +248,10 @@ class ReadPools:
         except NotStreaming as exc:
             self._set_state(replica, ReplicaState.NOT_A_REPLICA, str(exc))
         except REPLICA_ERRORS as exc:
-            self._set_state(replica, ReplicaState.DOWN, _describe(exc))
+            await self._down(replica, exc)
+        except BaseException:  # cancelled while waiting: the connection goes back
+            await replica.pool.release(conn)
+            raise
         await replica.pool.release(conn)
         return None
 
@@ -283,7 +286,7 @@ class ReadPools:
             async with replica.pool.acquire(timeout=CHECK_TIMEOUT_S) as conn:
                 row = await conn.fetchrow(REPLICA_STATUS_SQL, timeout=CHECK_TIMEOUT_S)
         except REPLICA_ERRORS as exc:
-            self._set_state(replica, ReplicaState.DOWN, _describe(exc))
+            await self._down(replica, exc)
             return
         assert row is not None  # SELECT without FROM returns one row
         if not row["recovering"] or row["replayed"] is None:
@@ -301,6 +304,12 @@ class ReadPools:
         elif status.in_rotation or status.lag_s <= self._max_lag_s / 2:
             self._set_state(replica, ReplicaState.STREAMING, "")
         # else: still catching up, stays out until half the max lag.
+
+    async def _down(self, replica: Replica, exc: BaseException) -> None:
+        self._set_state(replica, ReplicaState.DOWN, _describe(exc))
+        # Its other connections died with it: replaced on their next use, so that the
+        # first reads after it comes back do not fail on them.
+        await replica.pool.expire_connections()
 
     def _set_state(self, replica: Replica, state: ReplicaState, error: str) -> None:
         status = replica.status
