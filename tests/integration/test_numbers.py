@@ -263,23 +263,42 @@ async def test_recent_entries_carry_big_integers_exactly(
     assert item["metadata"] == {"n": 10**30}
 
 
-@pytest.mark.xfail(
-    reason="GET /logs/recent is written by pydantic, which writes a Decimal (a fraction of "
-    "more digits than a double holds) as a JSON string: the route should answer with "
-    "exactjson.dumps, as search does",
-    strict=True,
-)
-async def test_recent_entries_carry_long_fractions_exactly(
+async def test_recent_entries_one_entry_and_its_context_carry_long_fractions_exactly(
     api: httpx.AsyncClient, log_repo: LogRepository
 ) -> None:
+    """Routes answering through pydantic would write the Decimal as a JSON string."""
     tag = uuid.uuid4().hex
     fraction = Decimal("0.12345678901234567")
+    big = 10**30
     await log_repo.save_log_entry(
-        {"message": f"recent {tag}", "source_id": 2, "metadata": {"f": fraction}}
+        {"message": f"recent {tag}", "source_id": 2, "metadata": {"f": fraction, "n": big}}
     )
     recent = await api.get("/api/v1/logs/recent", params={"source": "app_errors", "limit": 5})
     (item,) = [i for i in exact(recent.content)["items"] if i["message"] == f"recent {tag}"]
-    assert item["metadata"] == {"f": fraction}
+    assert item["metadata"] == {"f": fraction, "n": big}
+    assert item["timestamp"].endswith("Z")  # as search and the models write instants
+
+    key = {"source": "app_errors", "at": item["timestamp"]}
+    entry = await api.get(f"/api/v1/logs/{item['id']}", params=key)
+    assert entry.status_code == 200, entry.text
+    assert exact(entry.content)["metadata"] == {"f": fraction, "n": big}
+    # The entry's neighbours: ask from just after it, so it is the last one before.
+    context = await api.get(
+        f"/api/v1/logs/{item['id'] + 1}/context", params=key | {"before": 1, "after": 0}
+    )
+    assert context.status_code == 200, context.text
+    (before,) = exact(context.content)["before"]
+    assert before["metadata"] == {"f": fraction, "n": big}
+
+
+async def test_a_rule_preview_carries_numbers_exactly(api: httpx.AsyncClient) -> None:
+    line = '{"message": "paid", "amount": 0.12345678901234567, "id": 1000000000000000000000}'
+    preview = await api.post("/api/v1/sources/preview", json={"format_type": "json", "line": line})
+    assert preview.status_code == 200, preview.text
+    assert exact(preview.content)["entry"]["metadata"] == {
+        "amount": Decimal("0.12345678901234567"),
+        "id": 10**21,
+    }
 
 
 # --- issue 15: parsing the same way everywhere --------------------------------------------

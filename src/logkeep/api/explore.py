@@ -22,6 +22,7 @@ from logkeep.api.fields import (
     Text,
 )
 from logkeep.api.problems import answers
+from logkeep.api.responses import ExactJSONResponse
 from logkeep.api.search import OPENAPI_PARAMETERS, encoded, query_items, started
 from logkeep.config import Settings
 from logkeep.db.explore import (
@@ -244,7 +245,7 @@ AtParam = Annotated[
 ]
 
 
-@router.get("/api/v1/logs/{entry_id:int}", responses=answers(404))
+@router.get("/api/v1/logs/{entry_id:int}", response_model=dict[str, Any], responses=answers(404))
 async def get_entry(
     entry_id: int,
     principal: Reader,
@@ -252,17 +253,17 @@ async def get_entry(
     explore: Annotated[ExploreRepository, Depends(get_explore)],
     source: SourceParam,
     at: AtParam,
-) -> dict[str, Any]:
+) -> Response:
     """One entry by its key: id, source and timestamp (as every entry in a search answer
     carries them). An id alone would have to look through every partition."""
     key = _entry_key(entry_id, await _readable_source(principal, sources, source), at)
     found = await explore.entry(key)
     if found is None:
         raise HTTPException(404, f"no entry {entry_id} of source {source[:64]!r} at {at[:64]}")
-    return found
+    return ExactJSONResponse(found)
 
 
-@router.get("/api/v1/logs/{entry_id:int}/context")
+@router.get("/api/v1/logs/{entry_id:int}/context", response_model=dict[str, Any])
 async def entry_context(
     entry_id: int,
     principal: Reader,
@@ -273,7 +274,7 @@ async def entry_context(
     at: AtParam,
     before: Annotated[int, Query(ge=0, le=MAX_CONTEXT)] = 20,
     after: Annotated[int, Query(ge=0, le=MAX_CONTEXT)] = 20,
-) -> dict[str, Any]:
+) -> Response:
     """The `before` entries of the same source just before this one and the `after` just
     after it (lines, not a time window; ties in time ordered by id), oldest first, with
     `more_before`/`more_after`. Load more by asking again from the first or last entry
@@ -285,10 +286,16 @@ async def entry_context(
         timedelta(seconds=settings.max_entry_future_s),
     )
     found = await explore.context(key, before=before, after=after, oldest=oldest, newest=newest)
-    return {
-        "anchor": {"id": key.id, "source_id": key.source_id, "timestamp": rfc3339(key.timestamp)},
-        **found,
-    }
+    return ExactJSONResponse(
+        {
+            "anchor": {
+                "id": key.id,
+                "source_id": key.source_id,
+                "timestamp": rfc3339(key.timestamp),
+            },
+            **found,
+        }
+    )
 
 
 class RulePreview(BaseModel):
@@ -300,12 +307,12 @@ class RulePreview(BaseModel):
     line: Text = Field(min_length=1, max_length=MAX_SAMPLE_LINE)
 
 
-@router.post("/api/v1/sources/preview")
+@router.post("/api/v1/sources/preview", response_model=dict[str, Any])
 async def preview_rules(
     body: RulePreview,
     admin: Admin,
     settings: Annotated[Settings, Depends(get_settings)],
-) -> dict[str, Any]:
+) -> Response:
     """What ingest would store for `line` under these rules, before they are saved:
     422 for rules that would be refused on save; `parsed: false` (the line kept whole,
     with the reason) when the line does not fit; `accepted: false` with the reason when
@@ -318,14 +325,16 @@ async def preview_rules(
     try:
         prepared = entry_from_line(body.line, rules, limits=entry_limits(settings))
     except InvalidLogEntry as exc:
-        return {"accepted": False, "parsed": False, "reason": str(exc), "entry": None}
+        return ExactJSONResponse(
+            {"accepted": False, "parsed": False, "reason": str(exc), "entry": None}
+        )
     entry = prepared.entry
     reason = entry.metadata.get(PARSE_ERROR_KEY)
     try:
         line_has_time = parser(body.line).timestamp is not None
     except LineParseError:
         line_has_time = False
-    return {
+    preview = {
         "accepted": True,
         "parsed": reason is None,
         "reason": reason,
@@ -337,3 +346,4 @@ async def preview_rules(
             "metadata": dict(entry.metadata),
         },
     }
+    return ExactJSONResponse(preview)
