@@ -36,6 +36,7 @@ from logkeep.api.deps import get_db, get_logs, get_sources
 from logkeep.api.fields import LevelQuery, SourceQuery
 from logkeep.api.openapi import openapi_document
 from logkeep.api.problems import PROBLEM_JSON, answers, install_problem_handlers, problem
+from logkeep.api.responses import ExactJSONResponse
 from logkeep.api.schemas import (
     NOT_READY_SCHEMA,
     Health,
@@ -339,7 +340,12 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
             raise HTTPException(422, str(exc)) from None
         return LogEntryCreated(id=entry_id, source_id=source["id"])
 
-    @app.get("/api/v1/logs/recent", tags=["logs"], responses=answers(401, 403, 422, 503))
+    @app.get(
+        "/api/v1/logs/recent",
+        tags=["logs"],
+        response_model=RecentLogsPublic,
+        responses=answers(401, 403, 422, 503),
+    )
     async def recent_logs(
         principal: Reader,
         logs: Annotated[LogRepository, Depends(get_logs)],
@@ -347,7 +353,7 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         source: SourceQuery = None,
         level: LevelQuery = None,
-    ) -> RecentLogsPublic:
+    ) -> Response:
         """The newest entries, newest first."""
         requested = await requested_sources(principal, sources, [] if source is None else [source])
         try:
@@ -359,6 +365,7 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
             level=parsed_level,
             source_ids=readable_sources(principal, requested),
         )
-        return RecentLogsPublic.model_validate({"items": items})
+        # The model picks the public fields; the answer is written with exact numbers.
+        return ExactJSONResponse(RecentLogsPublic.model_validate({"items": items}).model_dump())
 
     return app
