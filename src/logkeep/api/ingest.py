@@ -23,7 +23,7 @@ from logkeep.domain.ingest import (
     decode_line,
     decompress,
     parse_json_array,
-    parse_json_line,
+    read_json_lines,
     split_lines,
 )
 from logkeep.domain.parsers import InvalidRules, compile_parser
@@ -137,12 +137,7 @@ async def _batch_from_body(
         raise _too_many_lines(len(lines), max_lines)
     max_bytes = settings.ingest_max_line_bytes
     if media_type in NDJSON_TYPES:
-        numbered: list[tuple[int, Any]] = []
-        for number, raw in lines:
-            try:
-                numbered.append((number, parse_json_line(decode_line(raw, max_bytes))))
-            except InvalidLogEntry as exc:
-                numbered.append((number, exc))
+        numbered = read_json_lines(body, lines, max_bytes)
         return await service.prepare_events(numbered, source, parse_message=parse, allowed=allowed)
     if source is None:
         raise HTTPException(422, "source: text lines need ?source=NAME")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -56,10 +56,12 @@ class SourceRules:
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A validated entry, and its dedup fingerprint when it can have one."""
+    """A validated entry, its stream record (encode_entry) and its dedup fingerprint
+    when it can have one."""
 
     entry: LogEntry
     fingerprint: bytes | None
+    record: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,32 +143,89 @@ def parse_json_line(line: str) -> Any:
         raise InvalidLogEntry("line", f"is not valid JSON ({exc})") from None
 
 
+def _line_numbers(body: bytes, offsets: Iterable[int]) -> set[int]:
+    """The numbers (as split_lines counts them) of the lines holding these offsets, which
+    come in order."""
+    numbers: set[int] = set()
+    line, counted = 1, 0
+    for at in offsets:
+        line += body.count(b"\n", counted, at)
+        counted = at
+        numbers.add(line)
+    return numbers
+
+
+def read_json_lines(
+    body: bytes, lines: Iterable[tuple[int, bytes]], max_bytes: int
+) -> list[tuple[int, Any]]:
+    """Each of the body's NDJSON `lines` (from split_lines) as (line number, event), or
+    (line number, InvalidLogEntry) saying why it is none, exactly as decode_line and
+    parse_json_line would say. One look at the whole body finds the rare lines holding a
+    number that orjson would not read exactly (exactjson); orjson alone reads the others."""
+    careful = _line_numbers(body, exactjson.inexact_numbers(body))
+    events: list[tuple[int, Any]] = []
+    for number, raw in lines:
+        try:
+            text = decode_line(raw, max_bytes)
+            if number in careful:  # what exactjson.loads does with it, without looking again
+                events.append((number, exactjson.read_exactly(text.removeprefix("\ufeff"))))
+                continue
+            try:
+                events.append((number, orjson.loads(text.removeprefix("\ufeff"))))
+            except orjson.JSONDecodeError:
+                # NaN, 1e999, an escaped lone surrogate or no JSON: as exactjson says
+                events.append((number, parse_json_line(text)))
+        except exactjson.JSONDecodeError as exc:
+            events.append((number, InvalidLogEntry("line", f"is not valid JSON ({exc})")))
+        except InvalidLogEntry as exc:
+            events.append((number, exc))
+    return events
+
+
 # -- entries -------------------------------------------------------------------------------
 
 
-def fingerprint(source_id: int, event_id: str | None, entry: LogEntry | None) -> bytes:
+def fingerprint(
+    source_id: int, event_id: str | None, entry: LogEntry | None, *, ts_us: int | None = None
+) -> bytes:
     """8 bytes naming an event for dedup: its source and event id, else its whole
     content (source, timestamp, level, message and metadata: two requests to one URL in
     one second from two clients are two events). 64 bits: at a million events in the
-    window the chance that any two distinct events collide is about 3 in 100 million."""
-    h = hashlib.blake2b(digest_size=8)
-    h.update(source_id.to_bytes(4, "big"))
+    window the chance that any two distinct events collide is about 3 in 100 million.
+    `ts_us`: the entry's timestamp_us, when the caller has it already."""
     if event_id is not None:
-        h.update(b"i")
-        h.update(event_id.encode("utf-8", "surrogatepass"))
+        parts: tuple[bytes, ...] = (
+            source_id.to_bytes(4, "big"),
+            b"i",
+            event_id.encode("utf-8", "surrogatepass"),
+        )
     else:
         assert entry is not None
-        h.update(b"t")
-        h.update(timestamp_us(entry.timestamp).to_bytes(8, "big", signed=True))
-        h.update(entry.level.value.encode())
-        h.update(len(entry.message).to_bytes(4, "big"))
-        h.update(entry.message.encode("utf-8"))
-        h.update(entry.metadata_json)
-    return h.digest()
+        parts = (
+            source_id.to_bytes(4, "big"),
+            b"t",
+            (timestamp_us(entry.timestamp) if ts_us is None else ts_us).to_bytes(
+                8, "big", signed=True
+            ),
+            _LEVEL_BYTES[entry.level],
+            len(entry.message).to_bytes(4, "big"),
+            entry.message.encode("utf-8"),
+            entry.metadata_json,
+        )
+    # One call on the joined parts: the same digest as an update per part, for less.
+    return hashlib.blake2b(b"".join(parts), digest_size=8).digest()
+
+
+_LEVEL_BYTES = {level: level.value.encode() for level in Level}
 
 
 def dedup_fingerprint(
-    source: SourceRules, event_id: str | None, has_timestamp: bool, entry: LogEntry
+    source: SourceRules,
+    event_id: str | None,
+    has_timestamp: bool,
+    entry: LogEntry,
+    *,
+    ts_us: int | None = None,
 ) -> bytes | None:
     """The fingerprint dedup compares, or None when the event cannot have one: without
     an id or a time of its own, a repeat cannot be told from a new event. A source's
@@ -175,7 +234,19 @@ def dedup_fingerprint(
         return None
     if event_id is None and not has_timestamp:
         return None
-    return fingerprint(source.id, event_id, entry)
+    return fingerprint(source.id, event_id, entry, ts_us=ts_us)
+
+
+def prepared(
+    entry: LogEntry, source: SourceRules, event_id: str | None, has_timestamp: bool
+) -> Prepared:
+    """The entry with its stream record and fingerprint (its time converted once)."""
+    ts_us = timestamp_us(entry.timestamp)
+    return Prepared(
+        entry,
+        dedup_fingerprint(source, event_id, has_timestamp, entry, ts_us=ts_us),
+        encode_entry(entry, ts_us=ts_us),
+    )
 
 
 def _event_id(value: object) -> str | None:
@@ -198,7 +269,7 @@ def _parsed(parser: LineParser, text: str) -> tuple[ParsedLine, dict[str, Any]]:
         parsed = parser(text)
     except LineParseError as exc:
         return ParsedLine(message=text), {PARSE_ERROR_KEY: str(exc)[:200]}
-    return parsed, dict(parsed.metadata)
+    return parsed, parsed.metadata  # LogEntry copies it
 
 
 def entry_from_line(
@@ -221,15 +292,12 @@ def entry_from_line(
     )
     # A line that carries no time of its own gets the time it arrived: hashing that
     # would never match a retry, and two equal lines are two events. No fingerprint.
-    return Prepared(
-        entry,
-        dedup_fingerprint(source, parsed.event_id, parsed.timestamp is not None, entry),
-    )
+    return prepared(entry, source, parsed.event_id, parsed.timestamp is not None)
 
 
 def event_source_ref(event: object, default: str | None) -> str | int:
     """The source an event names (or the request's default); InvalidLogEntry otherwise."""
-    if not isinstance(event, Mapping):
+    if type(event) is not dict and not isinstance(event, Mapping):  # dict: no ABC check
         raise InvalidLogEntry("event", f"must be a JSON object, got {type(event).__name__}")
     ref = event.get("source", default)
     if ref is None:
@@ -255,21 +323,29 @@ def entry_from_event(
     if not isinstance(message, str):
         raise InvalidLogEntry("message", "is required" if message is None else "must be a string")
     metadata_value = event.get("metadata")
-    if metadata_value is not None and not isinstance(metadata_value, Mapping):
+    if (
+        metadata_value is not None
+        and type(metadata_value) is not dict
+        and not isinstance(metadata_value, Mapping)
+    ):
         raise InvalidLogEntry("metadata", f"must be an object, got {type(metadata_value).__name__}")
     event_id = _event_id(event.get("event_id"))
     timestamp = event.get("timestamp")
     level = event.get("level")
-    metadata: dict[str, Any] = {}
-    if parse_message:
-        parsed, metadata = _parsed(source.parser, message)
-        message = parsed.message
-        timestamp = parsed.timestamp if timestamp is None else timestamp
-        level = parsed.level if level is None else level
-        event_id = parsed.event_id if event_id is None else event_id
-    metadata.update((k, v) for k, v in event.items() if k not in EVENT_FIELDS)
-    if metadata_value:
-        metadata.update(metadata_value)
+    metadata: Mapping[str, Any] = {} if metadata_value is None else metadata_value
+    if parse_message or type(metadata) is not dict or not event.keys() <= EVENT_FIELDS:
+        merged: dict[str, Any] = {}
+        if parse_message:
+            parsed, found = _parsed(source.parser, message)
+            merged.update(found)
+            message = parsed.message
+            timestamp = parsed.timestamp if timestamp is None else timestamp
+            level = parsed.level if level is None else level
+            event_id = parsed.event_id if event_id is None else event_id
+        merged.update((k, v) for k, v in event.items() if k not in EVENT_FIELDS)
+        merged.update(metadata)
+        metadata = merged
+    # else (most events): the metadata object as it came, which LogEntry copies
     entry = LogEntry(
         message,
         source.id,
@@ -279,7 +355,7 @@ def entry_from_event(
         limits=limits,
         now=now,
     )
-    return Prepared(entry, dedup_fingerprint(source, event_id, timestamp is not None, entry))
+    return prepared(entry, source, event_id, timestamp is not None)
 
 
 # -- stream records ------------------------------------------------------------------------
@@ -288,18 +364,21 @@ def entry_from_event(
 # duplicates by position and join the rest without parsing JSON.
 
 
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def timestamp_us(ts: datetime) -> int:
-    delta = ts - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return (ts - EPOCH) // _MICROSECOND  # exact: timedeltas are whole microseconds
 
 
-def encode_entry(entry: LogEntry) -> bytes:
-    """[source_id, epoch microseconds, level, message, metadata] as one JSON line."""
+def encode_entry(entry: LogEntry, *, ts_us: int | None = None) -> bytes:
+    """[source_id, epoch microseconds, level, message, metadata] as one JSON line.
+    `ts_us`: the entry's timestamp_us, when the caller has it already."""
     return orjson.dumps(
         [
             entry.source_id,
-            timestamp_us(entry.timestamp),
-            entry.level.value,
+            timestamp_us(entry.timestamp) if ts_us is None else ts_us,
+            entry.level,  # a str enum: orjson writes its value
             entry.message,
             orjson.Fragment(entry.metadata_json),
         ]
