@@ -36,7 +36,6 @@ from logkeep.domain.ingest import (
     Rejection,
     SourceRules,
     encode_dead_letter,
-    encode_entry,
     entry_from_event,
     entry_from_line,
     event_source_ref,
@@ -66,7 +65,7 @@ class Batch:
     events_by_source: dict[int, tuple[SourceRules, int]] = field(default_factory=dict)
 
     def add(self, prepared: Prepared, source: SourceRules) -> None:
-        self.records.append(encode_entry(prepared.entry))
+        self.records.append(prepared.record)
         self.fingerprints.append(prepared.fingerprint)
         self.record_sources.append(source.name)
         self.record_outcomes.append("accepted")
