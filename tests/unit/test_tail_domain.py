@@ -5,6 +5,8 @@ from typing import Any
 
 import pytest
 
+from logkeep.domain import exactjson
+from logkeep.domain.search import excluded_documents, metadata_document
 from logkeep.domain.tail import EventPosition, TailFilter, contains
 from logkeep.domain.timerange import InvalidQuery, parse_time_range
 
@@ -35,6 +37,50 @@ def item(**overrides: Any) -> dict[str, Any]:
 )
 def test_contains_follows_jsonb_containment(document: Any, wanted: Any, expected: bool) -> None:
     assert contains(document, wanted) is expected
+
+
+# (metadata.n as stored, the filter's value as written in `metadata.n=...`, whether
+# jsonb's @> finds it: tests/integration/test_tail_matching.py asks PostgreSQL the same)
+NUMBER_CASES = [
+    ("5", "5.0", True),  # the issue: an integer 5 found by metadata.n=5.0, as search does
+    ("5.0", "5", True),
+    ("5", "5", True),
+    ("1e30", "1000000000000000000000000000000", True),  # stored as 10**30
+    ("1000000000000000000000000000000", "1E+30", True),
+    ("12.50", "12.5", True),
+    ("-0.0", "0", True),  # PostgreSQL's numbers have no negative zero
+    ("0.12345678901234567", "0.12345678901234567", True),  # a Decimal on both sides
+    ("0.12345678901234567", "0.12345678901234568", False),  # one double, not equal
+    ("1.5e3", "1500", True),
+    ("18446744073709551616", "1.8446744073709552e19", False),  # 2**64 + 384: not 2**64
+    ("18446744073709551616", "18446744073709551617", False),
+    ("1", "true", False),  # true is not 1
+    ("true", "true", True),
+    ('"5"', "5", False),  # text is not a number
+    ('"5"', '"5"', True),
+    ("null", "null", True),
+    ("null", "0", False),
+    ("[1, 2.0]", "2", False),  # an array does not contain its element at a nested key
+]
+
+
+@pytest.mark.parametrize(("stored", "query", "expected"), NUMBER_CASES)
+def test_metadata_numbers_match_by_value_as_search_does(
+    stored: str, query: str, expected: bool
+) -> None:
+    """The metadata as the worker reads it for tail (exactjson), the filter as the API
+    builds it from `metadata.n=...` (search's parser): jsonb's answer."""
+    metadata = exactjson.loads(exactjson.dumps_storable({"n": exactjson.loads(stored)}))
+    wanted = metadata_document([("metadata.n", query)])
+    flt = TailFilter.build(
+        source_ids=None, levels=[], min_level=None, q=None, substring=None, metadata=wanted
+    )
+    assert flt.matches(item(metadata=metadata)) is expected
+    excluding = TailFilter.build(
+        source_ids=None, levels=[], min_level=None, q=None, substring=None,
+        excluded_metadata=excluded_documents([("not.metadata.n", query)]),
+    )  # fmt: skip
+    assert excluding.matches(item(metadata=metadata)) is not expected
 
 
 def test_filter_by_every_field() -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from logkeep.domain.entry import Level
@@ -42,7 +44,8 @@ class EventPosition:
 
 
 def contains(document: Any, wanted: Any) -> bool:
-    """jsonb's @> for parsed JSON: objects by key, arrays by element, scalars by value."""
+    """jsonb's @> for parsed JSON: objects by key, arrays by element, scalars by value
+    (numbers by their exact value whatever their Python type, as search compares them)."""
     if isinstance(wanted, Mapping):
         return isinstance(document, Mapping) and all(
             key in document and contains(document[key], value) for key, value in wanted.items()
@@ -51,7 +54,23 @@ def contains(document: Any, wanted: Any) -> bool:
         return isinstance(document, list) and all(
             any(contains(item, w) for item in document) for w in wanted
         )
-    return type(document) is type(wanted) and document == wanted
+    if type(document) is type(wanted):  # also floats: equal doubles print the same
+        return bool(document == wanted)
+    wanted_number = _number(wanted)
+    return wanted_number is not None and _number(document) == wanted_number
+
+
+def _number(value: object) -> Decimal | None:
+    """A JSON number's value as jsonb compares it (exactly, by decimal value), None for
+    anything else (true is not 1). A float stands for the decimal it prints as, which is
+    what logkeep stores for it (exactjson): 1e30 is 10**30, 5.0 is 5."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        return Decimal(repr(value)) if math.isfinite(value) else None
+    if isinstance(value, int | Decimal):
+        return Decimal(value)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
