@@ -30,6 +30,9 @@ def split_read_urls(value: str) -> list[str]:
     return [part for part in parts if part]
 
 
+CLUSTER_INGEST_SHARDS = 12
+
+
 class SettingsError(ValueError):
     """A setting is missing or unsafe for the environment; the message names it."""
 
@@ -68,6 +71,11 @@ class Settings(BaseSettings):
     redis_socket_timeout_s: float = Field(default=2.0, gt=0)
     redis_health_check_interval_s: int = Field(default=15, ge=0)
     redis_key_prefix: str = "logkeep:"
+    # Ingest streams (with their dedup sets and rate limits) the events are spread over:
+    # a source's events always go to the same one. Unset: 1, or 12 when LOGKEEP_REDIS_URL
+    # names a Redis Cluster (so 1, 2, 3, 4, 6 or 12 primaries get an equal share). Change
+    # it only with ingest stopped and the backlog empty (docs/scale.md).
+    ingest_shards: int | None = Field(default=None, ge=1, le=256)
     # After a Redis failure, reads skip the cache for this long instead of paying a
     # connect timeout on every request.
     redis_backoff_s: float = Field(default=2.0, ge=0)
@@ -138,8 +146,9 @@ class Settings(BaseSettings):
 
     # Worker: batches close at this many events or this long after their first event.
     worker_batch_events: int = Field(default=5000, ge=1)
-    # Batch loops per worker process: while one waits for its COPY, another reads and
-    # decodes the next batch (one loop leaves PostgreSQL idle half the time).
+    # Batch loops per worker process and ingest shard: while one waits for its COPY,
+    # another reads and decodes the next batch (one loop leaves PostgreSQL idle half the
+    # time).
     worker_concurrency: int = Field(default=2, ge=1, le=16)
     worker_batch_wait_ms: int = Field(default=200, ge=1)
     # Entries a consumer has held this long without acknowledging are claimed by others.
@@ -241,6 +250,16 @@ class Settings(BaseSettings):
                 ) from None
         return value
 
+    @field_validator("redis_key_prefix")
+    @classmethod
+    def _check_redis_key_prefix(cls, value: str) -> str:
+        if "{" in value or "}" in value:
+            raise ValueError(
+                "LOGKEEP_REDIS_KEY_PREFIX may not contain braces: on Redis Cluster a hash "
+                "tag there would put every key in one slot"
+            )
+        return value
+
     @field_validator("database_read_urls")
     @classmethod
     def _check_read_urls(cls, value: str) -> str:
@@ -250,6 +269,13 @@ class Settings(BaseSettings):
                     f"LOGKEEP_DATABASE_READ_URLS: {url[:40]!r} is not a postgresql:// URL"
                 )
         return value
+
+    @property
+    def resolved_ingest_shards(self) -> int:
+        if self.ingest_shards is not None:
+            return self.ingest_shards
+        cluster = (self.redis_url or "").lower().startswith(("redis+cluster:", "rediss+cluster:"))
+        return CLUSTER_INGEST_SHARDS if cluster else 1
 
     @property
     def read_urls(self) -> list[str]:

@@ -86,7 +86,6 @@ class Scheduler:
         self._max_catchup = max_catchup
         self._running: dict[int, asyncio.Task[None]] = {}
         self.held: set[int] = set()
-        self._renew = redis.register_script(RENEW)
         self._release = redis.register_script(RELEASE)
 
     async def run(self) -> None:
@@ -151,7 +150,10 @@ class Scheduler:
                     key = self._keys.alert_lease(rule["id"])
                     ttl = lease_ms(rule["interval_seconds"], self._lease_s)
                     if rule["id"] in self.held:
-                        await self._renew(keys=[key], args=[self.identity, ttl], client=pipe)
+                        # EVAL, not a registered script's EVALSHA: a Redis Cluster
+                        # pipeline refuses EVALSHA, and a new primary after a failover
+                        # does not know the script.
+                        pipe.eval(RENEW, 1, key, self.identity, ttl)
                     else:
                         pipe.set(key, self.identity, nx=True, px=ttl)
                 answers = await pipe.execute()

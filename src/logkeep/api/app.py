@@ -91,19 +91,29 @@ async def maintenance_loop(db: Database, settings: Settings) -> None:
 
 
 async def observe_ingest_stream(db: Database) -> None:
-    """Stream length, pending entries and backlog bytes, read at scrape time."""
-    stream = db.keys.ingest_stream()
+    """Stream length, pending entries and backlog bytes of every ingest shard, summed,
+    read at scrape time."""
+    shards = list(db.keys.shards.all)
     async with db.redis.pipeline(transaction=False) as pipe:
-        pipe.xlen(stream)
-        pipe.get(db.keys.ingest_backlog_bytes())
-        pipe.xinfo_groups(stream)
-        try:
-            length, backlog, groups = await pipe.execute()
-        except ResponseError:  # no stream yet: nothing was ever ingested
-            return
+        for shard in shards:
+            pipe.xlen(db.keys.ingest_stream(shard))
+            pipe.get(db.keys.ingest_backlog_bytes(shard))
+            pipe.xinfo_groups(db.keys.ingest_stream(shard))
+        replies = await pipe.execute(raise_on_error=False)
+    length = backlog = pending = 0
+    for i in range(len(shards)):
+        shard_length, shard_backlog, groups = replies[3 * i : 3 * i + 3]
+        if isinstance(groups, ResponseError):  # no stream yet: nothing ingested there
+            continue
+        for reply in (shard_length, shard_backlog, groups):
+            if isinstance(reply, Exception):
+                raise reply
+        length += shard_length
+        backlog += int(shard_backlog or 0)
+        pending += sum(g["pending"] for g in groups)
     metrics.INGEST_STREAM_LENGTH.set(length)
-    metrics.INGEST_BACKLOG_BYTES.set(int(backlog or 0))
-    metrics.INGEST_STREAM_PENDING.set(sum(g["pending"] for g in groups))
+    metrics.INGEST_BACKLOG_BYTES.set(backlog)
+    metrics.INGEST_STREAM_PENDING.set(pending)
 
 
 # Failures that go away by themselves: a store restarting, a pool exhausted, a timeout.

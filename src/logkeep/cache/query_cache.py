@@ -5,6 +5,9 @@ Writers bump those counters after their transaction commits; a query that starts
 the bump reads the new counters, builds a new key and misses. A reader that computed its
 result before the bump stores it under the old key, which no later reader will build.
 Redis failures make the cache step a no-op: the loader runs against PostgreSQL.
+
+Every Redis operation here is on one key at a time (pipelined), so on Redis Cluster the
+counters and results spread over the slots (cache/keys.py says why that is safe).
 """
 
 from __future__ import annotations
@@ -32,6 +35,15 @@ LOCK_TTL_MS = 10_000
 LOCK_WAIT_S = 2.0
 LOCK_POLL_S = 0.02
 MAX_CACHED_BYTES = 1024 * 1024
+# Redis replicates asynchronously: a failover can lose the last bumps the old primary
+# took. After any Redis error this process sends its bumps of this many seconds again.
+REBUMP_WINDOW_S = 10.0
+
+# A counter that vanished restarts from the clock (see _initial_generation), atomically.
+BUMP_SCRIPT = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('INCR', KEYS[1])
+"""
 
 
 def _initial_generation() -> int:
@@ -62,6 +74,7 @@ class QueryCache:
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         self._load_seconds: dict[str, float] = {}
         self._bump_sequence = 0
+        self._bumped_at: dict[int, float] = {}  # source: when its last bump reached Redis
 
     def _in_backoff(self) -> bool:
         return time.monotonic() < self._unavailable_until
@@ -73,6 +86,17 @@ class QueryCache:
         self._unavailable_until = time.monotonic() + self._backoff_s
         metrics.CACHE_ERRORS.inc()
         log.warning("cache_unavailable", action=action, error=str(exc))
+        self.redis_failed()
+
+    def redis_failed(self) -> None:
+        """Redis failed somewhere in this process (a failover may have lost its latest
+        bumps): bump the sources of the last REBUMP_WINDOW_S again before any read."""
+        recent = time.monotonic() - REBUMP_WINDOW_S
+        again = [s for s, at in self._bumped_at.items() if at >= recent]
+        if again:
+            self._bump_sequence += 1
+            for source_id in again:
+                self._pending_bumps[source_id] = self._bump_sequence
 
     def _generation_keys(self, source_ids: Sequence[int] | None) -> list[str]:
         if source_ids is None:
@@ -80,14 +104,14 @@ class QueryCache:
         return [self._keys.source_generation(s) for s in sorted(set(source_ids))]
 
     async def _generations(self, client: aioredis.Redis, keys: list[str]) -> list[int]:
-        values = await client.mget(keys)
+        values = await _get_each(client, keys)
         missing = [k for k, v in zip(keys, values, strict=True) if v is None]
         if missing:
-            async with client.pipeline(transaction=True) as pipe:
+            async with client.pipeline(transaction=False) as pipe:
                 for key in missing:
                     pipe.set(key, _initial_generation(), nx=True)
                 await pipe.execute()
-            values = await client.mget(keys)
+            values = await _get_each(client, keys)
         return [int(v or 0) for v in values]
 
     async def get_or_load(
@@ -148,7 +172,7 @@ class QueryCache:
         ttl_s: int,
         loader: Callable[[], Awaitable[Any]],
     ) -> Any:
-        lock_key = f"{key}:loading"
+        lock_key = self._keys.cache_fill_lock(key)
         locked = False
         try:
             locked = bool(await client.set(lock_key, b"1", nx=True, px=LOCK_TTL_MS))
@@ -179,7 +203,7 @@ class QueryCache:
                     await client.delete(lock_key)
             return result
         try:
-            async with client.pipeline(transaction=True) as pipe:
+            async with client.pipeline(transaction=False) as pipe:
                 pipe.set(key, encoded, ex=ttl_s)
                 if locked:
                     pipe.delete(lock_key)
@@ -198,6 +222,12 @@ class QueryCache:
         if not self._in_backoff():  # while Redis is away, writes must not wait for it
             await self._flush_pending_bumps()
 
+    async def retry_pending_bumps(self) -> None:
+        """Send bumps a Redis failure left pending (a worker calls it between batches,
+        so they do not wait for its next commit)."""
+        if self._pending_bumps and self._client is not None and not self._in_backoff():
+            await self._flush_pending_bumps()
+
     async def _flush_pending_bumps(self) -> bool:
         """Bump pending generations; False if Redis could not be reached."""
         if not self._pending_bumps:
@@ -207,15 +237,28 @@ class QueryCache:
         pending = dict(self._pending_bumps)
         keys = [*self._generation_keys(list(pending)), self._keys.all_sources_generation()]
         try:
-            async with client.pipeline(transaction=True) as pipe:
+            async with client.pipeline(transaction=False) as pipe:
                 for key in keys:
-                    pipe.set(key, _initial_generation(), nx=True)
-                    pipe.incr(key)
+                    pipe.eval(BUMP_SCRIPT, 1, key, _initial_generation())
                 await pipe.execute()
         except RedisError as exc:
             self._mark_unavailable(exc, "invalidate")
             return False
+        now = time.monotonic()
         for source_id, sequence in pending.items():
+            self._bumped_at[source_id] = now
             if self._pending_bumps.get(source_id) == sequence:
                 del self._pending_bumps[source_id]
+        for source_id in [s for s, at in self._bumped_at.items() if at < now - REBUMP_WINDOW_S]:
+            del self._bumped_at[source_id]
         return True
+
+
+async def _get_each(client: aioredis.Redis, keys: list[str]) -> list[Any]:
+    """GET of each key in one pipeline: one round trip on a single Redis, one per node
+    on Redis Cluster (an MGET must stay in one slot there)."""
+    async with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.get(key)
+        values: list[Any] = await pipe.execute()
+    return values

@@ -37,11 +37,13 @@ class SessionStore:
         token = new_token(SESSION_PREFIX)
         digest = token_digest(token).hex()
         record = {"user_id": user_id, "created_at": time.time(), "preferences": {}}
+        # The index first (the session and its index are in different hash slots on
+        # Redis Cluster): a session that exists is always in its user's index.
         async with self._client.pipeline(transaction=True) as pipe:
-            pipe.set(self._keys.session(digest), orjson.dumps(record), ex=self._idle_s)
             pipe.sadd(self._keys.user_sessions(user_id), digest)
             pipe.expire(self._keys.user_sessions(user_id), self._lifetime_s)
             await pipe.execute()
+        await self._client.set(self._keys.session(digest), orjson.dumps(record), ex=self._idle_s)
         return token
 
     async def get(self, token: str) -> Session | None:
@@ -85,7 +87,8 @@ class SessionStore:
         index = self._keys.user_sessions(user_id)
         members = await self._client.smembers(index)
         digests = [m.decode() if isinstance(m, bytes) else m for m in members]
-        async with self._client.pipeline(transaction=True) as pipe:
+        # One key per command: sessions are spread over Redis Cluster's slots.
+        async with self._client.pipeline(transaction=False) as pipe:
             for digest in digests:
                 pipe.delete(self._keys.session(digest))
             pipe.delete(index)

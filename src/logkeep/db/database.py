@@ -1,4 +1,5 @@
-"""The connection owner: one asyncpg pool and one redis-py asyncio client."""
+"""The connection owner: one asyncpg pool and redis-py asyncio clients (one server, a
+Redis Cluster or a Sentinel-watched primary: cache/client.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from logkeep.cache.client import describe_target, make_client
 from logkeep.cache.keys import Keys
 from logkeep.cache.query_cache import QueryCache
 from logkeep.cache.tail import TailBuffer
@@ -69,10 +71,7 @@ def describe_pg_target(dsn: str) -> str:
 
 
 def describe_redis_target(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return parts.path
-    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or ''}"
+    return describe_target(url)
 
 
 def _encode_jsonb(value: Any) -> bytes:
@@ -123,7 +122,7 @@ class Database:
         # could buffer a request twice. This client never retries, and waits long enough
         # for the largest request's script.
         self.ingest_redis: aioredis.Redis | None = None
-        self.keys = Keys(settings.redis_key_prefix)
+        self.keys = Keys(settings.redis_key_prefix, settings.resolved_ingest_shards)
         self.cache: QueryCache = QueryCache(None, self.keys)
         self.tail: TailBuffer = TailBuffer(None, self.keys, settings.tail_buffer_entries)
 
@@ -149,14 +148,14 @@ class Database:
                 self.settings.read_urls, self._replica_pool, describe_pg_target
             )
             self.redis_client = await self._connect_redis()
-            self.tail_redis = aioredis.from_url(
+            self.tail_redis = make_client(
                 self.redis_url,
                 max_connections=self.settings.tail_max_clients,
                 socket_connect_timeout=self.settings.redis_socket_timeout_s,
                 # A blocked XREAD waits up to a heartbeat; the socket must wait longer.
                 socket_timeout=self.settings.tail_heartbeat_s + 10,
             )
-            self.ingest_redis = aioredis.from_url(
+            self.ingest_redis = make_client(
                 self.redis_url,
                 max_connections=self.settings.redis_max_connections,
                 socket_connect_timeout=self.settings.redis_socket_timeout_s,
@@ -244,7 +243,7 @@ class Database:
     async def _connect_redis(self) -> aioredis.Redis:
         s = self.settings
         try:
-            client: aioredis.Redis = aioredis.from_url(
+            client: aioredis.Redis = make_client(
                 self.redis_url,
                 max_connections=s.redis_max_connections,
                 socket_timeout=s.redis_socket_timeout_s,

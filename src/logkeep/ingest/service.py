@@ -26,6 +26,7 @@ from logkeep.cache.ingest_buffer import (
     RateLimited,
     stream_position,
 )
+from logkeep.cache.keys import Keys
 from logkeep.cache.replies import as_text
 from logkeep.config import Settings
 from logkeep.db.database import Database
@@ -59,6 +60,7 @@ class Batch:
     records: list[bytes] = field(default_factory=list)
     fingerprints: list[bytes | None] = field(default_factory=list)
     record_sources: list[str] = field(default_factory=list)
+    record_source_ids: list[int | None] = field(default_factory=list)  # its ingest shard
     record_outcomes: list[str] = field(default_factory=list)  # if not a duplicate
     rejected: list[Rejection] = field(default_factory=list)
     rejected_by_source: Counter[str] = field(default_factory=Counter)
@@ -68,6 +70,7 @@ class Batch:
         self.records.append(prepared.record)
         self.fingerprints.append(prepared.fingerprint)
         self.record_sources.append(source.name)
+        self.record_source_ids.append(source.id)
         self.record_outcomes.append("accepted")
         _, count = self.events_by_source.get(source.id, (source, 0))
         self.events_by_source[source.id] = (source, count + 1)
@@ -85,6 +88,7 @@ class Batch:
         self.records.append(encode_dead_letter(source.id if source else None, raw, reason))
         self.fingerprints.append(None)
         self.record_sources.append(source.name if source else "unknown")
+        self.record_source_ids.append(source.id if source else None)
         self.record_outcomes.append("dead_letter")
 
 
@@ -120,53 +124,66 @@ class CommitTimeout(Exception):
 
 
 class CommitWaiter:
-    """Durable mode: a request is committed once its horizon (the newest stream entry
-    when it was appended: its own entry, or the newest one before it when all its events
-    were duplicates) is in the ledger, and no stream entry up to the horizon is left.
+    """Durable mode: a request is committed once each of its horizons (per ingest shard,
+    the newest stream entry when it was appended: its own entry, or the newest one before
+    it when all its events there were duplicates) is in the ledger, and no entry up to
+    the horizon is left in that shard's stream.
 
-    The ledger is PostgreSQL's word, so an entry Redis lost (AOF everysec, kill -9) is
-    never reported committed; the empty prefix covers earlier entries that hold the
-    originals of this request's duplicates (workers delete entries after commit). One
-    poller per process checks all waiting requests with one query and one read."""
+    The ledger is PostgreSQL's word, so an entry Redis lost (AOF everysec, kill -9, a
+    failover) is never reported committed; the empty prefix covers earlier entries that
+    hold the originals of this request's duplicates (workers delete entries after
+    commit). One poller per process checks all waiting requests with one query and one
+    read per shard."""
 
     POLL_S = 0.02
 
-    def __init__(self, client: aioredis.Redis, stream: str, pool: asyncpg.Pool) -> None:
+    def __init__(self, client: aioredis.Redis, keys: Keys, pool: asyncpg.Pool) -> None:
         self._client = client
-        self._stream = stream
+        self._keys = keys
         self._pool = pool
         self._waiting: list[tuple[str, asyncio.Future[None]]] = []
         self._poller: asyncio.Task[None] | None = None
 
-    async def wait(self, horizon: str, timeout_s: float) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiter = (horizon, future)
-        self._waiting.append(waiter)
+    async def wait(self, horizons: Iterable[str], timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        waiters = [(h, loop.create_future()) for h in horizons]
+        self._waiting += waiters
         if self._poller is None or self._poller.done():
             self._poller = asyncio.create_task(self._poll())
         try:
-            await asyncio.wait_for(future, timeout_s)
+            await asyncio.wait_for(asyncio.gather(*(f for _, f in waiters)), timeout_s)
         except TimeoutError:
-            raise CommitTimeout(horizon) from None
+            raise CommitTimeout(",".join(h for h, _ in waiters)) from None
         finally:
-            self._waiting.remove(waiter)
+            for waiter in waiters:
+                self._waiting.remove(waiter)
 
     async def _poll(self) -> None:
+        shards = self._keys.shards
         while self._waiting:
             await asyncio.sleep(self.POLL_S)
             horizons = sorted({h for h, f in self._waiting if not f.done()})
+            streams = sorted({shards.parse_ledger_id(h)[0] for h in horizons})
             try:
-                oldest: Any = await self._client.xrange(self._stream, count=1)
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for shard in streams:
+                        pipe.xrange(self._keys.ingest_stream(shard), count=1)
+                    oldest: list[Any] = await pipe.execute()
                 async with self._pool.acquire() as conn:
                     rows = await conn.fetch(q("committed_stream_entries"), horizons)
             except (RedisError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("commit_poll_failed", error=str(exc))
                 await asyncio.sleep(0.5)
                 continue
-            first = stream_position(as_text(oldest[0][0])) if oldest else None
+            first = {
+                shard: stream_position(as_text(entries[0][0])) if entries else None
+                for shard, entries in zip(streams, oldest, strict=True)
+            }
             in_ledger = {row["entry_id"] for row in rows}
             for horizon, future in self._waiting:
-                done = horizon in in_ledger and (first is None or first > stream_position(horizon))
+                shard, stream_id = shards.parse_ledger_id(horizon)
+                left = first.get(shard)
+                done = horizon in in_ledger and (left is None or left > stream_position(stream_id))
                 if done and not future.done():
                     future.set_result(None)
 
@@ -325,6 +342,7 @@ class IngestService:
                 batch.records,
                 batch.fingerprints,
                 self._rate_limits(batch, client),
+                source_ids=batch.record_source_ids,
                 idempotency_key=idempotency_key,
                 idempotency_ttl_s=IDEMPOTENCY_TTL_S,
                 client=client or "",
@@ -342,10 +360,10 @@ class IngestService:
             outcomes[name, "duplicate" if i in appended.duplicate_positions else outcome] += 1
         for (name, outcome), count in outcomes.items():  # one update per pair, not per event
             metrics.INGEST_EVENTS.labels(name, outcome).inc(count)
-        committed = not appended.horizon
-        if durable and appended.horizon:
+        committed = not appended.horizons
+        if durable and appended.horizons:
             started = time.monotonic()
-            await self._waiter.wait(appended.horizon, self._settings.ingest_durable_timeout_s)
+            await self._waiter.wait(appended.horizons, self._settings.ingest_durable_timeout_s)
             log.debug("durable_commit_waited", seconds=round(time.monotonic() - started, 3))
             committed = True
         return IngestResult(
@@ -382,6 +400,6 @@ def ingest_service(db: Database, settings: Settings) -> IngestService:
             dedup=DedupWindow(settings.dedup_window_s),
             max_backlog_bytes=settings.ingest_max_backlog_bytes,
         ),
-        CommitWaiter(db.redis, db.keys.ingest_stream(), db.pool),
+        CommitWaiter(db.redis, db.keys, db.pool),
         entry_limits(settings),
     )

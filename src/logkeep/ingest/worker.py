@@ -25,6 +25,7 @@ from redis.exceptions import RedisError, ResponseError
 from logkeep import metrics
 from logkeep.cache.ingest_buffer import StreamAcknowledger
 from logkeep.cache.replies import as_text
+from logkeep.cache.shards import IngestShards
 from logkeep.config import Settings
 from logkeep.db.database import PG_TRANSIENT_ERRORS, Database
 from logkeep.db.queries import q
@@ -54,14 +55,24 @@ def is_about_the_data(exc: asyncpg.PostgresError) -> bool:
 
 @dataclass
 class StreamEntry:
-    entry_id: str
+    entry_id: str  # its ledger id (cache/shards.py): the stream id when there is one shard
     payload: bytes
     rows: list[StreamRow] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
+    shard: int = 0
+    stream_id: str = ""  # the id in its shard's stream
 
     @classmethod
-    def from_reply(cls, entry_id: bytes | str, fields: dict[bytes, bytes] | None) -> StreamEntry:
-        entry = cls(as_text(entry_id), (fields or {}).get(b"e", b""))
+    def from_reply(
+        cls,
+        entry_id: bytes | str,
+        fields: dict[bytes, bytes] | None,
+        shards: IngestShards | None = None,
+        shard: int = 0,
+    ) -> StreamEntry:
+        stream_id = as_text(entry_id)
+        ledger_id = shards.ledger_id(shard, stream_id) if shards is not None else stream_id
+        entry = cls(ledger_id, (fields or {}).get(b"e", b""), shard=shard, stream_id=stream_id)
         try:
             entry.rows, entry.dead = decode_records(entry.payload)
         except CorruptRecord as exc:
@@ -76,7 +87,7 @@ class StreamEntry:
     @property
     def accepted_at(self) -> float:
         """When the API appended it (the stream id's milliseconds), epoch seconds."""
-        return int(self.entry_id.split("-")[0]) / 1000
+        return int((self.stream_id or self.entry_id).split("-")[0]) / 1000
 
 
 def _text_lossy(data: bytes) -> str:
@@ -88,44 +99,65 @@ def consumer_name() -> str:
 
 
 class Worker:
-    def __init__(self, db: Database, settings: Settings, *, name: str | None = None) -> None:
+    """Batch loops over the ingest shards' streams (cache/shards.py): one loop per shard,
+    each blocking on its own stream (Redis Cluster cannot block on streams of several
+    slots at once); `shards` picks some (default: all)."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        *,
+        name: str | None = None,
+        shards: Sequence[int] | None = None,
+    ) -> None:
         self._db = db
         self._settings = settings
         self.name = name or consumer_name()
         self._keys = db.keys
-        self._stream = db.keys.ingest_stream()
+        self._shards = db.keys.shards
+        self.shards = tuple(self._shards.all if shards is None else shards)
         self._acks = StreamAcknowledger(db.redis, db.keys)
         self._catalog = SourceCatalog(db.pool, db.redis, db.keys)
-        self._next_claim = 0.0
+        self._next_claim = dict.fromkeys(self.shards, 0.0)
         self._next_housekeeping = 0.0
         self.committed_events = 0
 
     async def ensure_group(self) -> None:
-        try:
-            # From the start of the stream: entries appended before any worker existed
-            # are written too.
-            await self._db.redis.xgroup_create(self._stream, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        for shard in self.shards:
+            try:
+                # From the start of the stream: entries appended before any worker
+                # existed are written too.
+                await self._db.redis.xgroup_create(
+                    self._keys.ingest_stream(shard), GROUP, id="0", mkstream=True
+                )
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop` is set; the batch in hand when it is set is finished first."""
         await self._retry_redis(self.ensure_group, stop)
-        log.info("worker_started", consumer=self.name, stream=self._stream)
+        log.info("worker_started", consumer=self.name, shards=len(self.shards))
+        await asyncio.gather(*(self._run_shard(shard, stop) for shard in self.shards))
+        log.info("worker_stopped", consumer=self.name, committed_events=self.committed_events)
+
+    async def _run_shard(self, shard: int, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                entries = await self._collect(stop)
+                # Generation bumps a Redis failure left pending (query_cache.py).
+                await self._db.cache.retry_pending_bumps()
+                entries = await self._collect(stop, shard=shard)
                 if entries:
                     await self.commit(entries, stop)
             except (RedisError, OSError) as exc:
-                log.warning("worker_redis_failed", error=str(exc))
+                log.warning("worker_redis_failed", error=str(exc), shard=shard)
+                self._db.cache.redis_failed()
                 await _sleep_or_stop(stop, 1.0)
             except Exception:  # the worker must outlive any one failure
                 # Whatever it was, what is not acknowledged is redelivered: log and go on.
                 log.exception("worker_iteration_failed")
                 await _sleep_or_stop(stop, 1.0)
-        log.info("worker_stopped", consumer=self.name, committed_events=self.committed_events)
 
     async def _retry_redis(self, action: Any, stop: asyncio.Event) -> None:
         delay = 0.1
@@ -148,20 +180,25 @@ class Worker:
         await self.ensure_group()
         before = self.committed_events
         stop = asyncio.Event()
-        while entries := await self._collect(stop, idle_block_ms=50):
-            await self.commit(entries, stop)
+        for shard in self.shards:
+            while entries := await self._collect(stop, idle_block_ms=50, shard=shard):
+                await self.commit(entries, stop)
         return self.committed_events - before
 
-    async def _collect(self, stop: asyncio.Event, idle_block_ms: int = 1000) -> list[StreamEntry]:
-        """A batch: up to worker_batch_events events, or what arrived within
-        worker_batch_wait_ms of the first one; empty after `idle_block_ms` of quiet."""
+    async def _collect(
+        self, stop: asyncio.Event, idle_block_ms: int = 1000, shard: int = 0
+    ) -> list[StreamEntry]:
+        """A batch of one shard's stream: up to worker_batch_events events, or what
+        arrived within worker_batch_wait_ms of the first one; empty after `idle_block_ms`
+        of quiet."""
         s = self._settings
+        stream = self._keys.ingest_stream(shard)
         entries: list[StreamEntry] = []
         events = 0
         now = time.monotonic()
-        if now >= self._next_claim:
-            self._next_claim = now + s.worker_claim_idle_ms / 2000
-            entries += await self._claim()
+        if now >= self._next_claim[shard]:
+            self._next_claim[shard] = now + s.worker_claim_idle_ms / 2000
+            entries += await self._claim(shard)
             events = sum(e.events for e in entries)
             if now >= self._next_housekeeping:
                 self._next_housekeeping = now + 60
@@ -181,7 +218,7 @@ class Worker:
                 reply: Any = await self._db.redis.xreadgroup(
                     GROUP,
                     self.name,
-                    {self._stream: ">"},
+                    {stream: ">"},
                     # Entries hold up to a request's events: near a full batch, take one.
                     count=READ_COUNT if events < s.worker_batch_events // 2 else 1,
                     block=block_ms,
@@ -190,12 +227,12 @@ class Worker:
                 if "NOGROUP" not in str(exc):
                     raise
                 # The stream was lost (a Redis without persistence restarted): start over.
-                log.warning("worker_group_recreated", stream=self._stream)
+                log.warning("worker_group_recreated", stream=stream)
                 await self.ensure_group()
                 continue
             for _stream, items in reply or []:
                 for entry_id, fields in items:
-                    entry = StreamEntry.from_reply(entry_id, fields)
+                    entry = StreamEntry.from_reply(entry_id, fields, self._shards, shard)
                     entries.append(entry)
                     events += entry.events
             if not entries:
@@ -204,13 +241,13 @@ class Worker:
                 deadline = time.monotonic() + s.worker_batch_wait_ms / 1000
         return entries
 
-    async def _claim(self) -> list[StreamEntry]:
+    async def _claim(self, shard: int) -> list[StreamEntry]:
         """Entries other consumers (a crashed worker) held too long without acknowledging."""
         claimed: list[StreamEntry] = []
         start = "0-0"
         while sum(e.events for e in claimed) < self._settings.worker_batch_events:
             reply: Any = await self._db.redis.xautoclaim(
-                self._stream,
+                self._keys.ingest_stream(shard),
                 GROUP,
                 self.name,
                 min_idle_time=self._settings.worker_claim_idle_ms,
@@ -218,7 +255,11 @@ class Worker:
                 count=READ_COUNT,
             )
             start = as_text(reply[0])
-            claimed += [StreamEntry.from_reply(i, f) for i, f in reply[1] if f is not None]
+            claimed += [
+                StreamEntry.from_reply(i, f, self._shards, shard)
+                for i, f in reply[1]
+                if f is not None
+            ]
             if start == "0-0":
                 break
         if claimed:
@@ -227,16 +268,21 @@ class Worker:
 
     async def _housekeeping(self) -> None:
         redis = self._db.redis
-        length = await redis.xlen(self._stream)
-        pending: Any = await redis.xpending(self._stream, GROUP)
+        length = pending_entries = backlog = 0
+        for shard in self.shards:
+            stream = self._keys.ingest_stream(shard)
+            length += await redis.xlen(stream)
+            pending: Any = await redis.xpending(stream, GROUP)
+            pending_entries += pending["pending"]
+            backlog += await self._acks.backlog_bytes(shard)
+            for consumer in await redis.xinfo_consumers(stream, GROUP):
+                name = as_text(consumer["name"])
+                idle_s = consumer["idle"] / 1000
+                if name != self.name and consumer["pending"] == 0 and idle_s > IDLE_CONSUMER_S:
+                    await redis.xgroup_delconsumer(stream, GROUP, name)
         metrics.INGEST_STREAM_LENGTH.set(length)
-        metrics.INGEST_STREAM_PENDING.set(pending["pending"])
-        metrics.INGEST_BACKLOG_BYTES.set(await self._acks.backlog_bytes())
-        for consumer in await redis.xinfo_consumers(self._stream, GROUP):
-            name = as_text(consumer["name"])
-            idle_s = consumer["idle"] / 1000
-            if name != self.name and consumer["pending"] == 0 and idle_s > IDLE_CONSUMER_S:
-                await redis.xgroup_delconsumer(self._stream, GROUP, name)
+        metrics.INGEST_STREAM_PENDING.set(pending_entries)
+        metrics.INGEST_BACKLOG_BYTES.set(backlog)
         try:
             async with self._db.pool.acquire() as conn:
                 await conn.execute(q("prune_ingest_ledger"), LEDGER_RETENTION_DAYS)
@@ -338,16 +384,24 @@ class Worker:
         now = time.time()
         for entry in entries:
             metrics.INGEST_LAG_SECONDS.observe(max(0.0, now - entry.accepted_at))
-        try:
-            await self._acks.acknowledge(GROUP, [(e.entry_id, len(e.payload)) for e in entries])
-        except RedisError as exc:
-            # Committed but not acknowledged: redelivered later, skipped by the ledger.
-            log.warning("worker_ack_failed", error=str(exc))
+        source_ids = sorted({r.source_id for r in rows}) if stored is not None else []
+        # Cache generations first: a durable request is answered once its entry left the
+        # stream, and a read after that answer must not find a result cached before.
+        if source_ids:
+            await self._db.cache.invalidate_sources(source_ids)
+        for shard in sorted({e.shard for e in entries}):
+            acked = [
+                (e.stream_id or e.entry_id, len(e.payload)) for e in entries if e.shard == shard
+            ]
+            try:
+                await self._acks.acknowledge(GROUP, acked, shard)
+            except RedisError as exc:
+                # Committed but not acknowledged: redelivered later, skipped by the ledger.
+                log.warning("worker_ack_failed", error=str(exc), shard=shard)
+                self._db.cache.redis_failed()
         self.committed_events += len(rows)
-        if stored is None or not rows:
+        if stored is None or not source_ids:
             return
-        source_ids = sorted({r.source_id for r in rows})
-        await self._db.cache.invalidate_sources(source_ids)
         if not await self._db.tail.has_listeners():
             return
         names: dict[int, str] = {}

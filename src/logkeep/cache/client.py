@@ -1,0 +1,193 @@
+"""Redis clients from LOGKEEP_REDIS_URL: one server, a Redis Cluster, or a primary that
+Sentinel watches.
+
+- `redis://`, `rediss://`, `unix://`: one server (redis-py's URL, as it always was);
+- `redis+cluster://[user:password@]host:port[,host:port...]`: redis-py's RedisCluster.
+  The nodes listed are where it starts; it learns the others from them;
+- `redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`: the primary
+  the sentinels name for `service`, followed across failovers.
+
+`rediss+cluster://` and `rediss+sentinel://` use TLS (the `ssl_*` options of redis-py
+may be given as query parameters). For Sentinel, `user:password@` is for the data nodes;
+`?sentinel_username=&sentinel_password=` for the sentinels, if they require one.
+
+Every client is typed as `redis.asyncio.Redis`: RedisCluster has the same command
+methods (redis-py's command mixins) without being a subclass. logkeep gives it only
+commands, scripts and MULTIs whose keys share one slot (cache/keys.py), and pipelines
+without MULTI otherwise, which both clients run alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
+
+Kind = Literal["server", "cluster", "sentinel"]
+
+SCHEMES: dict[str, tuple[Kind, bool]] = {
+    "redis": ("server", False),
+    "rediss": ("server", True),
+    "unix": ("server", False),
+    "redis+cluster": ("cluster", False),
+    "rediss+cluster": ("cluster", True),
+    "redis+sentinel": ("sentinel", False),
+    "rediss+sentinel": ("sentinel", True),
+}
+DEFAULT_PORTS: dict[Kind, int] = {"server": 6379, "cluster": 6379, "sentinel": 26379}
+TLS_OPTIONS = frozenset({"ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs"})
+SENTINEL_OPTIONS = frozenset({"sentinel_username", "sentinel_password"})
+
+
+class RedisUrlError(ValueError):
+    """LOGKEEP_REDIS_URL cannot name a Redis; the message says what is wrong with it."""
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """What a URL names, without connecting."""
+
+    kind: Kind
+    nodes: tuple[tuple[str, int], ...] = ()
+    service: str = ""  # Sentinel's name of the primary
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    options: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def options_for(self, names: frozenset[str]) -> dict[str, str]:
+        return {k: v for k, v in self.options.items() if k in names}
+
+    def describe(self) -> str:
+        """Hosts (and service), without credentials: for messages."""
+        hosts = ",".join(f"{h}:{p}" for h, p in self.nodes)
+        if self.kind == "cluster":
+            return f"cluster {hosts}"
+        return f"sentinel {hosts} service {self.service!r}"
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """A cluster or Sentinel URL's parts; a one-server URL is left to redis-py."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in SCHEMES:
+        known = ", ".join(f"{s}://" for s in SCHEMES)
+        raise RedisUrlError(f"LOGKEEP_REDIS_URL: unknown scheme {scheme[:20]!r}; use {known}")
+    kind, tls = SCHEMES[scheme.lower()]
+    if kind == "server":
+        return RedisTarget(kind, tls=tls)
+    parts = urlsplit(f"x://{rest}")
+    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    username = password = None
+    if userinfo:
+        user, has_password, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if has_password else None
+    nodes = tuple(_node(item, DEFAULT_PORTS[kind]) for item in hostlist.split(","))
+    path = [unquote(p) for p in parts.path.split("/") if p]
+    service = ""
+    if kind == "sentinel":
+        if not path:
+            raise RedisUrlError(
+                "LOGKEEP_REDIS_URL: a Sentinel URL names the service after the hosts: "
+                "redis+sentinel://host:26379,host:26380/mymaster"
+            )
+        service, path = path[0], path[1:]
+    if len(path) > 1 or (path and not path[0].isdigit()):
+        raise RedisUrlError(f"LOGKEEP_REDIS_URL: {parts.path!r} is not a database number")
+    db = int(path[0]) if path else 0
+    if kind == "cluster" and db != 0:
+        raise RedisUrlError("LOGKEEP_REDIS_URL: Redis Cluster has only database 0")
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    allowed = (TLS_OPTIONS if tls else frozenset()) | (
+        SENTINEL_OPTIONS if kind == "sentinel" else frozenset()
+    )
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise RedisUrlError(
+            f"LOGKEEP_REDIS_URL: unknown option {unknown[0]!r}"
+            + (f" (known: {', '.join(sorted(allowed))})" if allowed else "")
+        )
+    return RedisTarget(kind, nodes, service, db, username, password, tls, options)
+
+
+def _node(item: str, default_port: int) -> tuple[str, int]:
+    item = item.strip()
+    if item.startswith("["):  # [IPv6]:port
+        host, _, port = item[1:].partition("]")
+        port = port.removeprefix(":")
+    else:
+        host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
+    if not host:
+        raise RedisUrlError(f"LOGKEEP_REDIS_URL: {item!r} is not host:port")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise RedisUrlError(f"LOGKEEP_REDIS_URL: {item!r} has no valid port")
+    return host, int(port) if port else default_port
+
+
+def describe_target(url: str) -> str:
+    """Where a URL points, without credentials (for error messages)."""
+    try:
+        target = parse_redis_url(url)
+    except RedisUrlError:
+        return "an unusable URL"
+    if target.kind != "server":
+        return target.describe()
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or ''}"
+
+
+class SentinelRedis(aioredis.Redis):
+    """The client of Sentinel's current primary; closing it closes its connections to
+    the sentinels too."""
+
+    sentinels: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.sentinels is not None:
+            await self.sentinels.aclose()
+            self.sentinels = None
+
+
+def make_client(url: str, **options: Any) -> aioredis.Redis:
+    """A client for whatever the URL names. `options` are redis-py's connection options
+    (max_connections, socket_timeout, retry, ...), which all three clients take."""
+    target = parse_redis_url(url)
+    if target.kind == "server":
+        return aioredis.from_url(url, **options)
+    auth: dict[str, Any] = {"username": target.username, "password": target.password}
+    tls: dict[str, Any] = {"ssl": True, **target.options_for(TLS_OPTIONS)} if target.tls else {}
+    if target.kind == "cluster":
+        cluster = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+            **auth,
+            **tls,
+            **options,
+        )
+        return cast(aioredis.Redis, cluster)
+    sentinel_auth: dict[str, Any] = {
+        "username": target.options.get("sentinel_username"),
+        "password": target.options.get("sentinel_password"),
+    }
+    timeouts = {k: v for k, v in options.items() if k.startswith("socket_")}
+    # redis-py's Sentinel.__init__ carries no annotations.
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(target.nodes), sentinel_kwargs={**timeouts, **sentinel_auth, **tls}
+    )
+    client = sentinel.master_for(
+        target.service, redis_class=SentinelRedis, db=target.db, **auth, **tls, **options
+    )
+    assert isinstance(client, SentinelRedis)
+    client.sentinels = sentinel
+    return client
+
+
+def is_cluster(client: aioredis.Redis) -> bool:
+    return isinstance(client, RedisCluster)
