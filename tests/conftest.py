@@ -103,6 +103,9 @@ def make_settings(database_url: str, redis_url: str, **overrides: object) -> Set
         "pg_pool_max_size": 4,
         "seed_rows": 0,
         "maintenance_interval_s": 0,
+        # Compaction moves rows between tiers in the background; the storage tests run it
+        # themselves, the rest read what they wrote where they wrote it.
+        "compaction_interval_s": 0,
         # The alert evaluator polls PostgreSQL twice a second; the alerting tests drive it
         # themselves (or start it on purpose), the rest need no background queries.
         "alerts_enabled": False,

@@ -96,6 +96,15 @@ class Settings(BaseSettings):
     query_default_window_s: int = Field(default=86_400, ge=60)  # when no from/since given
     stream_max_rows: int = Field(default=1_000_000, ge=1)  # NDJSON/CSV exports
 
+    # Storage tiers (docs/storage.md): each closed slice of each source is compacted into
+    # compressed chunks by API processes (one at a time) every compaction_interval_s
+    # (0 = never). A slice closes compaction_grace_s after its end; slices divide a day.
+    compaction_interval_s: int = Field(default=60, ge=0)
+    compaction_slice_s: int = Field(default=900, ge=60, le=86_400)
+    compaction_grace_s: int = Field(default=120, ge=0)
+    # `logkeep doctor` warns when the oldest closed slice waits longer than this.
+    compaction_max_lag_s: int = Field(default=3600, ge=60)
+
     # Retention and partitions.
     retention_days: int = Field(default=30, ge=1)
     partition_days_ahead: int = Field(default=3, ge=1)
@@ -220,6 +229,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "LOGKEEP_PG_POOL_MIN_SIZE must not exceed LOGKEEP_PG_POOL_MAX_SIZE "
                 f"({self.pg_pool_min_size} > {self.pg_pool_max_size})"
+            )
+        if 86_400 % self.compaction_slice_s:
+            raise ValueError(
+                "LOGKEEP_COMPACTION_SLICE_S must divide a day (86400 seconds), "
+                f"got {self.compaction_slice_s}"
             )
         if self.max_entry_age_days is not None and self.max_entry_age_days > self.retention_days:
             # Entries older than retention would land in no partition (DEFAULT) and

@@ -118,3 +118,14 @@ ALERT_NOTIFICATIONS = Counter(
 ALERT_RULES_HELD = Gauge(
     "logkeep_alert_rules_held", "Rules this process holds the evaluation lease of"
 )
+
+# Storage tiers (docs/storage.md): compaction's progress and the compressed tier's size.
+COMPACTED_EVENTS = Counter(
+    "logkeep_compacted_events_total", "Events moved from the hot tier into compressed chunks"
+)
+COMPACTION_LAG_SECONDS = Gauge(
+    "logkeep_compaction_lag_seconds",
+    "Age of the oldest hot event in a closed slice (0 when compaction is caught up)",
+)
+CHUNKS = Gauge("logkeep_chunks", "Compressed chunks stored")
+CHUNK_EVENTS_STORED = Gauge("logkeep_chunk_events", "Events held in compressed chunks")

@@ -69,8 +69,8 @@ async def test_logkeep_works_as_the_application_role(
 @pytest.mark.parametrize(
     "statement",
     [
-        "DELETE FROM log_entries",
         "UPDATE log_entries SET message = 'x'",
+        "UPDATE log_chunks SET payload = ''",
         "UPDATE audit_log SET action = 'x'",
         "DELETE FROM audit_log",
         "DROP TABLE log_sources",

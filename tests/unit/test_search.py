@@ -8,21 +8,13 @@ import io
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from importlib import resources
-from itertools import pairwise
 from typing import Any
 
 import orjson
 import pytest
 
 from logkeep.api.search import CSV_COLUMNS, csv_chunk, ndjson_chunk
-from logkeep.db.search import (
-    FIRST_SLICE,
-    FULLTEXT_DOCUMENT,
-    newest_slices,
-    page_statement,
-    stream_statement,
-)
+from logkeep.db.search import page_statement, stream_statement
 from logkeep.domain.entry import Level
 from logkeep.domain.search import (
     Cursor,
@@ -38,7 +30,7 @@ from logkeep.domain.search import (
     parse_search,
     rfc3339,
 )
-from logkeep.domain.timerange import InvalidQuery, TimeRange
+from logkeep.domain.timerange import InvalidQuery
 
 NOW = datetime(2025, 3, 10, 12, 30, 15, 250_000, tzinfo=UTC)
 INJECTION = "'; DROP TABLE log_entries; --"
@@ -417,7 +409,7 @@ def test_input_reaches_sql_only_as_parameters() -> None:
         assert "DROP" not in sql and INJECTION not in sql
         placeholders = {int(n) for n in re.findall(r"\$(\d+)", sql)}
         assert placeholders == set(range(1, len(args) + 1))
-        assert INJECTION in args
+        assert any(INJECTION in str(a) for a in args)
         assert 'le."timestamp" >= $1' in sql and 'le."timestamp" < $2' in sql
 
 
@@ -427,12 +419,10 @@ def test_page_statement_without_filters() -> None:
     assert "ANY(" not in sql and "@@" not in sql and "ILIKE" not in sql
 
 
-def test_the_query_uses_the_indexed_fulltext_expression() -> None:
-    migration = resources.files("logkeep.db").joinpath("migrations/0002_search.sql")
-    text = migration.read_text("utf-8")
-    assert FULLTEXT_DOCUMENT in text
-    sql, _ = page_statement(parse(("q", "disk")), None)
-    assert FULLTEXT_DOCUMENT.replace("(message", "(le.message") in sql
+def test_words_narrow_the_hot_tier_with_ascii_ilike_hints() -> None:
+    sql, args = page_statement(parse(("q", "Disk ORD-12"), ("contains", "ünï_x")), None)
+    assert 'ILIKE $' in sql and 'COLLATE "C"' in sql
+    assert {"%Disk%", "%ORD-12%", "%\\_x%"} <= set(args)
 
 
 # ---------------------------------------------------------------------------------------
@@ -484,18 +474,6 @@ def test_ndjson_parses_back() -> None:
     assert [orjson.loads(line) for line in lines] == ITEMS
 
 
-def test_newest_slices_tile_the_window_newest_first() -> None:
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    window = TimeRange(start, start + timedelta(days=1))
-    slices = list(newest_slices(window, window.end))
-    assert slices[0] == TimeRange(window.end - FIRST_SLICE, window.end)
-    assert [s.span for s in slices[:3]] == [FIRST_SLICE, FIRST_SLICE * 4, FIRST_SLICE * 16]
-    for newer, older in pairwise(slices):
-        assert older.end == newer.start  # contiguous, no overlap
-    assert slices[-1].start == window.start
-    assert list(newest_slices(window, window.start)) == []
-
-
 def test_a_hand_made_cursor_far_in_the_past_is_refused_not_a_crash() -> None:
     first = parse(("q", "disk"))
     ancient = datetime(1, 1, 2, tzinfo=UTC)
@@ -503,13 +481,6 @@ def test_a_hand_made_cursor_far_in_the_past_is_refused_not_a_crash() -> None:
         Cursor(Position(ancient + timedelta(days=29), 1), ancient, first.fingerprint)
     )
     assert refused(("q", "disk"), ("cursor", forged)).param == "cursor"
-
-
-def test_slices_never_step_outside_the_calendar() -> None:
-    start = datetime(1, 1, 1, tzinfo=UTC)
-    window = TimeRange(start, start + timedelta(days=30))
-    slices = list(newest_slices(window, window.end))
-    assert slices[-1].start == start
 
 
 @pytest.mark.parametrize("message", ['=HYPERLINK("http://x")', "+1+1", "-2", "@SUM(A1)", "\tx"])

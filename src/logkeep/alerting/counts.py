@@ -13,41 +13,20 @@ constants, values are parameters.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Hashable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-import asyncpg
-
-from logkeep.db.search import (
-    Arguments,
-    fetch_filtered_page,
-    filter_conditions,
-    item,
-    page_statement,
-    planner_settings,
-    uses_filtered_shape,
-)
+from logkeep.db import tiers
+from logkeep.db.search import PLANNER_SETTINGS, item, source_names
 from logkeep.db.types import Conn
 from logkeep.domain.alert_rules import MAX_GROUPS, GroupBy, metadata_group_key
+from logkeep.domain.chunks import ChunkEvent, micros
 from logkeep.domain.entry import Level
 from logkeep.domain.histogram import ceil_minute, floor_minute
 from logkeep.domain.search import SearchQuery
 from logkeep.domain.timerange import TimeRange
 
-SOURCES = "le.source_id = ANY({}::integer[])"
-GROUP_NONE = "''"
-GROUP_SOURCE = "le.source_id::text"
-GROUP_METADATA = "le.metadata #> {}::text[]"
-GROUPED_COUNT = """
-SELECT {group} AS g, count(*) AS n
-FROM log_entries le
-WHERE {conditions}
-GROUP BY 1
-ORDER BY 2 DESC
-LIMIT {limit}
-"""
 ROLLUP_COUNT = """
 SELECT source_id::text AS g, sum(count)::bigint AS n
 FROM log_metrics
@@ -55,22 +34,43 @@ WHERE bucket >= $1 AND bucket < $2 AND level = ANY($3::log_level[])
   AND ($4::integer[] IS NULL OR source_id = ANY($4::integer[]))
 GROUP BY source_id
 """
-# A new-pattern rule's entries, oldest first, continuing after (timestamp, id).
-ENTRIES_AFTER = """
-SELECT le.id, le.source_id, le."timestamp", le.level::text AS level, le.message
-FROM log_entries le
-WHERE {conditions} AND (le."timestamp", le.id) > ({at}, {id})
-ORDER BY le."timestamp", le.id
-LIMIT {limit}
-"""
-# The newest entries of a range, to learn from when a rule starts.
-NEWEST = """
-SELECT le.id, le.source_id, le."timestamp", le.level::text AS level, le.message
-FROM log_entries le
-WHERE {conditions}
-ORDER BY le."timestamp" DESC, le.id DESC
-LIMIT {limit}
-"""
+
+
+def metadata_at(metadata: Any, path: Sequence[str]) -> Any:
+    """PostgreSQL's `metadata #> path`: None where the path leads nowhere."""
+    node = metadata
+    for step in path:
+        if isinstance(node, dict):
+            if step not in node:
+                return None
+            node = node[step]
+        elif isinstance(node, list):
+            try:
+                index = int(step)
+            except ValueError:
+                return None
+            if not -len(node) <= index < len(node):
+                return None
+            node = node[index]
+        else:
+            return None
+    return node
+
+
+def group_key(group_by: GroupBy | None) -> Callable[[ChunkEvent], str | None]:
+    """An event's group: '' without groups, its source id as text, or the JSON text of
+    its metadata value (None: in no group)."""
+    if group_by is None:
+        return lambda event: ""
+    if group_by.source:
+        return lambda event: str(event.source_id)
+    path = list(group_by.path)
+
+    def by_metadata(event: ChunkEvent) -> str | None:
+        value = metadata_at(event.metadata, path)
+        return None if value is None else metadata_group_key(value)
+
+    return by_metadata
 
 
 def rollup_eligible(query: SearchQuery, group_by: GroupBy | None) -> bool:
@@ -84,13 +84,10 @@ def rollup_eligible(query: SearchQuery, group_by: GroupBy | None) -> bool:
     return plain and (group_by is None or group_by.source)
 
 
-def _conditions(
-    query: SearchQuery, window: TimeRange, source_ids: Sequence[int] | None, args: Arguments
-) -> list[str]:
-    conditions = filter_conditions(query, args, paged=False, window=window)
-    if source_ids is not None:
-        conditions.append(SOURCES.format(args.add(list(source_ids))))
-    return conditions
+def _filter(
+    query: SearchQuery, window: TimeRange, source_ids: Sequence[int] | None
+) -> tiers.EventFilter:
+    return tiers.EventFilter.of(query, source_ids, window=window)
 
 
 async def _grouped_count(
@@ -100,27 +97,10 @@ async def _grouped_count(
     source_ids: Sequence[int] | None,
     group_by: GroupBy | None,
 ) -> dict[str, int]:
-    args = Arguments()
-    conditions = _conditions(query, window, source_ids, args)
-    if group_by is None:
-        group = GROUP_NONE
-    elif group_by.source:
-        group = GROUP_SOURCE
-    else:
-        group = GROUP_METADATA.format(args.add(list(group_by.path)))
-    sql = GROUPED_COUNT.format(
-        group=group, conditions=" AND ".join(conditions), limit=args.add(MAX_GROUPS)
-    )
-    counts: dict[str, int] = {}
-    for row in await conn.fetch(sql, *args.values):
-        value = row["g"]
-        if value is None:  # entries without the key belong to no group
-            continue
-        key = value if isinstance(value, str) else metadata_group_key(value)
-        if group_by is not None and not group_by.source:
-            key = metadata_group_key(value)
-        counts[key] = counts.get(key, 0) + int(row["n"])
-    return counts
+    await tiers.hold_still(conn)
+    counted = await tiers.aggregate(conn, _filter(query, window, source_ids), group_key(group_by))
+    top = sorted(counted.items(), key=lambda kv: -kv[1])[:MAX_GROUPS]
+    return {str(key): n for key, n in top}
 
 
 async def count(
@@ -167,13 +147,10 @@ async def samples(
     limit: int,
 ) -> list[dict[str, Any]]:
     """The newest `limit` matches in the window, in the search's item shape."""
-    page = replace(query, window=window, cursor=None, limit=limit)
-    if uses_filtered_shape(page):
-        rows: list[asyncpg.Record] = await fetch_filtered_page(conn, page, source_ids)
-    else:
-        sql, args = page_statement(page, source_ids)
-        rows = await conn.fetch(sql, *args)
-    return [item(row) for row in rows[:limit]]
+    await tiers.hold_still(conn)
+    events = await tiers.first(conn, _filter(query, window, source_ids), limit)
+    names = await source_names(conn)
+    return [item(event, names) for event in events]
 
 
 async def entries_after(
@@ -183,17 +160,16 @@ async def entries_after(
     source_ids: Sequence[int] | None,
     after: tuple[datetime, int],
     limit: int,
-) -> list[asyncpg.Record]:
+) -> list[ChunkEvent]:
     """Entries in `window` after (timestamp, id), oldest first."""
-    args = Arguments()
-    conditions = _conditions(query, window, source_ids, args)
-    sql = ENTRIES_AFTER.format(
-        conditions=" AND ".join(conditions),
-        at=args.add(after[0]),
-        id=args.add(after[1]),
-        limit=args.add(limit),
+    await tiers.hold_still(conn)
+    return await tiers.first(
+        conn,
+        _filter(query, window, source_ids),
+        limit,
+        descending=False,
+        after=(micros(after[0]), after[1]),
     )
-    return list(await conn.fetch(sql, *args.values))
 
 
 async def newest(
@@ -202,17 +178,41 @@ async def newest(
     window: TimeRange,
     source_ids: Sequence[int] | None,
     limit: int,
-) -> list[asyncpg.Record]:
+) -> list[ChunkEvent]:
     """The newest `limit` entries of `window`, returned oldest first."""
-    args = Arguments()
-    conditions = _conditions(query, window, source_ids, args)
-    sql = NEWEST.format(conditions=" AND ".join(conditions), limit=args.add(limit))
-    return list(reversed(await conn.fetch(sql, *args.values)))
+    await tiers.hold_still(conn)
+    return list(reversed(await tiers.first(conn, _filter(query, window, source_ids), limit)))
 
 
 async def in_snapshot(conn: Conn, query: SearchQuery) -> None:
     """The planner settings a search runs with (inside the caller's transaction)."""
-    await conn.execute(planner_settings(query))
+    await conn.execute(PLANNER_SETTINGS)
+
+
+async def buckets(
+    conn: Conn,
+    query: SearchQuery,
+    span: TimeRange,
+    step: timedelta,
+    source_ids: Sequence[int] | None,
+    group_by: GroupBy | None,
+    origin: datetime,
+) -> dict[tuple[str, datetime], int]:
+    """Matches per (group, date_bin(step, timestamp, origin)) over `span`."""
+    size = step // timedelta(microseconds=1)
+    base = micros(origin)
+    group = group_key(group_by)
+
+    def key(event: ChunkEvent) -> Hashable | None:
+        g = group(event)
+        if g is None:
+            return None
+        at = micros(event.timestamp) - base
+        return (g, origin + timedelta(microseconds=at - at % size))
+
+    await tiers.hold_still(conn)
+    counted = await tiers.aggregate(conn, _filter(query, span, source_ids), key)
+    return {cast(tuple[str, datetime], k): n for k, n in counted.items()}
 
 
 SECOND = timedelta(seconds=1)

@@ -28,7 +28,7 @@ from logkeep.alerting.observe import (
     outcomes_threshold,
 )
 from logkeep.alerting.rules import PreparedRule, Scope
-from logkeep.db.search import Arguments, planner_settings
+from logkeep.db.search import planner_settings
 from logkeep.db.types import Conn
 from logkeep.domain.alert_rules import EPOCH, RuleSpec, metadata_group_key, ticks, window_at
 from logkeep.domain.alert_states import GroupState, prunable
@@ -39,12 +39,6 @@ from logkeep.domain.timerange import TimeRange
 MAX_TICKS = 20_160  # a week at 30 s
 MAX_SHOWN = 500  # transitions and notifications listed
 
-BUCKETS_ENTRIES = """
-SELECT date_bin({step}, le."timestamp", {origin}) AS b, {group} AS g, count(*) AS n
-FROM log_entries le
-WHERE {conditions}
-GROUP BY 1, 2
-"""
 BUCKETS_ROLLUPS = """
 SELECT date_bin($1, bucket, $2) AS b, source_id::text AS g, sum(count)::bigint AS n
 FROM log_metrics
@@ -81,20 +75,10 @@ async def buckets(
         )  # fmt: skip
         by_source = True
     else:
-        args = Arguments()
-        conditions = counts._conditions(query, span, source_ids, args)
-        if spec.group_by is None:
-            group = counts.GROUP_NONE
-        elif spec.group_by.source:
-            group = counts.GROUP_SOURCE
-        else:
-            group = counts.GROUP_METADATA.format(args.add(list(spec.group_by.path)))
-        sql = BUCKETS_ENTRIES.format(
-            step=args.add(step), origin=args.add(EPOCH), group=group,
-            conditions=" AND ".join(conditions),
-        )  # fmt: skip
-        rows = await conn.fetch(sql, *args.values)
-        by_source = False
+        counted = await counts.buckets(conn, query, span, step, source_ids, spec.group_by, EPOCH)
+        for (key, start), n in counted.items():
+            result[key][start] = result[key].get(start, 0) + n
+        return result
     for row in rows:
         value = row["g"]
         if value is None:

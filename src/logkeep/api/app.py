@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Annotated, Any
 
 import structlog
@@ -88,6 +89,33 @@ async def maintenance_loop(db: Database, settings: Settings) -> None:
         except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure
             log.error("partition_maintenance_failed", error=f"{type(exc).__name__}: {exc}")
         await asyncio.sleep(settings.maintenance_interval_s)
+
+
+async def compaction_loop(db: Database, settings: Settings) -> None:
+    """Compact closed slices into chunks while the API runs (one process at a time)."""
+    from logkeep.db.compaction import compact_in_background
+
+    while True:
+        try:
+            async with db.pool.acquire() as conn:
+                report = await compact_in_background(
+                    conn,
+                    slice_length=timedelta(seconds=settings.compaction_slice_s),
+                    grace=timedelta(seconds=settings.compaction_grace_s),
+                    budget_s=max(1.0, settings.compaction_interval_s / 2),
+                )
+            if report.events or report.expired_events:
+                log.info(
+                    "compaction",
+                    slices=report.slices,
+                    events=report.events,
+                    chunks=report.chunks,
+                    seconds=round(report.seconds, 3),
+                    expired_events=report.expired_events,
+                )
+        except Exception as exc:  # noqa: BLE001 - the loop must outlive any one failure
+            log.error("compaction_failed", error=f"{type(exc).__name__}: {exc}")
+        await asyncio.sleep(settings.compaction_interval_s)
 
 
 async def observe_ingest_stream(db: Database) -> None:
@@ -196,16 +224,20 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
         maintenance = None
         if settings.maintenance_interval_s:
             maintenance = asyncio.create_task(maintenance_loop(db, settings))
+        compaction = None
+        if settings.compaction_interval_s:
+            compaction = asyncio.create_task(compaction_loop(db, settings))
         try:
             yield
         finally:
             if alerting is not None:
                 await alerting.close()
             await app.state.ingest.close()
-            if maintenance is not None:
-                maintenance.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await maintenance
+            for task in (maintenance, compaction):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if owned:
                 await db.close()
 

@@ -1,62 +1,53 @@
 """Reads for the web explorer: one entry, its context in its source, and the histogram of
-a search's matches (when the rollups cannot answer it: words, substrings, metadata).
-
-The histogram statement is composed like db/search.py's, from constant fragments whose
-only variable parts are parameter numbers; the context statements are named queries.
+a search's matches (when the rollups cannot answer it: words, substrings, metadata), all
+over both storage tiers (db/tiers.py), each answer in one snapshot.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
-
-import asyncpg
+from typing import Any, cast
 
 from logkeep.cache.query_cache import QueryCache
-from logkeep.db.queries import q
+from logkeep.db import tiers
 from logkeep.db.replicas import ReadSource
 from logkeep.db.repositories import timed
-from logkeep.db.search import (
-    Arguments,
-    filter_conditions,
-    item,
-    planner_settings,
-)
+from logkeep.db.search import PLANNER_SETTINGS, item, source_names
+from logkeep.domain.chunks import ChunkEvent, micros
 from logkeep.domain.histogram import EPOCH, BucketCount, HistogramQuery, histogram_result
 from logkeep.domain.search import SearchQuery
+from logkeep.domain.timerange import TimeRange
 
-MATCH_HISTOGRAM = """
-SELECT date_bin({interval}::interval, le."timestamp", {origin}::timestamptz) AS start,
-       le.level::text AS level, count(*)::bigint AS count
-FROM log_entries le
-WHERE {conditions}
-GROUP BY 1, 2
-"""
-SOURCES = "le.source_id = ANY({}::integer[])"
 # Counting every match of a broad word over a week can take long; the explorer shows the
 # results without the chart rather than hold a connection that long.
 COUNT_TIMEOUT_MS = 5000
-COUNT_SETTINGS = f"SET LOCAL statement_timeout = {COUNT_TIMEOUT_MS}"
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class CountTooSlow(Exception):
     """Counting the matches took longer than COUNT_TIMEOUT_MS."""
 
 
+def bucket_key(interval: timedelta) -> Any:
+    """(bucket start, level) of an event, as date_bin(interval, timestamp, EPOCH) bins."""
+    step = interval // _MICROSECOND
+
+    def key(event: ChunkEvent) -> tuple[datetime, str]:
+        at = micros(event.timestamp)
+        return (EPOCH + timedelta(microseconds=at - at % step), event.level)
+
+    return key
+
+
 def match_histogram_statement(
     query: SearchQuery, plan: HistogramQuery, source_ids: Sequence[int] | None
 ) -> tuple[str, list[Any]]:
-    args = Arguments()
-    interval, origin = args.add(plan.interval), args.add(EPOCH)
-    conditions = filter_conditions(query, args, paged=False, window=plan.window)
-    if source_ids is not None:
-        conditions.append(SOURCES.format(args.add(list(source_ids))))
-    sql = MATCH_HISTOGRAM.format(
-        interval=interval, origin=origin, conditions=" AND ".join(conditions)
-    )
-    return sql, args.values
+    """The hot tier's statement the match histogram reads (chunks are read beside it)."""
+    flt = tiers.EventFilter.of(query, source_ids, window=plan.window)
+    return tiers.hot_statement(flt, None, False, tiers.HOT_BATCH)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,19 +71,23 @@ class ExploreRepository:
         """Matches per bucket and level, in the shape of /api/v1/stats/histogram."""
 
         async def load() -> dict[str, Any]:
-            sql, args = match_histogram_statement(query, plan, source_ids)
+            flt = tiers.EventFilter.of(query, source_ids, window=plan.window)
             try:
                 async with (
                     timed("match_histogram"),
                     self._pool.acquire() as conn,
-                    conn.transaction(readonly=True),
+                    conn.transaction(readonly=True, isolation="repeatable_read"),
                 ):
-                    await conn.execute(f"{planner_settings(query)}; {COUNT_SETTINGS}")
-                    rows = await conn.fetch(sql, *args)
-            except asyncpg.QueryCanceledError:
+                    await conn.execute(PLANNER_SETTINGS)
+                    counts = await asyncio.wait_for(
+                        tiers.aggregate(conn, flt, bucket_key(plan.interval)),
+                        COUNT_TIMEOUT_MS / 1000,
+                    )
+            except TimeoutError:
                 raise CountTooSlow from None
+            keyed = cast(dict[tuple[datetime, str], int], counts)
             return histogram_result(
-                plan, (BucketCount(r["start"], r["level"], r["count"]) for r in rows)
+                plan, (BucketCount(start, level, n) for (start, level), n in keyed.items())
             )
 
         params = {
@@ -107,29 +102,38 @@ class ExploreRepository:
         return result
 
     async def entry(self, key: EntryKey) -> dict[str, Any] | None:
-        async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(q("entry_by_key"), key.source_id, key.timestamp, key.id)
-        return None if row is None else item(row)
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(readonly=True, isolation="repeatable_read"),
+        ):
+            found = await tiers.entry(conn, key.source_id, key.timestamp, key.id)
+            names = await source_names(conn)
+        return None if found is None else item(found, names)
 
     async def context(
         self, key: EntryKey, *, before: int, after: int, oldest: datetime, newest: datetime
     ) -> dict[str, Any]:
         """Up to `before` entries of the same source before `key` and `after` after it,
         both oldest first, and whether more lie beyond each end (by lines, not time)."""
-        async with self._pool.acquire() as conn, conn.transaction(readonly=True):
-            older: list[asyncpg.Record] = []
-            newer: list[asyncpg.Record] = []
+        position = (micros(key.timestamp), key.id)
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(readonly=True, isolation="repeatable_read"),
+        ):
+            older: list[ChunkEvent] = []
+            newer: list[ChunkEvent] = []
             if before:
-                older = await conn.fetch(
-                    q("entries_before"), key.source_id, key.timestamp, key.id, oldest, before + 1
-                )
+                window = TimeRange(oldest, key.timestamp + _MICROSECOND)
+                flt = tiers.EventFilter(window, source_ids=(key.source_id,))
+                older = await tiers.first(conn, flt, before + 1, after=position)
             if after:
-                newer = await conn.fetch(
-                    q("entries_after"), key.source_id, key.timestamp, key.id, newest, after + 1
-                )
+                window = TimeRange(key.timestamp, newest + _MICROSECOND)
+                flt = tiers.EventFilter(window, source_ids=(key.source_id,))
+                newer = await tiers.first(conn, flt, after + 1, descending=False, after=position)
+            names = await source_names(conn)
         return {
-            "before": [item(r) for r in reversed(older[:before])],
-            "after": [item(r) for r in newer[:after]],
+            "before": [item(r, names) for r in reversed(older[:before])],
+            "after": [item(r, names) for r in newer[:after]],
             "more_before": len(older) > before,
             "more_after": len(newer) > after,
         }

@@ -245,9 +245,37 @@ class LogRepository:
         params = {"limit": limit, "source_ids": sources, "level": level_value}
 
         async def load() -> list[dict[str, Any]]:
-            async with timed("recent_logs"), self._reads.acquire() as conn:
-                rows = await conn.fetch(q("recent_logs"), sources, level_value, limit)
-            return [_json_ready(row) for row in rows]
+            from logkeep.db import tiers  # tiers reads through this module's helpers
+
+            flt = tiers.EventFilter(
+                tiers.EVERY_INSTANT,
+                source_ids=None if sources is None else tuple(sources),
+                levels=None if level_value is None else (level_value,),
+            )
+            async with (
+                timed("recent_logs"),
+                self._reads.acquire() as conn,
+                conn.transaction(readonly=True, isolation="repeatable_read"),
+            ):
+                events = await tiers.first(conn, flt, limit)
+                names = {
+                    r["id"]: r["name"] for r in await conn.fetch("SELECT id, name FROM log_sources")
+                }
+            return [
+                _json_ready(
+                    {
+                        "id": e.id,
+                        "source_id": e.source_id,
+                        "source": names.get(e.source_id, str(e.source_id)),
+                        "timestamp": e.timestamp,
+                        "level": e.level,
+                        "message": e.message,
+                        "metadata": e.metadata,
+                        "ingested_at": e.ingested_at,
+                    }
+                )
+                for e in events
+            ]
 
         result: list[dict[str, Any]] = await self._cache.get_or_load(
             "recent", params, sources, self._ttl_recent_s, load

@@ -15,10 +15,12 @@ from logkeep.db.types import Conn
 ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 # What the application does to each table, and nothing more: entries, rollups and the
-# audit trail are never updated or deleted by it (retention drops partitions through a
-# SECURITY DEFINER function), and it never runs DDL.
+# audit trail are never updated by it (retention drops partitions through a SECURITY
+# DEFINER function), and it never runs DDL. Compaction deletes the hot rows it moved into
+# chunks, and per-source retention deletes a source's old rows and chunks.
 APP_PRIVILEGES: dict[str, str] = {
-    "log_entries": "SELECT, INSERT",
+    "log_entries": "SELECT, INSERT, DELETE",
+    "log_chunks": "SELECT, INSERT, DELETE",
     "log_metrics": "SELECT, INSERT, UPDATE, DELETE",  # rollups past retention
     "log_sources": "SELECT, INSERT, UPDATE",
     "users": "SELECT, INSERT, UPDATE",
@@ -42,12 +44,13 @@ APP_PRIVILEGES: dict[str, str] = {
     # Maintenance counts stray rows here; it moves them through ensure_log_partition.
     "log_entries_default": "SELECT",
 }
-READONLY_TABLES = ("log_entries", "log_sources", "log_metrics", "alert_rules")
+READONLY_TABLES = ("log_entries", "log_chunks", "log_sources", "log_metrics", "alert_rules")
 DEFINER_FUNCTIONS = ("ensure_log_partition(date)", "drop_log_partition(date)")
 DAY_PARTITIONS_SQL = """
 SELECT quote_ident(c.relname) AS name
 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-WHERE i.inhparent = 'log_entries'::regclass AND c.relname <> 'log_entries_default'
+WHERE i.inhparent IN ('log_entries'::regclass, 'log_chunks'::regclass)
+  AND c.relname <> 'log_entries_default'
 """
 
 

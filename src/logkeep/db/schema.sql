@@ -3,6 +3,7 @@
 CREATE TYPE log_level AS ENUM ('DEBUG', 'INFO', 'WARN', 'ERROR', 'FATAL');
 CREATE TYPE user_role AS ENUM ('admin', 'analyst', 'viewer');
 
+CREATE SEQUENCE log_chunks_id_seq AS bigint;
 CREATE SEQUENCE log_entries_id_seq AS bigint;
 
 CREATE OR REPLACE FUNCTION public.drop_log_partition(day date)
@@ -13,12 +14,18 @@ CREATE OR REPLACE FUNCTION public.drop_log_partition(day date)
 AS $function$
 DECLARE
     part_name text := log_partition_name(day);
+    chunk_name text := log_chunk_partition_name(day);
+    dropped boolean := false;
 BEGIN
-    IF to_regclass(format('%I', part_name)) IS NULL THEN
-        RETURN false;
+    IF to_regclass(format('%I', chunk_name)) IS NOT NULL THEN
+        EXECUTE format('DROP TABLE %I', chunk_name);
+        dropped := true;
     END IF;
-    EXECUTE format('DROP TABLE %I', part_name);
-    RETURN true;
+    IF to_regclass(format('%I', part_name)) IS NOT NULL THEN
+        EXECUTE format('DROP TABLE %I', part_name);
+        dropped := true;
+    END IF;
+    RETURN dropped;
 END;
 $function$;
 
@@ -30,10 +37,15 @@ CREATE OR REPLACE FUNCTION public.ensure_log_partition(day date)
 AS $function$
 DECLARE
     part_name text := log_partition_name(day);
+    chunk_name text := log_chunk_partition_name(day);
     lower_bound timestamptz := (day::timestamp AT TIME ZONE 'UTC');
     upper_bound timestamptz := ((day + 1)::timestamp AT TIME ZONE 'UTC');
     moved bigint := 0;
 BEGIN
+    IF to_regclass(format('%I', chunk_name)) IS NULL THEN
+        EXECUTE format('CREATE TABLE %I PARTITION OF log_chunks FOR VALUES FROM (%L) TO (%L)',
+                       chunk_name, lower_bound, upper_bound);
+    END IF;
     IF to_regclass(format('%I', part_name)) IS NOT NULL THEN
         RETURN NULL;
     END IF;
@@ -57,6 +69,24 @@ BEGIN
     END IF;
     RETURN moved;
 END;
+$function$;
+
+CREATE OR REPLACE FUNCTION public.log_chunk_may_hold(bloom bytea, h1 bigint[], h2 bigint[])
+ RETURNS boolean
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$
+    SELECT NOT EXISTS (
+        SELECT 1 FROM unnest(h1, h2) AS t(a, b), generate_series(0, 6) AS i
+        WHERE get_bit(bloom, ((a + i * b) % (octet_length(bloom)::bigint * 8))::integer) = 0)
+$function$;
+
+CREATE OR REPLACE FUNCTION public.log_chunk_partition_name(day date)
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE
+AS $function$
+    SELECT 'log_chunks_p' || to_char(day, 'YYYYMMDD')
 $function$;
 
 CREATE OR REPLACE FUNCTION public.log_partition_name(day date)
@@ -298,6 +328,25 @@ CREATE TABLE ingest_ledger (
 );
 CREATE INDEX ingest_ledger_committed_at ON public.ingest_ledger USING brin (committed_at);
 
+CREATE TABLE log_chunks (
+    id bigint NOT NULL DEFAULT nextval('log_chunks_id_seq'::regclass),
+    source_id integer NOT NULL,
+    min_ts timestamp with time zone NOT NULL,
+    max_ts timestamp with time zone NOT NULL,
+    events integer NOT NULL,
+    level_mask smallint NOT NULL,
+    level_counts integer[] NOT NULL,
+    raw_bytes bigint NOT NULL,
+    bloom bytea NOT NULL,
+    payload bytea NOT NULL,
+    compacted_at timestamp with time zone NOT NULL DEFAULT now(),
+    CONSTRAINT log_chunks_check CHECK ((max_ts >= min_ts)),
+    CONSTRAINT log_chunks_events_check CHECK ((events > 0)),
+    CONSTRAINT log_chunks_pkey PRIMARY KEY (source_id, min_ts, id)
+) PARTITION BY RANGE (min_ts);
+CREATE INDEX log_chunks_max_ts ON ONLY public.log_chunks USING btree (max_ts);
+CREATE INDEX log_chunks_newest ON ONLY public.log_chunks USING btree (source_id, max_ts);
+
 CREATE TABLE log_entries (
     id bigint NOT NULL DEFAULT nextval('log_entries_id_seq'::regclass),
     source_id integer NOT NULL,
@@ -308,8 +357,6 @@ CREATE TABLE log_entries (
     ingested_at timestamp with time zone NOT NULL DEFAULT now(),
     CONSTRAINT log_entries_pkey PRIMARY KEY (source_id, "timestamp", id)
 ) PARTITION BY RANGE ("timestamp");
-CREATE INDEX log_entries_message_fulltext ON ONLY public.log_entries USING gin (to_tsvector('simple'::regconfig, "left"(message, 131072))) WITH (gin_pending_list_limit='4096');
-CREATE INDEX log_entries_metadata_gin ON ONLY public.log_entries USING gin (metadata jsonb_path_ops) WITH (gin_pending_list_limit='32768');
 CREATE INDEX log_entries_timestamp_brin ON ONLY public.log_entries USING brin ("timestamp") WITH (pages_per_range='32');
 
 CREATE TABLE log_entries_default PARTITION OF log_entries DEFAULT;
@@ -336,11 +383,13 @@ CREATE TABLE log_sources (
     is_active boolean NOT NULL DEFAULT true,
     created_at timestamp with time zone NOT NULL DEFAULT now(),
     updated_at timestamp with time zone NOT NULL DEFAULT now(),
+    retention_days integer,
     CONSTRAINT log_sources_configuration_check CHECK ((jsonb_typeof(configuration) = 'object'::text)),
     CONSTRAINT log_sources_name_check CHECK (((name ~ '^[a-z0-9][a-z0-9_.-]{0,62}$'::text) AND (name !~ '^[0-9]+$'::text))),
     CONSTRAINT log_sources_name_key UNIQUE (name),
     CONSTRAINT log_sources_parsing_rules_check CHECK ((jsonb_typeof(parsing_rules) = 'object'::text)),
-    CONSTRAINT log_sources_pkey PRIMARY KEY (id)
+    CONSTRAINT log_sources_pkey PRIMARY KEY (id),
+    CONSTRAINT log_sources_retention_days_check CHECK ((retention_days > 0))
 );
 CREATE TRIGGER log_sources_touch BEFORE UPDATE ON public.log_sources FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
 

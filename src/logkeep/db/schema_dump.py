@@ -33,7 +33,7 @@ SELECT c.oid, c.relname AS name, c.relkind::text AS kind,
        pg_get_expr(c.relpartbound, c.oid) AS bound
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
 WHERE c.relkind IN ('r', 'p')
-  AND c.relname !~ '^log_entries_p[0-9]{8}$'
+  AND c.relname !~ '^log_(entries|chunks)_p[0-9]{8}$'
   AND c.relname <> 'schema_migrations'
 ORDER BY c.relname
 """

@@ -1,0 +1,530 @@
+"""One read interface over both storage tiers: the hot rows of log_entries and the
+compressed chunks of log_chunks.
+
+Every answer reads both tiers in one snapshot (callers hold a REPEATABLE READ
+transaction, or run a single statement per tier inside one): compaction moves a slice
+from one tier to the other in one transaction, so a reader sees each event exactly once.
+
+- The hot tier is narrowed in SQL (window, sources, levels, metadata containment, ILIKE
+  hints for words and substrings); words and substrings are then decided in Python
+  (domain/matching.py), the same way as for chunks.
+- Chunks are picked in SQL (time, source, levels, Bloom filter of words and metadata
+  values), decoded, and filtered in Python.
+- Ordered scans merge the two tiers by (timestamp, id), so keyset cursors work across
+  them and across a compaction between two pages (an event keeps its id in a chunk).
+
+No SQL text comes from input: fragments are constants, values are parameters.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import AsyncGenerator, Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from logkeep.db.types import Conn
+from logkeep.domain.chunks import (
+    LEVEL_CODE,
+    ChunkEvent,
+    DecodedChunk,
+    decode_chunk,
+    from_micros,
+    micros,
+    term_hashes,
+)
+from logkeep.domain.matching import TextCondition, TextMatcher, metadata_matches, metadata_terms
+from logkeep.domain.search import SearchQuery
+from logkeep.domain.timerange import TimeRange
+
+Key = tuple[int, int]  # (timestamp in microseconds, id)
+# Held (shared) by a reader that cannot use one REPEATABLE READ snapshot, and
+# (exclusive) by each compaction transaction: such a reader then sees no slice move
+# between its statements.
+TIERS_LOCK_KEY = 0x6C6F676B746965  # "logktie"
+HOT_BATCH = 500
+CHUNK_BATCH_FIRST = 4  # chunks fetched by the first query of a scan; doubling after
+CHUNK_BATCH_MAX = 64
+DAY = timedelta(days=1)
+# Every instant an event can have (a window for reads that have none, like "recent").
+EVERY_INSTANT = TimeRange(datetime(1970, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC))
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events an answer reads: everything a search can ask, and a window."""
+
+    window: TimeRange
+    source_ids: tuple[int, ...] | None = None
+    levels: tuple[str, ...] | None = None
+    text: TextCondition = field(default_factory=lambda: TextCondition((), None))
+    metadata: dict[str, Any] | None = None
+    excluded: tuple[dict[str, Any], ...] = ()
+
+    @classmethod
+    def of(
+        cls,
+        query: SearchQuery,
+        source_ids: Sequence[int] | None,
+        window: TimeRange | None = None,
+    ) -> EventFilter:
+        return cls(
+            window=window or query.page_window,
+            source_ids=None if source_ids is None else tuple(sorted(set(source_ids))),
+            levels=None if query.levels is None else tuple(lv.value for lv in query.levels),
+            text=TextCondition.of(query.words, query.contains),
+            metadata=query.metadata,
+            excluded=query.excluded_metadata,
+        )
+
+    @property
+    def row_filtered(self) -> bool:
+        """Whether more than time, source and level decide (words, substrings, metadata)."""
+        return not self.text.empty or self.metadata is not None or bool(self.excluded)
+
+    def bloom_hashes(self) -> tuple[list[int], list[int]] | None:
+        terms = self.text.required_words()
+        if self.metadata is not None:
+            terms += list(metadata_terms(self.metadata))
+        if not terms:
+            return None
+        pairs = [term_hashes(t) for t in terms]
+        return [a for a, _ in pairs], [b for _, b in pairs]
+
+
+async def hold_still(conn: Conn) -> None:
+    """Keep compaction from moving a slice until the caller's transaction ends (for
+    READ COMMITTED transactions that read both tiers in several statements)."""
+    await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", TIERS_LOCK_KEY)
+
+
+class _Args:
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def add(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+# ---------------------------------------------------------------------------------------
+# The hot tier
+
+HOT_COLUMNS = (
+    'le.id, le.source_id, le."timestamp", le.level::text AS level, le.message, le.metadata, '
+    "le.ingested_at"
+)
+HOT_SCAN = """
+SELECT {columns} FROM log_entries le
+WHERE {conditions}
+ORDER BY le."timestamp" {direction}, le.id {direction}
+LIMIT {limit}
+"""
+# Unfiltered newest rows: each source's primary key walked backwards, then the newest of
+# those (cost about sources x limit rows, however long the hot tier is).
+HOT_NEWEST_PER_SOURCE = """
+SELECT e.* FROM log_sources s
+CROSS JOIN LATERAL (
+    SELECT {columns} FROM log_entries le
+    WHERE le.source_id = s.id AND {conditions}
+    ORDER BY le."timestamp" DESC, le.id DESC
+    LIMIT {limit}
+) e
+{sources}
+ORDER BY e."timestamp" DESC, e.id DESC
+LIMIT {limit}
+"""
+HINT = 'le.message ILIKE {} COLLATE "C"'
+
+
+def hot_conditions(flt: EventFilter, args: _Args, *, with_sources: bool = True) -> list[str]:
+    conditions = [
+        f'le."timestamp" >= {args.add(flt.window.start)}',
+        f'le."timestamp" < {args.add(flt.window.end)}',
+    ]
+    if with_sources and flt.source_ids is not None:
+        if len(flt.source_ids) == 1:  # an equality keeps the key's order usable
+            conditions.append(f"le.source_id = {args.add(flt.source_ids[0])}")
+        else:
+            conditions.append(f"le.source_id = ANY({args.add(list(flt.source_ids))}::integer[])")
+    if flt.levels is not None:
+        conditions.append(f"le.level = ANY({args.add(list(flt.levels))}::log_level[])")
+    for hint in flt.text.hints():
+        conditions.append(HINT.format(args.add(hint)))
+    if flt.metadata is not None:
+        conditions.append(f"le.metadata @> {args.add(flt.metadata)}::jsonb")
+    for document in flt.excluded:
+        conditions.append(f"NOT le.metadata @> {args.add(document)}::jsonb")
+    return conditions
+
+
+def _after_condition(after: Key, descending: bool, args: _Args) -> str:
+    at = args.add(from_micros(after[0]))
+    ident = args.add(after[1])
+    if descending:
+        return f'(le."timestamp", le.id) < ({at}, {ident}) AND le."timestamp" <= {at}'
+    return f'(le."timestamp", le.id) > ({at}, {ident}) AND le."timestamp" >= {at}'
+
+
+def _hot_event(row: asyncpg.Record) -> ChunkEvent:
+    return ChunkEvent(
+        row["id"],
+        row["source_id"],
+        row["timestamp"],
+        row["level"],
+        row["message"],
+        row["metadata"],
+        row["ingested_at"],
+    )
+
+
+def hot_statement(
+    flt: EventFilter, after: Key | None, descending: bool, limit: int
+) -> tuple[str, list[Any]]:
+    args = _Args()
+    if descending and not flt.row_filtered:
+        conditions = hot_conditions(flt, args, with_sources=False)
+        if after is not None:
+            conditions.append(_after_condition(after, True, args))
+        sources = ""
+        if flt.source_ids is not None:
+            sources = f"WHERE s.id = ANY({args.add(list(flt.source_ids))}::integer[])"
+        sql = HOT_NEWEST_PER_SOURCE.format(
+            columns=HOT_COLUMNS,
+            conditions=" AND ".join(conditions),
+            limit=args.add(limit),
+            sources=sources,
+        )
+        return sql, args.values
+    conditions = hot_conditions(flt, args)
+    if after is not None:
+        conditions.append(_after_condition(after, descending, args))
+    sql = HOT_SCAN.format(
+        columns=HOT_COLUMNS,
+        conditions=" AND ".join(conditions),
+        direction="DESC" if descending else "ASC",
+        limit=args.add(limit),
+    )
+    return sql, args.values
+
+
+async def hot_scan(
+    conn: Conn, flt: EventFilter, *, descending: bool, after: Key | None = None
+) -> AsyncGenerator[ChunkEvent, None]:
+    """The hot tier's matching events in (timestamp, id) order, in keyset batches."""
+    matcher = None if flt.text.empty else flt.text.matcher()
+    batch = HOT_BATCH
+    while True:
+        sql, args = hot_statement(flt, after, descending, batch)
+        rows = await conn.fetch(sql, *args)
+        for row in rows:
+            if matcher is None or matcher(row["message"]):
+                yield _hot_event(row)
+        if len(rows) < batch:
+            return
+        last = rows[-1]
+        after = (micros(last["timestamp"]), last["id"])
+        batch = min(batch * 4, 20_000)
+
+
+# ---------------------------------------------------------------------------------------
+# The compressed tier
+
+CHUNK_SCAN = """
+SELECT c.id, c.source_id, c.min_ts, c.max_ts, c.payload
+FROM log_chunks c
+WHERE {conditions}
+ORDER BY {order}
+LIMIT {limit}
+"""
+
+
+def chunk_conditions(flt: EventFilter, args: _Args) -> list[str]:
+    start, end = flt.window.start, flt.window.end
+    # A chunk never spans a UTC day: one that reaches the window starts on its first
+    # day or later, which prunes the older days' partitions.
+    day_floor = start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    conditions = [
+        f"c.min_ts >= {args.add(day_floor)}",
+        f"c.min_ts < {args.add(end)}",
+        f"c.max_ts >= {args.add(start)}",
+    ]
+    if flt.source_ids is not None:
+        conditions.append(f"c.source_id = ANY({args.add(list(flt.source_ids))}::integer[])")
+    if flt.levels is not None:
+        mask = sum(1 << LEVEL_CODE[level] for level in flt.levels)
+        conditions.append(f"c.level_mask & {args.add(mask)}::smallint <> 0")
+    hashes = flt.bloom_hashes()
+    if hashes is not None:
+        h1, h2 = args.add(hashes[0]), args.add(hashes[1])
+        conditions.append(f"log_chunk_may_hold(c.bloom, {h1}::bigint[], {h2}::bigint[])")
+    return conditions
+
+
+@dataclass(frozen=True)
+class _Header:
+    id: int
+    source_id: int
+    min_ts: datetime
+    max_ts: datetime
+    payload: bytes
+
+
+async def chunk_headers(
+    conn: Conn, flt: EventFilter, *, descending: bool, after: Key | None = None
+) -> AsyncGenerator[_Header, None]:
+    """Chunks that may hold matches: newest max_ts first (descending), else oldest
+    min_ts first, fetched in growing batches."""
+    batch = CHUNK_BATCH_FIRST
+    last: tuple[datetime, int] | None = None
+    while True:
+        args = _Args()
+        conditions = chunk_conditions(flt, args)
+        if after is not None:
+            at = args.add(from_micros(after[0]))
+            conditions.append(f"c.min_ts <= {at}" if descending else f"c.max_ts >= {at}")
+        if last is not None:
+            at, ident = args.add(last[0]), args.add(last[1])
+            column = "c.max_ts" if descending else "c.min_ts"
+            sign = "<" if descending else ">"
+            conditions.append(f"({column}, c.id) {sign} ({at}, {ident})")
+        order = "c.max_ts DESC, c.id DESC" if descending else "c.min_ts, c.id"
+        sql = CHUNK_SCAN.format(
+            conditions=" AND ".join(conditions), order=order, limit=args.add(batch)
+        )
+        rows = await conn.fetch(sql, *args.values)
+        for row in rows:
+            yield _Header(row["id"], row["source_id"], row["min_ts"], row["max_ts"], row["payload"])
+        if len(rows) < batch:
+            return
+        tail = rows[-1]
+        last = (tail["max_ts"] if descending else tail["min_ts"], tail["id"])
+        batch = min(batch * 2, CHUNK_BATCH_MAX)
+
+
+@dataclass
+class ChunkMatcher:
+    """Which events of a decoded chunk match a filter, reading only the columns needed."""
+
+    flt: EventFilter
+    text: TextMatcher | None = None
+
+    def __post_init__(self) -> None:
+        if not self.flt.text.empty:
+            self.text = self.flt.text.matcher()
+
+    def indices(self, chunk: DecodedChunk, after: Key | None, descending: bool) -> list[int]:
+        start, end = micros(self.flt.window.start), micros(self.flt.window.end)
+        stamps, ids = chunk.timestamps, chunk.ids
+        chosen = [i for i, t in enumerate(stamps) if start <= t < end]
+        if after is not None:
+            if descending:
+                chosen = [i for i in chosen if (stamps[i], ids[i]) < after]
+            else:
+                chosen = [i for i in chosen if (stamps[i], ids[i]) > after]
+        if self.flt.levels is not None:
+            levels = chunk.levels
+            wanted = set(self.flt.levels)
+            chosen = [i for i in chosen if levels[i] in wanted]
+        if self.text is not None and chosen:
+            messages, match = chunk.messages, self.text
+            chosen = [i for i in chosen if match(messages[i])]
+        if (self.flt.metadata is not None or self.flt.excluded) and chosen:
+            objects = chunk.metadata
+            chosen = [
+                i
+                for i in chosen
+                if metadata_matches(objects[i], self.flt.metadata, self.flt.excluded)
+            ]
+        if descending:
+            chosen.reverse()
+        return chosen
+
+
+async def chunk_scan(
+    conn: Conn, flt: EventFilter, *, descending: bool, after: Key | None = None
+) -> AsyncGenerator[ChunkEvent, None]:
+    """The compressed tier's matching events in (timestamp, id) order: chunks are opened
+    as long as one may hold an event ahead of the best one in hand."""
+    matcher = ChunkMatcher(flt)
+    headers = chunk_headers(conn, flt, descending=descending, after=after)
+    pending: _Header | None = await anext(headers, None)
+    merged = _merge_chunks(headers, pending, matcher, after, descending)
+    try:
+        async for event in merged:
+            yield event
+    finally:
+        await merged.aclose()
+        await headers.aclose()
+
+
+async def _merge_chunks(
+    headers: AsyncGenerator[_Header, None],
+    pending: _Header | None,
+    matcher: ChunkMatcher,
+    after: Key | None,
+    descending: bool,
+) -> AsyncGenerator[ChunkEvent, None]:
+    sign = -1 if descending else 1
+    heap: list[tuple[int, int, int, Iterator[ChunkEvent]]] = []
+    counter = 0
+
+    def bound(header: _Header) -> int:
+        return micros(header.max_ts if descending else header.min_ts)
+
+    while True:
+        while pending is not None and (not heap or sign * bound(pending) <= heap[0][0]):
+            chunk = decode_chunk(pending.source_id, pending.payload)
+            chosen = matcher.indices(chunk, after, descending)
+            opened = _events_of(chunk, chosen)
+            first = next(opened, None)
+            if first is not None:
+                key = (micros(first.timestamp), first.id)
+                counter += 1
+                heapq.heappush(heap, (sign * key[0], sign * key[1], counter, _chain(first, opened)))
+            pending = await anext(headers, None)
+        if not heap:
+            return
+        _, _, number, events = heapq.heappop(heap)
+        event = next(events)
+        yield event
+        following = next(events, None)
+        if following is not None:
+            key = (micros(following.timestamp), following.id)
+            heapq.heappush(heap, (sign * key[0], sign * key[1], number, _chain(following, events)))
+
+
+def _events_of(chunk: DecodedChunk, indices: list[int]) -> Iterator[ChunkEvent]:
+    for index in indices:
+        yield chunk.event(index)
+
+
+def _chain(first: ChunkEvent, rest: Iterator[ChunkEvent]) -> Iterator[ChunkEvent]:
+    yield first
+    yield from rest
+
+
+# ---------------------------------------------------------------------------------------
+# Both tiers
+
+
+def key_of(event: ChunkEvent) -> Key:
+    return (micros(event.timestamp), event.id)
+
+
+async def scan(
+    conn: Conn, flt: EventFilter, *, descending: bool = True, after: Key | None = None
+) -> AsyncGenerator[ChunkEvent, None]:
+    """Every matching event of both tiers in (timestamp, id) order, newest first when
+    `descending`, strictly after `after` in that order."""
+    sign = -1 if descending else 1
+    hot = hot_scan(conn, flt, descending=descending, after=after)
+    cold = chunk_scan(conn, flt, descending=descending, after=after)
+    try:
+        a = await anext(hot, None)
+        b = await anext(cold, None)
+        while a is not None or b is not None:
+            if b is None or (
+                a is not None
+                and (sign * key_of(a)[0], sign * key_of(a)[1])
+                < (sign * key_of(b)[0], sign * key_of(b)[1])
+            ):
+                assert a is not None
+                yield a
+                a = await anext(hot, None)
+            else:
+                yield b
+                b = await anext(cold, None)
+    finally:
+        await hot.aclose()
+        await cold.aclose()
+
+
+async def first(
+    conn: Conn,
+    flt: EventFilter,
+    limit: int,
+    *,
+    descending: bool = True,
+    after: Key | None = None,
+) -> list[ChunkEvent]:
+    """The first `limit` events of `scan`: each tier is asked for at most `limit`."""
+    if limit <= 0:
+        return []
+    hot = await _take(hot_scan(conn, flt, descending=descending, after=after), limit)
+    cold = await _take(chunk_scan(conn, flt, descending=descending, after=after), limit)
+    merged = sorted(hot + cold, key=key_of, reverse=descending)
+    return merged[:limit]
+
+
+async def _take(events: AsyncGenerator[ChunkEvent, None], limit: int) -> list[ChunkEvent]:
+    taken: list[ChunkEvent] = []
+    try:
+        async for event in events:
+            taken.append(event)
+            if len(taken) >= limit:
+                break
+    finally:
+        await events.aclose()
+    return taken
+
+
+async def aggregate(
+    conn: Conn, flt: EventFilter, key: Callable[[ChunkEvent], Hashable | None]
+) -> Counter[Hashable]:
+    """Matching events counted by `key` (None: not counted), over both tiers, unordered."""
+    counts: Counter[Hashable] = Counter()
+    events = _unordered(conn, flt)
+    try:
+        async for event in events:
+            group = key(event)
+            if group is not None:
+                counts[group] += 1
+    finally:
+        await events.aclose()
+    return counts
+
+
+async def _unordered(conn: Conn, flt: EventFilter) -> AsyncGenerator[ChunkEvent, None]:
+    hot = hot_scan(conn, flt, descending=False)
+    headers = chunk_headers(conn, flt, descending=False)
+    try:
+        async for event in hot:
+            yield event
+        matcher = ChunkMatcher(flt)
+        async for header in headers:
+            chunk = decode_chunk(header.source_id, header.payload)
+            for index in matcher.indices(chunk, None, False):
+                yield chunk.event(index)
+    finally:
+        await hot.aclose()
+        await headers.aclose()
+
+
+ENTRY_HOT = """
+SELECT {columns} FROM log_entries le
+WHERE le.source_id = $1 AND le."timestamp" = $2 AND le.id = $3
+"""
+ENTRY_CHUNKS = """
+SELECT c.payload FROM log_chunks c
+WHERE c.source_id = $1 AND c.min_ts <= $2 AND c.max_ts >= $2 AND c.min_ts >= $3
+"""
+
+
+async def entry(conn: Conn, source_id: int, at: datetime, entry_id: int) -> ChunkEvent | None:
+    """One event by its key, from whichever tier holds it."""
+    row = await conn.fetchrow(ENTRY_HOT.format(columns=HOT_COLUMNS), source_id, at, entry_id)
+    if row is not None:
+        return _hot_event(row)
+    wanted = (micros(at), entry_id)
+    day_floor = at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    for chunk_row in await conn.fetch(ENTRY_CHUNKS, source_id, at, day_floor):
+        chunk = decode_chunk(source_id, chunk_row["payload"])
+        for index, key in enumerate(zip(chunk.timestamps, chunk.ids, strict=True)):
+            if key == wanted:
+                return chunk.event(index)
+    return None

@@ -1,0 +1,160 @@
+"""The chunk codec round-trips every event exactly; its index holds every term; the
+word rules and jsonb containment are those docs/storage.md states."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+
+from logkeep.domain import exactjson
+from logkeep.domain.chunks import (
+    ChunkEvent,
+    CorruptChunk,
+    decode_chunk,
+    encode_chunk,
+    index_terms,
+    may_hold,
+)
+from logkeep.domain.matching import (
+    FOLD_EXCEPTIONS,
+    TextCondition,
+    contains,
+    fold,
+    metadata_terms,
+    words,
+)
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+NASTY_METADATA: list[dict[str, Any]] = [
+    {},
+    {"status": 503, "host": "web-1"},
+    {"big": 10**30, "exact": Decimal("0.1000000000000000000001"), "f": 12.5, "neg": -0.0},
+    {"nested": {"a": [1, "two", None, True, {"x": []}]}, "empty": {}, "list": []},
+    {"émoji 🚀": "ünïcode \u2028 line", "q": '"quoted"', "bs": "back\\slash"},
+    {"status": "503"},
+    {"b": False, "n": None},
+]
+
+
+def events(count: int = 50, source_id: int = 4) -> list[ChunkEvent]:
+    levels = ["DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
+    return [
+        ChunkEvent(
+            id=10**12 + (count - n) * 3,  # ids not in time order
+            source_id=source_id,
+            timestamp=T0 + timedelta(microseconds=n * 997 // 3),  # some equal timestamps
+            level=levels[n % 5],
+            message=["plain", "ünïcode Zeitüberschreitung", "x" * 5000, "tab\there", "🚀"][n % 5]
+            + f" #{n}",
+            metadata=NASTY_METADATA[n % len(NASTY_METADATA)],
+            ingested_at=T0 + timedelta(seconds=n // 10),
+        )
+        for n in range(count)
+    ]
+
+
+def test_a_chunk_round_trips_every_event_exactly_in_time_order() -> None:
+    given = events()
+    encoded = encode_chunk(given)
+    decoded = decode_chunk(4, encoded.payload).events()
+    expected = sorted(given, key=lambda e: (e.timestamp, e.id))
+    assert decoded == expected
+    for got, want in zip(decoded, expected, strict=True):  # types too: 1 is not 1.0
+        assert exactjson.dumps(got.metadata, option=orjson.OPT_SORT_KEYS) == exactjson.dumps(
+            want.metadata, option=orjson.OPT_SORT_KEYS
+        )
+        assert list(got.metadata) == sorted(want.metadata, key=lambda k: (len(k.encode()), k))
+    assert encoded.events == len(given)
+    assert encoded.min_ts == expected[0].timestamp and encoded.max_ts == expected[-1].timestamp
+    assert sum(encoded.level_counts) == len(given)
+
+
+def test_a_chunk_is_much_smaller_than_its_events() -> None:
+    given = events(1000)
+    encoded = encode_chunk(given)
+    plain = sum(len(e.message) + len(exactjson.dumps(e.metadata)) for e in given)
+    assert len(encoded.payload) < plain / 5
+
+
+def test_the_bloom_filter_holds_every_index_term_and_few_others() -> None:
+    given = events(300)
+    encoded = encode_chunk(given)
+    terms = index_terms([e.message for e in given], (e.metadata for e in given))
+    assert {"zeitüberschreitung", "status=#503", "status=$503", "host=$web-1"} <= terms
+    assert all(may_hold(encoded.bloom, t) for t in terms)
+    strangers = [f"never-{n}" for n in range(2000)]
+    assert sum(may_hold(encoded.bloom, t) for t in strangers) < 2000 * 0.03
+
+
+@pytest.mark.parametrize(
+    "payload", [b"", b"\x02abc", b"\x01not zstd", b"\x01(\xb5/\xfd\x00\x00\x01\x00\x00"]
+)
+def test_a_payload_this_codec_did_not_write_is_refused(payload: bytes) -> None:
+    with pytest.raises(CorruptChunk):
+        decode_chunk(1, payload)
+
+
+def test_a_chunk_holds_one_source_and_no_nul() -> None:
+    with pytest.raises(ValueError, match="one source"):
+        encode_chunk(events(3, 1) + events(3, 2))
+    bad = events(2)
+    bad[0] = ChunkEvent(1, 4, T0, "INFO", "a\x00b", {}, T0)
+    with pytest.raises(ValueError, match="NUL"):
+        encode_chunk(bad)
+
+
+def test_words_are_runs_of_letters_and_digits() -> None:
+    assert words("GET /api/zebra42 com.acme.PaymentService ORD-123456 user.name@x.io") == [
+        "get", "api", "zebra42", "com", "acme", "paymentservice", "ord", "123456", "user",
+        "name", "x", "io",
+    ]  # fmt: skip
+    assert words("order_items München") == ["order", "items", "münchen"]
+    assert TextCondition.of("ORD-123456 münchen", None).required_words() == [
+        "123456",
+        "münchen",
+        "ord",
+    ]
+
+
+def test_folding_never_turns_a_non_ascii_character_into_ascii() -> None:
+    """What lets ILIKE ... COLLATE "C" pre-filter the hot tier (matching.sql_hints)."""
+    found = set()
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        if char.isascii() or 0xD800 <= code <= 0xDFFF:
+            continue
+        if any(c.isascii() for c in char.lower()):
+            found.add(char)
+    assert found == FOLD_EXCEPTIONS
+    assert all(len(fold(c)) == 1 for c in map(chr, range(0x3000)) if not ord(c) >= 0xD800)
+
+
+@pytest.mark.parametrize(
+    ("container", "contained", "expected"),
+    [
+        ({"a": [1, 2]}, {"a": 1}, False),
+        ({"a": [1, 2]}, {"a": [1]}, True),
+        ({"a": 1.0}, {"a": 1}, True),
+        ({"a": Decimal("0.10")}, {"a": 0.1}, True),
+        ({"a": Decimal("0.1000000000000000055511151231257827")}, {"a": 0.1}, False),
+        ({"a": True}, {"a": 1}, False),
+        ({"a": "1"}, {"a": 1}, False),
+        ({"a": {"b": 1, "c": 2}}, {"a": {}}, True),
+        ({"a": [[1, 2]]}, {"a": [1]}, False),
+        ({"a": [{"x": 1, "y": 2}]}, {"a": [{"x": 1}]}, True),
+        ({"a": [1]}, {"a": []}, True),
+        ({"a": {}}, {"a": []}, False),
+        ({"a": None}, {"a": None}, True),
+        ({}, {"a": None}, False),
+    ],
+)
+def test_containment_is_jsonb_containment(container: Any, contained: Any, expected: bool) -> None:
+    assert contains(container, contained) is expected
+    if expected:  # what the index is asked for, the chunk's terms hold
+        assert set(metadata_terms(contained)) <= set(metadata_terms(container))
