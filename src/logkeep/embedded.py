@@ -23,6 +23,7 @@ import pwd
 import re
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import tempfile
@@ -30,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import redis
@@ -898,3 +900,288 @@ class LoopbackPostgres:
             return
         _stop_process(self.process, signal.SIGINT)
         self.process = None
+
+
+# ---------------------------------------------------------------------------------------
+# Redis Cluster and Sentinel on loopback TCP ports (tests and benchmarks)
+
+
+def find_redis_cli() -> Path:
+    """redis-cli (for `--cluster create` and `--cluster reshard`): the machine's."""
+    if on_path := shutil.which("redis-cli"):
+        return Path(on_path)
+    raise EmbeddedError("no redis-cli on PATH: Redis Cluster tools need it (install Redis)")
+
+
+def free_port_pair() -> int:
+    """A loopback port that is free, and whose cluster bus port (+10000) is free too."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise EmbeddedError("no free loopback port with a free cluster bus port")
+
+
+@dataclass
+class LoopbackRedis:
+    """A throwaway redis-server (or sentinel) on 127.0.0.1:`port`, without persistence,
+    never evicting: a node of a test's cluster, a replica, or a sentinel."""
+
+    root: Path
+    port: int
+    args: tuple[str, ...] = ()
+    sentinel_config: str = ""  # a sentinel: its configuration file's text
+    server: Path = field(default_factory=find_redis_server)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / f"redis-{self.port}.log"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, deadline_s: float = 30.0) -> None:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        common = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.root)]
+        common += ["--logfile", str(self.log_file), "--daemonize", "no"]
+        if self.sentinel_config:
+            config = self.root / f"sentinel-{self.port}.conf"  # sentinels rewrite it
+            config.write_text(self.sentinel_config)
+            argv = [str(self.server), str(config), "--sentinel", *common]
+        else:
+            argv = [str(self.server), *common, "--save", "", "--appendonly", "no"]
+            argv += ["--maxmemory-policy", "noeviction", *self.args]
+        self.process = subprocess.Popen(
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        _wait_until_answers(
+            "Redis", self.process, self.answers, self.log_file, Path(self.address), deadline_s
+        )
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5.0)
+
+    def answers(self) -> bool:
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1.0)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no goodbye to the cluster or the sentinels."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        _stop_process(self.process, signal.SIGTERM)
+        self.process = None
+
+
+def _wait_for(what: str, check: Callable[[], bool], deadline_s: float) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise EmbeddedError(f"{what} within {deadline_s:.0f}s")
+
+
+@dataclass
+class LoopbackRedisCluster:
+    """A Redis Cluster of `primaries` primaries with `replicas` replicas each, made by
+    `redis-cli --cluster create` (slots split evenly in contiguous ranges)."""
+
+    root: Path
+    primaries: int = 3
+    replicas: int = 1
+    node_timeout_ms: int = 2000
+    nodes: list[LoopbackRedis] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(n.address for n in self.nodes)
+
+    def start(self, deadline_s: float = 60.0) -> None:
+        cli = find_redis_cli()
+        args = ("--cluster-enabled", "yes", "--cluster-node-timeout", str(self.node_timeout_ms))
+        for _ in range(self.primaries * (1 + self.replicas)):
+            port = free_port_pair()
+            node_args = (*args, "--cluster-config-file", f"nodes-{port}.conf")
+            node = LoopbackRedis(self.root, port, node_args)
+            node.start()
+            self.nodes.append(node)
+        addresses = [n.address for n in self.nodes]
+        argv = [str(cli), "--cluster", "create", *addresses]
+        argv += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise EmbeddedError(f"redis-cli --cluster create failed: {result.stdout[-2000:]!r}")
+        self.wait_healthy(deadline_s)
+
+    def live(self) -> list[LoopbackRedis]:
+        return [n for n in self.nodes if n.process is not None and n.process.poll() is None]
+
+    def _state(self, node: LoopbackRedis) -> tuple[bool, list[str]]:
+        """(cluster_state ok, CLUSTER NODES lines) as one node sees it."""
+        with contextlib.closing(node.client()) as client:
+            info = client.cluster("INFO")
+            text = info.decode() if isinstance(info, bytes) else str(info)
+            lines = client.cluster("NODES")
+            nodes = (lines.decode() if isinstance(lines, bytes) else str(lines)).splitlines()
+        return "cluster_state:ok" in text, nodes
+
+    def wait_healthy(self, deadline_s: float = 60.0) -> None:
+        """Until every live node says the cluster is ok, every slot is served by a
+        primary that is not failed, and they all agree on which."""
+
+        def healthy() -> bool:
+            views = set()
+            for node in self.live():
+                try:
+                    ok, lines = self._state(node)
+                except redis.RedisError:
+                    return False
+                if not ok or any("fail" in line.split()[2] for line in lines):
+                    return False
+                primaries = sorted(
+                    (line.split()[1].split("@")[0], " ".join(line.split()[8:]))
+                    for line in lines
+                    if "master" in line.split()[2] and len(line.split()) > 8
+                )
+                views.add(tuple(primaries))
+            return len(views) == 1
+
+        _wait_for("the Redis Cluster did not become healthy", healthy, deadline_s)
+
+    def primary_addresses(self) -> dict[str, str]:
+        """Node id -> address of every primary serving slots, as a live node sees it."""
+        _, lines = self._state(self.live()[0])
+        found = {}
+        for line in lines:
+            fields = line.split()
+            if "master" in fields[2] and "fail" not in fields[2] and len(fields) > 8:
+                found[fields[0]] = fields[1].split("@")[0]
+        return found
+
+    def node_at(self, address: str) -> LoopbackRedis:
+        return next(n for n in self.nodes if n.address == address)
+
+    def reshard(self, source_id: str, target_id: str, slots: int) -> None:
+        """Move `slots` slots from one primary to another with redis-cli (keys too)."""
+        live = self.live()[0]
+        argv = [str(find_redis_cli()), "--cluster", "reshard", live.address]
+        argv += ["--cluster-from", source_id, "--cluster-to", target_id]
+        argv += ["--cluster-slots", str(slots), "--cluster-yes", "--cluster-pipeline", "100"]
+        result = subprocess.run(
+            argv,
+            capture_output=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise EmbeddedError(f"redis-cli --cluster reshard failed: {result.stdout[-2000:]!r}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@dataclass
+class LoopbackRedisSentinel:
+    """A primary, `replicas` replicas and `sentinels` sentinels (quorum: a majority)
+    watching it as `service`."""
+
+    root: Path
+    replicas: int = 1
+    sentinels: int = 3
+    service: str = "logkeep"
+    down_after_ms: int = 1000
+    primary: LoopbackRedis | None = None
+    replica_nodes: list[LoopbackRedis] = field(default_factory=list)
+    sentinel_nodes: list[LoopbackRedis] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(n.address for n in self.sentinel_nodes)
+        return f"redis+sentinel://{hosts}/{self.service}"
+
+    def start(self, deadline_s: float = 60.0) -> None:
+        self.primary = LoopbackRedis(self.root, free_port_pair())
+        self.primary.start()
+        for _ in range(self.replicas):
+            replica = LoopbackRedis(
+                self.root, free_port_pair(), ("--replicaof", "127.0.0.1", str(self.primary.port))
+            )
+            replica.start()
+            self.replica_nodes.append(replica)
+        quorum = self.sentinels // 2 + 1
+        config = (
+            f"sentinel monitor {self.service} 127.0.0.1 {self.primary.port} {quorum}\n"
+            f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {self.service} 10000\n"
+            f"sentinel parallel-syncs {self.service} 1\n"
+        )
+        for _ in range(self.sentinels):
+            sentinel = LoopbackRedis(self.root, free_port_pair(), sentinel_config=config)
+            sentinel.start()
+            self.sentinel_nodes.append(sentinel)
+        _wait_for(
+            "the replicas and sentinels did not all see the primary",
+            lambda: self._all_known(),
+            deadline_s,
+        )
+
+    def _all_known(self) -> bool:
+        try:
+            for sentinel in self.sentinel_nodes:
+                with contextlib.closing(sentinel.client()) as client:
+                    state: Any = client.sentinel_master(self.service)
+                    if int(state["num-slaves"]) < self.replicas:
+                        return False
+                    if int(state["num-other-sentinels"]) < self.sentinels - 1:
+                        return False
+            assert self.primary is not None
+            with contextlib.closing(self.primary.client()) as client:
+                info = client.info("replication")
+                return int(info.get("connected_slaves", 0)) >= self.replicas
+        except redis.RedisError:
+            return False
+
+    def current_primary_port(self) -> int:
+        """The primary's port as the sentinels name it now."""
+        for sentinel in self.sentinel_nodes:
+            if sentinel.process is None:
+                continue
+            with contextlib.closing(sentinel.client()) as client:
+                address: Any = client.sentinel_get_master_addr_by_name(self.service)
+                return int(address[1])
+        raise EmbeddedError("no sentinel is running")
+
+    def stop(self) -> None:
+        for node in [*self.sentinel_nodes, *self.replica_nodes]:
+            node.stop()
+        if self.primary is not None:
+            self.primary.stop()
