@@ -24,6 +24,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 
 from logkeep.config import MIN_PROD_SECRET_LENGTH, PLACEHOLDER_SECRETS, Environment, Settings
 from logkeep.db import migrate
+from logkeep.db.compaction import CompactionStatus, compaction_status
 from logkeep.db.database import describe_pg_target, describe_redis_target
 from logkeep.db.partitions import existing_partition_days
 from logkeep.db.queries import q
@@ -257,6 +258,8 @@ async def postgres_checks(settings: Settings, today: date) -> list[Check]:
         if await conn.fetchval(LOG_TABLE_EXISTS_SQL):
             checks.append(await check_partitions(conn, settings, today))
             checks.append(await check_default_partition(conn, settings))
+            if await conn.fetchval("SELECT to_regclass('log_chunks') IS NOT NULL"):
+                checks.append(await check_compaction(conn, settings))
         checks.append(await check_connections(conn, settings))
         return checks
     finally:
@@ -322,6 +325,30 @@ async def check_default_partition(conn: asyncpg.Connection, settings: Settings) 
             "partition: inspect them in log_entries_default, then delete them",
         )
     return ok("default partition", "empty")
+
+
+def judge_compaction(status: CompactionStatus, settings: Settings) -> Check:
+    """Compaction falls behind when a closed slice waits longer than the allowed lag."""
+    held = f"{status.chunks:,} chunks hold {status.chunk_events:,} events"
+    if status.lag_s > settings.compaction_max_lag_s:
+        return warn(
+            "compaction",
+            f"behind by {status.lag_s:,.0f} s (oldest waiting event "
+            f"{status.oldest_waiting:%Y-%m-%d %H:%M} UTC); {held}",
+            "check that an API process runs with LOGKEEP_COMPACTION_INTERVAL_S above 0 (here "
+            f"{settings.compaction_interval_s}) and look for compaction_failed in its log; "
+            "`logkeep db compact` catches up now",
+        )
+    return ok("compaction", f"caught up (lag {status.lag_s:,.0f} s); {held}")
+
+
+async def check_compaction(conn: asyncpg.Connection, settings: Settings) -> Check:
+    status = await compaction_status(
+        conn,
+        slice_length=timedelta(seconds=settings.compaction_slice_s),
+        grace=timedelta(seconds=settings.compaction_grace_s),
+    )
+    return judge_compaction(status, settings)
 
 
 def judge_connections(

@@ -12,6 +12,7 @@ from logkeep.cli.common import console
 from logkeep.cli.db import db_app
 from logkeep.cli.ingest import ingest
 from logkeep.cli.sources import sources_app
+from logkeep.cli.stats import stats_app
 from logkeep.cli.users import users_app
 
 app = typer.Typer(help="logkeep: a log store on PostgreSQL and Redis.", no_args_is_help=True)
@@ -27,12 +28,13 @@ for command in (server.up, server.serve, server.worker, server.syslog, server.ge
     app.command()(command)
 app.command()(ingest)
 app.command()(alerts)
-for command in (read.query, read.tail, read.stats, auth.login, auth.logout):
+for command in (read.query, read.tail, auth.login, auth.logout):
     app.command()(command)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(sources_app, name="sources")
 app.add_typer(bench_app, name="bench")
+app.add_typer(stats_app, name="stats")
 
 
 def main() -> None:

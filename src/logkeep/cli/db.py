@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 import typer
@@ -11,6 +12,7 @@ from rich.table import Table
 from logkeep.cli.common import console, err, load_settings, run_async, stores, with_connection
 from logkeep.config import Environment, Settings
 from logkeep.db import migrate as migrations
+from logkeep.db.compaction import CompactionReport, compact, expire_sources
 from logkeep.db.database import Database, describe_pg_target
 from logkeep.db.partitions import MaintenanceReport, maintain
 from logkeep.db.schema_dump import describe_schema
@@ -81,6 +83,47 @@ def print_seed(report: SeedReport) -> None:
         for user, password in report.generated_passwords.items():
             table.add_row(user, password)
         console.print(table)
+
+
+async def run_compaction(settings: Settings, until_now: bool) -> CompactionReport:
+    async def compact_all(conn: Conn) -> CompactionReport:
+        report = await compact(
+            conn,
+            slice_length=timedelta(seconds=settings.compaction_slice_s),
+            # --all: every slice that has begun, the one in progress included.
+            grace=timedelta(
+                seconds=-settings.compaction_slice_s if until_now else settings.compaction_grace_s
+            ),
+        )
+        if not report.busy:
+            report.expired_events = await expire_sources(conn)
+        return report
+
+    return await with_connection(settings, compact_all)
+
+
+@db_app.command("compact")
+def db_compact(
+    every_slice: Annotated[
+        bool,
+        typer.Option("--all", help="also the slice in progress (rows arriving meanwhile stay hot)"),
+    ] = False,
+) -> None:
+    """Compact closed time slices into compressed chunks now, and apply per-source
+    retention (API processes do both in the background)."""
+    settings = load_settings()
+    with stores(settings) as (resolved, _):
+        report = run_async(run_compaction(resolved, every_slice))
+    if report.busy:
+        console.print("another process is compacting; nothing done")
+        return
+    rate = report.events / report.seconds if report.seconds else 0
+    console.print(
+        f"compacted {report.events:,} events of {report.slices:,} slices into "
+        f"{report.chunks:,} chunks in {report.seconds:.1f} s ({rate:,.0f} events/s)"
+    )
+    if report.expired_events:
+        console.print(f"per-source retention removed {report.expired_events:,} events")
 
 
 @db_app.command("migrate")

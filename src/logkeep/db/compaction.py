@@ -32,6 +32,7 @@ import structlog
 from logkeep import metrics
 from logkeep.db.tiers import TIERS_LOCK_KEY
 from logkeep.db.types import Conn
+from logkeep.domain import exactjson
 from logkeep.domain.chunks import (
     CHUNK_EVENTS,
     ChunkEvent,
@@ -63,7 +64,7 @@ LIMIT 1
 """
 SLICE_ROWS = """
 SELECT le.id, le.source_id, le."timestamp", le.level::text AS level, le.message,
-       le.metadata, le.ingested_at
+       le.metadata::text AS metadata, le.ingested_at
 FROM log_entries le
 WHERE le.source_id = $1 AND le."timestamp" >= $2 AND le."timestamp" < $3
   AND le.tableoid <> 'log_entries_default'::regclass
@@ -128,7 +129,8 @@ def _event(row: asyncpg.Record) -> ChunkEvent:
         row["timestamp"],
         row["level"],
         row["message"],
-        row["metadata"],
+        # As text, parsed as the pool's jsonb codec parses it: any connection will do.
+        exactjson.loads(row["metadata"]),
         row["ingested_at"],
     )
 

@@ -142,3 +142,57 @@ class StatsRepository:
             "summary", params, source_ids, self._ttl_summary_s, load
         )
         return result
+
+
+# ---------------------------------------------------------------------------------------
+# Storage per tier and per source (`logkeep stats storage`, docs/storage.md)
+
+# Each tier's bytes on disk (tables, TOAST and indexes of every day partition), shared
+# out among sources by what their rows or chunks take.
+TIER_BYTES = """
+SELECT coalesce(sum(pg_total_relation_size(i.inhrelid)), 0)::bigint
+FROM pg_inherits i WHERE i.inhparent = $1::regclass
+"""
+HOT_BY_SOURCE = """
+SELECT s.name AS source, count(*)::bigint AS events, sum(pg_column_size(le.*))::bigint AS bytes
+FROM log_entries le JOIN log_sources s ON s.id = le.source_id
+GROUP BY s.name ORDER BY s.name
+"""
+CHUNKS_BY_SOURCE = """
+SELECT s.name AS source, sum(c.events)::bigint AS events, count(*)::bigint AS chunks,
+       sum(octet_length(c.payload) + octet_length(c.bloom) + 80)::bigint AS bytes
+FROM log_chunks c JOIN log_sources s ON s.id = c.source_id
+GROUP BY s.name ORDER BY s.name
+"""
+
+
+async def storage_report(conn: Any) -> list[dict[str, Any]]:
+    """Rows of (tier, source, events, chunks, bytes, bytes_per_event), each tier's total
+    first: what `logkeep stats storage` prints."""
+    rows: list[dict[str, Any]] = []
+    for tier, relation, query in (
+        ("hot", "log_entries", HOT_BY_SOURCE),
+        ("compressed", "log_chunks", CHUNKS_BY_SOURCE),
+    ):
+        total_bytes = int(await conn.fetchval(TIER_BYTES, relation))
+        per_source = [dict(r) for r in await conn.fetch(query)]
+        weight = sum(r["bytes"] or 0 for r in per_source) or 1
+        events = sum(r["events"] for r in per_source)
+        rows.append(_storage_row(tier, "(all)", events, total_bytes, per_source))
+        for r in per_source:
+            share = round(total_bytes * (r["bytes"] or 0) / weight)
+            rows.append(_storage_row(tier, r["source"], r["events"], share, [r]))
+    return rows
+
+
+def _storage_row(
+    tier: str, source: str, events: int, size: int, parts: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "tier": tier,
+        "source": source,
+        "events": events,
+        "chunks": sum(p.get("chunks", 0) for p in parts),
+        "bytes": size,
+        "bytes_per_event": round(size / events, 1) if events else None,
+    }
