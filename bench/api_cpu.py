@@ -5,6 +5,9 @@ worker`, a database of its own per run), optionally with a sampling profile of t
     .venv/bin/python bench/api_cpu.py [--rows 100000] [--mode ndjson ...]
         [--baseline-src DIR] [--profile DIR] [--top 20]
 
+`--per-request N` sends N events per request instead of 1,000: what a request costs
+whatever it holds (middleware, routing, dependencies, the Redis call) shows at small N.
+
 Modes: NDJSON, a JSON array and text lines (the nginx source's raw lines with
 `?source=nginx_access`, parsed by its rules), each plain and gzipped.
 
@@ -43,6 +46,7 @@ import asyncpg
 import httpx
 import orjson
 
+from logkeep.bench import ingest as ingest_bench
 from logkeep.bench import wire
 from logkeep.bench.ingest import (
     START_DEADLINE_S,
@@ -248,7 +252,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> None:
         nginx = [e for e in events if e["source"] == NGINX]
         print(
             f"API CPU per event, {len(events):,} events ({len(nginx):,} for text modes), "
-            f"{os.cpu_count()} cores, best of {args.repeat}"
+            f"{args.per_request:,} per request, {os.cpu_count()} cores, best of {args.repeat}"
             + (f", baseline from {args.baseline_src}" if args.baseline_src else "")
         )
         header = f"{'mode':<18} {'us/event':>9} {'events/s':>9}"
@@ -295,8 +299,12 @@ def main() -> None:
     parser.add_argument("--baseline-src", help="a `src` directory of the code to compare with")
     parser.add_argument("--profile", type=Path, help="py-spy each mode's API into this folder")
     parser.add_argument("--top", type=int, default=20)
+    parser.add_argument(
+        "--per-request", type=int, default=1000, help="events per request (1,000 as bench ingest)"
+    )
     args = parser.parse_args()
     args.mode = args.mode or list(MODES)
+    ingest_bench.EVENTS_PER_REQUEST = args.per_request  # bodies_of reads it when called
     if args.baseline_src:
         args.baseline_src = str(Path(args.baseline_src).resolve())
     configure_logging("warning")

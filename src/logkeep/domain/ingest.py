@@ -8,7 +8,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
@@ -54,8 +54,7 @@ class SourceRules:
     dedup: DedupMode = "content"
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
+class Prepared(NamedTuple):  # a tuple: made for every event, faster than a dataclass
     """A validated entry, its stream record (encode_entry) and its dedup fingerprint
     when it can have one."""
 
@@ -329,7 +328,9 @@ def entry_from_event(
         and not isinstance(metadata_value, Mapping)
     ):
         raise InvalidLogEntry("metadata", f"must be an object, got {type(metadata_value).__name__}")
-    event_id = _event_id(event.get("event_id"))
+    event_id = event.get("event_id")
+    if event_id is not None:
+        event_id = _event_id(event_id)
     timestamp = event.get("timestamp")
     level = event.get("level")
     metadata: Mapping[str, Any] = {} if metadata_value is None else metadata_value

@@ -353,13 +353,14 @@ class IngestService:
         except BacklogFull:
             self._count(batch, "backlog_full")
             raise
-        outcomes: Counter[tuple[str, str]] = Counter()
-        for i, (name, outcome) in enumerate(
-            zip(batch.record_sources, batch.record_outcomes, strict=True)
-        ):
-            outcomes[name, "duplicate" if i in appended.duplicate_positions else outcome] += 1
+        # Counted per (source, outcome) pair in C, then the few duplicates moved over.
+        outcomes = Counter(zip(batch.record_sources, batch.record_outcomes, strict=True))
+        for i in appended.duplicate_positions:
+            outcomes[batch.record_sources[i], batch.record_outcomes[i]] -= 1
+            outcomes[batch.record_sources[i], "duplicate"] += 1
         for (name, outcome), count in outcomes.items():  # one update per pair, not per event
-            metrics.INGEST_EVENTS.labels(name, outcome).inc(count)
+            if count:
+                metrics.INGEST_EVENTS.labels(name, outcome).inc(count)
         committed = not appended.horizons
         if durable and appended.horizons:
             started = time.monotonic()
