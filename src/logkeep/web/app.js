@@ -33,6 +33,7 @@ class App {
   constructor(session) {
     this.session = session;
     this.explore = null;
+    this.alerts = null; // the Alerts view, loaded when first opened
     this.admin = new AdminView($("admin-view"), { session, navigate: (url, opts) => this.navigate(url, opts) });
     this.detail = new Detail({
       getState: () => this.explore.state,
@@ -51,10 +52,12 @@ class App {
     const s = this.session;
     $("views").hidden = false;
     $("nav-admin").hidden = !s.actions.includes("admin");
+    $("nav-alerts").hidden = !s.actions.includes("saved_searches");
+    $("alert-from-search").hidden = !s.actions.includes("saved_searches");
     $("who").textContent = s.kind === "anonymous" ? "dev (no sign-in)" : s.name;
     $("signout").hidden = s.kind !== "user";
     $("signout").addEventListener("click", () => this.signOut());
-    for (const link of [$("brand"), $("nav-explore"), $("nav-admin")]) {
+    for (const link of [$("brand"), $("nav-explore"), $("nav-alerts"), $("nav-admin"), $("alert-from-search")]) {
       link.addEventListener("click", (event) => {
         event.preventDefault();
         this.navigate(link.getAttribute("href"));
@@ -77,18 +80,35 @@ class App {
   route(first) {
     const state = readState();
     const admin = state.view === "admin";
-    $("explore-view").hidden = admin;
+    const alerts = state.view === "alerts";
+    $("explore-view").hidden = admin || alerts;
     $("admin-view").hidden = !admin;
-    $("nav-explore").toggleAttribute("aria-current", !admin);
+    $("alerts-view").hidden = !alerts;
+    $("nav-explore").toggleAttribute("aria-current", !admin && !alerts);
     $("nav-admin").toggleAttribute("aria-current", admin);
+    $("nav-alerts").toggleAttribute("aria-current", alerts);
+    if (this.alerts && !alerts) this.alerts.hide();
     if (admin) {
       this.detail.close();
       this.admin.show(state.tab);
       return;
     }
+    if (alerts) {
+      this.detail.close();
+      this.showAlerts();
+      return;
+    }
     this.explore.fromUrl();
     if (state.entry) this.openPermalink(state);
     else if (!first) this.detail.close();
+  }
+
+  async showAlerts() {
+    if (!this.alerts) {
+      const { AlertsView } = await import("./alerts.js");
+      this.alerts ||= new AlertsView($("alerts-view"), { session: this.session, navigate: (url, opts) => this.navigate(url, opts) });
+    }
+    if (readState().view === "alerts") this.alerts.show();
   }
 
   async openPermalink(state) {
@@ -175,7 +195,10 @@ function showLogin() {
 }
 
 async function main() {
-  setupTheme(() => app && app.explore && app.explore.histogram.redraw());
+  setupTheme(() => {
+    if (app && app.explore) app.explore.histogram.redraw();
+    if (app && app.alerts) app.alerts.redraw();
+  });
   $("help-button").addEventListener("click", () => $("help").showModal());
   let app = null;
   let session;

@@ -160,6 +160,7 @@ export class ExploreView {
     const pairs = searchPairs(s);
     $("export-csv").href = `/api/v1/logs/export?${new URLSearchParams([...pairs, ["format", "csv"]])}`;
     $("export-ndjson").href = `/api/v1/logs/export?${new URLSearchParams([...pairs, ["format", "ndjson"]])}`;
+    $("alert-from-search").href = `/?${new URLSearchParams([["view", "alerts"], ["tab", "edit"], ...pairs])}`;
   }
 
   describeWindow() {
