@@ -41,3 +41,14 @@ async def test_cold_load_of_the_search_page(explorer: Explorer) -> None:
     print(f"\ncold load of /: {summary(entries)}")
     names = [e["name"] for e in assets(entries)]
     assert not [n for n in names if "/alert" in n]
+    # Opening the Alerts view fetches its modules and stylesheet, once.
+    await page.get_by_role("link", name="Alerts", exact=True).click()
+    await page.locator("#alert-list, #alerts-view p.muted").first.wait_for()
+    await page.wait_for_load_state("networkidle")
+    after = await page.evaluate(RESOURCES)
+    added = [e for e in assets(after) if e["name"] not in names]
+    print(f"opening Alerts adds: {summary(added)}")
+    assert {n.rsplit("/", 1)[-1] for n in (e["name"] for e in added)} == {
+        "alerts.js", "alert_common.js", "alert_editor.js", "alert_preview.js",
+        "alert_silences.js", "alert_channel_admin.js", "alerts.css",
+    }  # fmt: skip

@@ -350,7 +350,8 @@ export class AdminView {
       } catch (e) { showError(error, e); }
     });
     body.append(h("section", {}, h("h2", {}, "Alert rules"),
-      h("p", { class: "note" }, "Rules of the kind a threshold on matching entries; the other kinds, channels and silences are set through the API (docs/alerting.md)."),
+      h("p", { class: "note" }, "Threshold rules on matching entries, in short. Every kind with its preview, the alerts' states, silences and channels: ",
+        h("a", { href: "/?view=alerts", onclick: (event) => { event.preventDefault(); this.navigate("/?view=alerts"); } }, "Alerts"), "."),
       error, table(["name", "source", "level", "words", "fires at", "state", ""], rows)), form);
   }
 }
