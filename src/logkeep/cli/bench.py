@@ -65,3 +65,27 @@ def bench_query(
         )
         with stop_on_signals(), stores(bench_settings) as (resolved, _):
             run_async(run(resolved, rows, runs))
+
+
+@bench_app.command("storage")
+def bench_storage(
+    rows: Annotated[int, typer.Option(min=1000, help="events to load")] = 1_000_000,
+) -> None:
+    """Bytes per event of the hot and compressed tiers against raw NDJSON and zstd -3 of
+    it, and compaction's CPU per event, in throwaway servers of its own."""
+    from logkeep.bench.storage import run
+
+    settings = load_settings()
+    configure_logging("warning")
+    with temporary_root("lk-bench-") as root:
+        bench_settings = settings.model_copy(
+            update={
+                "database_url": None,
+                "redis_url": None,
+                "data_dir": root,
+                "maintenance_interval_s": 0,
+                "compaction_interval_s": 0,
+            }
+        )
+        with stop_on_signals(), stores(bench_settings) as (resolved, _):
+            run_async(run(resolved, rows))

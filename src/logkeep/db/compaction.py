@@ -152,11 +152,12 @@ async def _insert(conn: Conn, chunk: EncodedChunk) -> None:
 
 
 async def write_chunks(conn: Conn, events: Sequence[ChunkEvent]) -> int:
-    """Chunks of CHUNK_EVENTS events (the last one shorter); how many were written."""
+    """Chunks of CHUNK_EVENTS events (the last one shorter) of events in (timestamp, id)
+    order; how many were written."""
     written = 0
     for offset in range(0, len(events), CHUNK_EVENTS):
         group = events[offset : offset + CHUNK_EVENTS]
-        await _insert(conn, encode_chunk(group))
+        await _insert(conn, encode_chunk(group, ordered=True))
         written += 1
     return written
 
@@ -190,7 +191,8 @@ async def compact_slice(
             if len(rows) < READ_BATCH:
                 full = len(pending)
             if full:
-                pending.sort(key=lambda e: (e.timestamp, e.id))
+                if merged:  # the merged chunk's events before or among the new rows
+                    pending.sort(key=lambda e: (e.timestamp, e.id))
                 chunks += await write_chunks(conn, pending[:full])
                 pending = pending[full:]
             if len(rows) < READ_BATCH:

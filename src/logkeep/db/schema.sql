@@ -77,7 +77,7 @@ CREATE OR REPLACE FUNCTION public.log_chunk_may_hold(bloom bytea, h1 bigint[], h
  IMMUTABLE PARALLEL SAFE
 AS $function$
     SELECT NOT EXISTS (
-        SELECT 1 FROM unnest(h1, h2) AS t(a, b), generate_series(0, 6) AS i
+        SELECT 1 FROM unnest(h1, h2) AS t(a, b), generate_series(0, 3) AS i
         WHERE get_bit(bloom, ((a + i * b) % (octet_length(bloom)::bigint * 8))::integer) = 0)
 $function$;
 

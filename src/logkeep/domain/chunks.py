@@ -41,11 +41,12 @@ ZSTD_LEVEL = 3
 FORMAT_VERSION = 1
 LEVELS = ("DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 LEVEL_CODE = {name: index for index, name in enumerate(LEVELS)}
-# Bloom filters: BLOOM_BITS_PER_TERM bits a term (about 1 % false positives with
-# BLOOM_HASHES probes); sizes are powers of two. The schema's log_chunk_may_hold probes
-# BLOOM_HASHES bits too: change both together.
-BLOOM_BITS_PER_TERM = 10
-BLOOM_HASHES = 7
+# Bloom filters: at least BLOOM_BITS_PER_TERM bits a term (sizes are powers of two) and
+# BLOOM_HASHES probes: under 0.7 % false positives, with half the work of the 7 probes
+# that 10 bits would want. The schema's log_chunk_may_hold probes 4 bits too: change
+# both together.
+BLOOM_BITS_PER_TERM = 12
+BLOOM_HASHES = 4
 BLOOM_MIN_BITS = 256
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -133,11 +134,19 @@ def _metadata_columns(objects: Sequence[dict[str, Any]]) -> list[tuple[str, list
     ]
 
 
-def encode_chunk(events: Sequence[ChunkEvent]) -> EncodedChunk:
-    """The chunk of `events` (one source, any order: they are sorted here)."""
+def _key(event: ChunkEvent) -> tuple[datetime, int]:
+    return (event.timestamp, event.id)
+
+
+def encode_chunk(events: Sequence[ChunkEvent], *, ordered: bool = False) -> EncodedChunk:
+    """The chunk of `events` (one source, sorted here by (timestamp, id) unless the
+    caller says they are)."""
     if not events:
         raise ValueError("a chunk holds at least one event")
-    ordered = sorted(events, key=lambda e: (e.timestamp, e.id))
+    return _encode(list(events) if ordered else sorted(events, key=_key))
+
+
+def _encode(ordered: list[ChunkEvent]) -> EncodedChunk:
     source_id = ordered[0].source_id
     if any(e.source_id != source_id for e in ordered):
         raise ValueError("a chunk holds the events of one source")
@@ -204,10 +213,15 @@ def bloom_filter(terms: Iterable[str]) -> bytes:
         bits *= 2
     mask = bits - 1  # a power of two: modulo is a mask
     filled = bytearray(bits // 8)
-    probes = range(BLOOM_HASHES)
-    for h1, h2 in hashed:
-        for position in [(h1 + i * h2) & mask for i in probes]:
-            filled[position >> 3] |= 1 << (position & 7)
+    for h1, h2 in hashed:  # BLOOM_HASHES probes, unrolled
+        p = h1 & mask
+        filled[p >> 3] |= 1 << (p & 7)
+        p = (h1 + h2) & mask
+        filled[p >> 3] |= 1 << (p & 7)
+        p = (h1 + 2 * h2) & mask
+        filled[p >> 3] |= 1 << (p & 7)
+        p = (h1 + 3 * h2) & mask
+        filled[p >> 3] |= 1 << (p & 7)
     return bytes(filled)
 
 

@@ -147,6 +147,8 @@ def contains(container: Any, contained: Any) -> bool:
 
 def scalar_term(value: Any) -> str:
     """A scalar as an index term: numbers by value (1, 1.0 and 1e0 alike), types apart."""
+    if type(value) is int and value % 10:
+        return f"#{value}"  # what Decimal(value).normalize() writes, without the Decimal
     number = _number(value)
     if number is not None:
         return "0" if number == 0 else f"#{number.normalize()}"
@@ -173,22 +175,19 @@ def metadata_terms(document: Mapping[str, Any], prefix: str = "") -> Iterator[st
             yield f"{path}={scalar_term(value)}"
 
 
-def column_terms(key: str, values: Iterable[Any]) -> set[str]:
+def column_terms(key: str, values: Sequence[Any]) -> set[str]:
     """The terms of one top-level key's values (metadata_terms, a column at a time)."""
+    kinds = set(map(type, values))
+    if kinds == {str}:  # the common columns: hosts, paths, ids
+        return {f"{key}=${value}" for value in set(values)}
+    if kinds == {int}:
+        return {f"{key}={scalar_term(value)}" for value in set(values)}
     terms: set[str] = set()
-    nested: list[dict[str, Any]] = []
-    for kind, value in {
-        (type(v), v) if not isinstance(v, dict | list) else (list, None) for v in values
-    }:
-        if kind is list:
-            continue
-        if indexed(value):
-            terms.add(f"{key}={scalar_term(value)}")
     for value in values:
         if isinstance(value, dict):
-            nested.append(value)
-    for obj in nested:
-        terms.update(metadata_terms(obj, key + "\x1f"))
+            terms.update(metadata_terms(value, key + "\x1f"))
+        elif not isinstance(value, list) and indexed(value):
+            terms.add(f"{key}={scalar_term(value)}")
     return terms
 
 

@@ -44,12 +44,12 @@ CREATE INDEX log_chunks_newest ON log_chunks (source_id, max_ts);
 CREATE INDEX log_chunks_max_ts ON log_chunks (max_ts);
 
 -- Whether a chunk's Bloom filter may hold every term whose two hashes are given
--- (domain/chunks.py term_hashes): probes h1 + i*h2 for i in 0..6, modulo the filter's
+-- (domain/chunks.py term_hashes): probes h1 + i*h2 for i in 0..3, modulo the filter's
 -- bits, numbered as get_bit numbers them.
 CREATE FUNCTION log_chunk_may_hold(bloom bytea, h1 bigint[], h2 bigint[]) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT NOT EXISTS (
-        SELECT 1 FROM unnest(h1, h2) AS t(a, b), generate_series(0, 6) AS i
+        SELECT 1 FROM unnest(h1, h2) AS t(a, b), generate_series(0, 3) AS i
         WHERE get_bit(bloom, ((a + i * b) % (octet_length(bloom)::bigint * 8))::integer) = 0)
 $$;
 
