@@ -148,14 +148,16 @@ def query(
     if not items:
         footer = empty_hint(since, start, end)
     elif more:
-        footer = f"showing the newest {shown:,} entries; more match (--limit to see more)"
+        newest = "the newest entry" if shown == 1 else f"the newest {shown:,} entries"
+        footer = f"showing {newest}; more match (--limit to see more)"
     else:
         footer = f"{shown:,} {'entry' if shown == 1 else 'entries'}"
     if as_json:
         if not items or more:  # stdout stays JSON lines only
             err.print(escape(footer), highlight=False)
         return
-    console.print(entries_table(items, show_metadata))
+    if items:  # nothing found: the footer alone, not an empty table above it
+        console.print(entries_table(items, show_metadata))
     console.print(escape(footer), highlight=False)
 
 
