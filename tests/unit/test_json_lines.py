@@ -66,6 +66,7 @@ NASTY_LINES = [
     b'{"n": 0.12345678901234567}',  # 17 digits, not a double
     b'{"n": 1700000000.1234567}',  # zap's epoch: 17 digits, a double all the same
     b'{"n": 1e-400}',  # underflow
+    b'{"n": 1E-400, "m": 4.9E-324, "k": -2.5E-310}',  # upper case, subnormals
     b'{"n": 1e999}',  # overflow
     b'{"n": NaN}',
     b'{"n": -Infinity}',
@@ -94,10 +95,11 @@ def test_every_nasty_line_reads_as_it_does_alone() -> None:
     assert values[2] == {"n": 10**29}
     assert values[3] == {"n": Decimal("0.12345678901234567")}
     assert type(values[4]["n"]) is float
-    assert isinstance(values[11], InvalidLogEntry)
-    assert str(values[12]) == "line: is not valid UTF-8 (byte 7)"
-    assert values[13] == {"bom": 1}
-    assert "over the 200-byte line limit" in str(values[20])
+    assert isinstance(values[12], InvalidLogEntry)  # a raw NUL
+    assert str(values[13]) == "line: is not valid UTF-8 (byte 7)"
+    assert values[14] == {"bom": 1}
+    assert values[6] == {"n": Decimal("1E-400"), "m": Decimal("4.9E-324"), "k": -2.5e-310}
+    assert "over the 200-byte line limit" in str(values[21])
 
 
 def test_crlf_and_blank_lines_keep_their_numbers() -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -53,9 +53,9 @@ class UnstorableNumber(ValueError):
 # of 16 digits and dots (an integer past 64 bits, a fraction of 16 digits or more) or a
 # negative exponent of three digits (an underflow). Elsewhere every number has at most
 # 15 significant digits within the range of a double, and orjson's double prints back as
-# exactly the written value. Overflow makes orjson fail. (Two searches of the shape:
-# with the translation they cost about half of what orjson takes to read the text, so
-# the API looks once at a whole NDJSON body, not at each line: inexact_numbers.)
+# exactly the written value. Overflow makes orjson fail. (The translation and the two
+# searches cost about half of what orjson takes to read the text, so the API looks once
+# at a whole NDJSON body rather than at each line: inexact_numbers.)
 _SHAPE = bytes.maketrans(b"0123456789.E", b"00000000000e")
 _LONG_RUN = b"0" * 16
 _TINY_EXPONENT = b"e-000"
@@ -76,10 +76,10 @@ def _kept_by_orjson(token: bytes) -> bool:
     return text == written or Decimal(text) == _decimal(written)
 
 
-def _mantissa_start(shape: bytes, at: int) -> int:
-    """Where the run of digits and dots that ends at `at` starts, looking back no further
-    than the run goes (twice as far each time): a body holding many exponents costs the
-    length of their mantissas, not of everything before each."""
+def _run_start(shape: bytes, at: int) -> int:
+    """Where the run of digits and dots (all "0" in the shape) that ends at `at` starts,
+    looking back no further than the run goes (twice as far each time): a body holding
+    many long runs costs their length, not the length of everything before each."""
     span = 32
     while True:
         low = max(0, at - span)
@@ -89,35 +89,38 @@ def _mantissa_start(shape: bytes, at: int) -> int:
         span *= 2
 
 
-def _inexact(raw: bytes, shape: bytes) -> Iterator[int]:
-    """Where the numbers at the places the shape points out start, that orjson does not
-    read exactly, in order."""
-    found: list[int] = []
-    for needle in (_LONG_RUN, _TINY_EXPONENT):
-        at = shape.find(needle)
-        while at >= 0:
-            # A run starts where it is found; an exponent's mantissa is the run before it.
-            start = at if needle is _LONG_RUN else _mantissa_start(shape, at)
-            if start and raw[start - 1] == 0x2D:  # "-"
-                start -= 1
-            number = _NUMBER_AT.match(raw, start)
-            if number is not None and number.end() > at:
-                if not _kept_by_orjson(number[0]):
-                    found.append(start)
-                at = shape.find(needle, number.end())
-            else:  # not a number (text in a string, a version like 1.2.3.4...)
-                at = shape.find(needle, at + len(needle))
-    yield from sorted(found)
+def _note_inexact(raw: bytes, start: int, at: int, found: list[int]) -> int:
+    """Note in `found` the number starting at `start` (or at the "-" before it) if it
+    reaches past `at` and orjson does not read it exactly. Where the next search ends:
+    no other number starts in this run, whether it held one or only text that looks
+    like one (in a string, a version like 1.2.3.4...)."""
+    if start and raw[start - 1] == 0x2D:  # "-"
+        start -= 1
+    number = _NUMBER_AT.match(raw, start)
+    if number is not None and number.end() > at and not _kept_by_orjson(number[0]):
+        found.append(start)
+    return start
 
 
-def inexact_numbers(raw: bytes) -> Iterator[int]:
+def inexact_numbers(raw: bytes) -> list[int]:
     """The offsets in `raw` (JSON text, or many: NDJSON) of the numbers orjson would not
     read exactly (a few of them may be text in a string that looks like one), in order.
     Where there are none, orjson reads `raw`, and each line of it, exactly. One look at
-    a whole body costs about half of what orjson takes to read it."""
+    a whole NDJSON body costs about half of what orjson takes to read its lines.
+
+    (A number can only start where its run of digits and dots starts, so each run is
+    looked at once. The searches go backwards: rfind skips by the needle's first byte,
+    "e" or "0", and digits are far more common in logs than "e".)"""
     shape = raw.translate(_SHAPE)
-    if _LONG_RUN in shape or _TINY_EXPONENT in shape:
-        yield from _inexact(raw, shape)
+    found: list[int] = []
+    for needle in (_LONG_RUN, _TINY_EXPONENT):
+        at = shape.rfind(needle)
+        while at >= 0:
+            # A long run's number starts where the run does; an exponent's mantissa is
+            # the run before its "e".
+            end = at + len(needle) if needle is _LONG_RUN else at
+            at = shape.rfind(needle, 0, _note_inexact(raw, _run_start(shape, end), at, found))
+    return sorted(set(found))
 
 
 def _decimal(text: str) -> Decimal:
@@ -165,7 +168,7 @@ def loads(data: bytes | str, *, storable: bool = False) -> Any:
         except UnicodeEncodeError:
             return orjson.loads(data)  # a lone surrogate: not JSON text, as orjson says
     failure = None
-    if next(inexact_numbers(raw), None) is None:
+    if not inexact_numbers(raw):
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
