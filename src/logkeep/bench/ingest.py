@@ -570,6 +570,11 @@ def _report_end_to_end(e2e: EndToEnd, rows: int, settings: Settings) -> None:
         f"    CPU seconds: {parts}: {sum(e2e.cpu.values()):.1f} of "
         f"{(os.cpu_count() or 1) * e2e.seconds:.1f} ({os.cpu_count()} cores x wall)"
     )
+    api_us = e2e.cpu["api"] / max(1, sent.accepted + sent.duplicates) * 1e6
+    console.print(
+        f"    API CPU per event: {api_us:.1f} us (by kind of body, with a profile: "
+        "bench/api_cpu.py)"
+    )
     console.print(f"    worker peak RSS (VmHWM): {e2e.worker_peak_rss_mb:.0f} MB")
     dedup = e2e.dedup_bytes
     residual = e2e.redis_after - dedup - e2e.redis_before
