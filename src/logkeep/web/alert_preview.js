@@ -145,6 +145,9 @@ export class PreviewPane {
     const spans = mergedSpans(episodes(answer));
     const fired = answer.notifications.filter((n) => n.status === "firing").map((n) => Date.parse(n.at) / 1000);
     const bandColours = Object.fromEntries(Object.entries(BANDS).map(([k, v]) => [k, colour(v)]));
+    // Translucent colours read fainter on a dark background: a little more there.
+    const dark = getComputedStyle(document.documentElement).colorScheme === "dark";
+    const alpha = { firing: dark ? 0.42 : 0.28, other: dark ? 0.32 : 0.22, bars: dark ? 0.75 : 0.5 };
     const axis = colour("--muted");
     const grid = colour("--grid");
     const width = () => Math.max(260, chart.clientWidth || 400);
@@ -158,7 +161,7 @@ export class PreviewPane {
         { stroke: axis, grid: { stroke: grid, width: 1 }, ticks: { show: false } },
         { stroke: axis, grid: { stroke: grid, width: 1 }, ticks: { show: false }, size: 46 },
       ],
-      series: [{}, { label: "matches", fill: colour("--accent"), stroke: colour("--accent"), width: 0, alpha: 0.5,
+      series: [{}, { label: "matches", fill: colour("--accent"), stroke: colour("--accent"), width: 0, alpha: alpha.bars,
         paths: uPlot.paths.bars({ size: [0.9, 30], align: 1 }), points: { show: false } }],
       hooks: {
         drawClear: [(u) => {
@@ -168,7 +171,7 @@ export class PreviewPane {
           for (const s of spans) {
             const x0 = u.valToPos(Math.max(s.start, from), "x", true);
             const x1 = u.valToPos(Math.min(s.end, to), "x", true);
-            ctx.globalAlpha = s.state === "firing" ? 0.28 : 0.22;
+            ctx.globalAlpha = s.state === "firing" ? alpha.firing : alpha.other;
             ctx.fillStyle = bandColours[s.state] || axis;
             ctx.fillRect(x0, top, Math.max(2, x1 - x0), height);
           }

@@ -143,10 +143,22 @@ export class AlertsView {
       ? h("p", { class: "muted" }, "No alert rules yet. ", this.link("/?view=alerts&tab=edit", "Create one"), ", or open a search and choose “Alert on this search”.")
       : null;
     clear(body).append(h("div", { class: "toolbar" }, counters, h("div", { class: "spacer" }), select, refresh), empty || list);
-    this.timer = setTimeout(() => {
-      if (gen === this.generation && !document.hidden) this.show();
-      else if (gen === this.generation) this.timer = setTimeout(() => this.show(), REFRESH_MS);
-    }, REFRESH_MS);
+    // Refreshed in place (the list is replaced once the new one has arrived, so the
+    // page keeps its scroll position); not while the tab is in the background.
+    const again = () => {
+      if (gen !== this.generation) return;
+      if (document.hidden) {
+        this.timer = setTimeout(again, REFRESH_MS);
+        return;
+      }
+      this.alertsTab(body, params, sources, gen).catch((error) => {
+        if (gen !== this.generation) return;
+        for (const old of body.querySelectorAll(".refresh-error")) old.remove();
+        body.prepend(h("p", { class: "error banner refresh-error", role: "alert" }, `Not refreshed: ${error.message}`));
+        this.timer = setTimeout(again, REFRESH_MS);
+      });
+    };
+    this.timer = setTimeout(again, REFRESH_MS);
   }
 
   ruleBlock(rule, health, alerts, sources) {
