@@ -15,18 +15,42 @@ from urllib.parse import urlsplit
 
 import asyncpg
 from fastapi import APIRouter, HTTPException, Request, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    RootModel,
+    StrictStr,
+)
+from pydantic.config import JsonDict
+from pydantic_core import PydanticCustomError
 
 from logkeep.alerting import store
 from logkeep.api.admin import Access, Admin, Analyst, _audit, _created
 from logkeep.api.auth import readable_sources
-from logkeep.api.fields import PathId, RowId, Text
+from logkeep.api.fields import Instant, PathId, RowId, Text, TextMap, by_field
 from logkeep.api.problems import answers
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"], responses=answers(401, 403, 503))
 BODY = answers(413, 422)
-_EMAIL = re.compile(r"^[^@\s,<>]{1,64}@[A-Za-z0-9.-]{1,253}$")
 MIN_SECRET = 16
+MAX_RECIPIENTS = 50
+# The patterns are the checks (fullmatch here, the same text in the document), written
+# without \s, \w or \d, which mean other things in other regular expression engines.
+_ADDRESS = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}"
+ADDRESS_PATTERN = f"^{_ADDRESS}$"
+ADDRESSES_PATTERN = f"^ *{_ADDRESS} *(?:, *{_ADDRESS} *){{0,{MAX_RECIPIENTS - 1}}}$"
+_HOST = r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?|\[[0-9A-Fa-f:.]{2,45}\])"
+_PORT = (  # 1 to 65535
+    r"(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}"
+    r"|[1-9][0-9]{0,3}))?"
+)
+_USER = r"(?:[A-Za-z0-9._~%!$&'()*+,;=:-]*@)?"
+_URL = "://" + _USER + _HOST + _PORT + r"(?:[/?#][^\x00-\x20\x7f]*)?$"
+HTTP_URL_PATTERN = "^https?" + _URL
+HTTPS_URL_PATTERN = "^https" + _URL
 
 CHANNEL_COLUMNS = "id, name, kind, url, recipients, secret <> '' AS has_secret, created_at"
 LIST_CHANNELS = f"SELECT {CHANNEL_COLUMNS} FROM alert_channels ORDER BY name"
@@ -60,14 +84,125 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ChannelCreate(Strict):
+def _fullmatch(pattern: str, reason: str) -> AfterValidator:
+    """Text that matches `pattern` whole (declared beside it); `reason` when it does not."""
+    compiled = re.compile(pattern)
+
+    def check(text: str) -> str:
+        if not compiled.fullmatch(text):
+            raise PydanticCustomError("string_pattern_mismatch", reason)
+        return text
+
+    return AfterValidator(check)
+
+
+def _recipients(value: Any) -> list[str]:
+    """A list of addresses, or one text of them separated by commas."""
+    if isinstance(value, str) and re.fullmatch(ADDRESSES_PATTERN, value):
+        return [address.strip(" ") for address in value.split(",")]
+    if not isinstance(value, list):
+        raise PydanticCustomError(
+            "addresses", f"1 to {MAX_RECIPIENTS} email addresses, separated by commas"
+        )
+    if not 1 <= len(value) <= MAX_RECIPIENTS:
+        raise PydanticCustomError("addresses", f"1 to {MAX_RECIPIENTS} email addresses")
+    for number, address in enumerate(value, 1):
+        if not isinstance(address, str) or not re.fullmatch(ADDRESS_PATTERN, address):
+            raise PydanticCustomError("address", f"item {number} is not an email address")
+    return value
+
+
+def _empty(reason: str) -> AfterValidator:
+    """A field another kind takes: tolerated when empty, as a form may send every field."""
+
+    def check(value: Any) -> None:
+        if value not in (None, "", []) or isinstance(value, bool):
+            raise PydanticCustomError("not_taken", reason)
+
+    return AfterValidator(check)
+
+
+Recipients = Annotated[
+    Any,
+    AfterValidator(_recipients),
+    Field(
+        description="the addresses: a list, or one text separated by commas",
+        json_schema_extra={
+            "anyOf": [
+                {
+                    "type": "array",
+                    "items": {"type": "string", "pattern": ADDRESS_PATTERN},
+                    "minItems": 1,
+                    "maxItems": MAX_RECIPIENTS,
+                },
+                {"type": "string", "pattern": ADDRESSES_PATTERN},
+            ]
+        },
+    ),
+]
+WebhookUrl = Annotated[
+    StrictStr,
+    Field(max_length=2048, json_schema_extra={"pattern": HTTP_URL_PATTERN}),
+    _fullmatch(HTTP_URL_PATTERN, "is an absolute http or https URL"),
+]
+ChatUrl = Annotated[
+    StrictStr,
+    Field(max_length=2048, json_schema_extra={"pattern": HTTPS_URL_PATTERN}),
+    _fullmatch(HTTPS_URL_PATTERN, "is an absolute https URL"),
+]
+_EMPTY: dict[str, Any] = {"anyOf": [{"type": "null"}, {"type": "string", "maxLength": 0}]}
+NoText = Field(json_schema_extra=_EMPTY)
+NoTo = Annotated[
+    Any,
+    _empty("only email channels take `to`"),
+    Field(json_schema_extra={"anyOf": [*_EMPTY["anyOf"], {"type": "array", "maxItems": 0}]}),
+]
+ONLY_TO = _empty("an email channel takes only `to`")
+
+
+class ChannelFields(Strict):
     name: Text = Field(min_length=1, max_length=100)
-    kind: Literal["webhook", "email", "slack", "teams"]
-    url: Text | None = Field(default=None, max_length=2048)
-    to: list[Text] | Text | None = Field(default=None, description="email: the addresses")
-    secret: Text | None = Field(
-        default=None, max_length=256, description="webhook: the HMAC-SHA256 key (16+ characters)"
+
+
+class WebhookChannel(ChannelFields):
+    """A signed JSON POST to `url` (the signature: docs/alerting.md)."""
+
+    kind: Literal["webhook"]
+    url: WebhookUrl
+    secret: Text = Field(
+        min_length=MIN_SECRET, max_length=256, description="the HMAC-SHA256 key that signs"
     )
+    to: NoTo = None
+
+
+class EmailChannel(ChannelFields):
+    kind: Literal["email"]
+    to: Recipients
+    url: Annotated[Any, ONLY_TO, NoText] = None
+    secret: Annotated[Any, ONLY_TO, NoText] = None
+
+
+class ChatChannel(ChannelFields):
+    """Slack or Teams: their incoming webhook, whose URL is itself the credential."""
+
+    kind: Literal["slack", "teams"]
+    url: ChatUrl
+    secret: Annotated[
+        Any, _empty("only webhooks take a secret (the URL is the credential)"), NoText
+    ] = None
+    to: NoTo = None
+
+
+class ChannelCreate(
+    RootModel[
+        Annotated[
+            WebhookChannel | EmailChannel | ChatChannel,
+            Field(discriminator="kind"),
+            by_field("kind"),
+        ]
+    ]
+):
+    """What each kind takes is its own schema, so the document states it."""
 
 
 class ChannelPublic(BaseModel):
@@ -83,16 +218,6 @@ class ChannelPublic(BaseModel):
 
 def _refuse(field: str, reason: str) -> HTTPException:
     return HTTPException(422, [{"loc": ["body", field], "msg": reason, "type": "invalid"}])
-
-
-def _url(url: str | None, *, https: bool) -> str:
-    if not url:
-        raise _refuse("url", "is required for this kind")
-    parts = urlsplit(url)
-    schemes = ("https",) if https else ("http", "https")
-    if parts.scheme not in schemes or not parts.hostname:
-        raise _refuse("url", f"is an absolute {' or '.join(schemes)} URL")
-    return url
 
 
 def channel_public(row: Any) -> dict[str, Any]:
@@ -125,38 +250,24 @@ async def create_channel(
 ) -> dict[str, Any]:
     """A channel: webhook (url, secret), email (to), slack or teams (their incoming
     webhook's url). The secret and chat webhook URLs are never shown again."""
-    url, recipients, secret = "", [], body.secret or ""
-    if body.kind == "email":
-        if body.url or body.secret:
-            raise _refuse("url" if body.url else "secret", "an email channel takes only `to`")
-        given = body.to if isinstance(body.to, list) else (body.to or "").split(",")
-        recipients = [a.strip() for a in given if a.strip()]
-        if not recipients or len(recipients) > 50:
-            raise _refuse("to", "1 to 50 email addresses")
-        bad = [a for a in recipients if not _EMAIL.match(a)]
-        if bad:
-            raise _refuse("to", f"{bad[0][:80]!r} is not an email address")
+    channel = body.root
+    url, recipients, secret = "", [], ""
+    if isinstance(channel, EmailChannel):
+        recipients = channel.to
     else:
-        if body.to:
-            raise _refuse("to", "only email channels take `to`")
-        url = _url(body.url, https=body.kind != "webhook")
-        if body.kind == "webhook" and len(secret) < MIN_SECRET:
-            raise _refuse(
-                "secret", f"a webhook is signed: give a secret of {MIN_SECRET}+ characters"
-            )
-        if body.kind != "webhook" and secret:
-            raise _refuse("secret", "only webhooks take a secret (the URL is the credential)")
+        url = channel.url
+        secret = channel.secret if isinstance(channel, WebhookChannel) else ""
     try:
         async with request.app.state.db.pool.acquire() as conn:
             row = await conn.fetchrow(
-                INSERT_CHANNEL, body.name, body.kind, url, recipients, secret,
+                INSERT_CHANNEL, channel.name, channel.kind, url, recipients, secret,
                 admin.id if admin.kind == "user" else None,
             )  # fmt: skip
     except asyncpg.UniqueViolationError:
-        raise HTTPException(409, f"a channel named {body.name!r} exists") from None
+        raise HTTPException(409, f"a channel named {channel.name!r} exists") from None
     assert row is not None
     await _audit(access, request, admin, "alert_channel_created", "alert_channel", row["id"],
-                 {"kind": body.kind})  # fmt: skip
+                 {"kind": channel.kind})  # fmt: skip
     return channel_public(row)
 
 
@@ -175,26 +286,48 @@ async def delete_channel(
 # -- silences ---------------------------------------------------------------------------
 
 
+_A_RULE: JsonDict = {"required": ["rule_id"], "properties": {"rule_id": {"type": "integer"}}}
+# Rules between fields, as the route checks them (ends_at after starts_at, and a repeating
+# window shorter than its period, depend on the clock and on two instants: not stated).
+SILENCE_RULES: list[JsonValue] = [
+    {  # what it mutes: a rule, or every alert whose labels match
+        "anyOf": [
+            _A_RULE,
+            {"required": ["matchers"], "properties": {"matchers": {"minProperties": 1}}},
+        ]
+    },
+    {"anyOf": [{"properties": {"group": {"type": "null"}}}, _A_RULE]},  # a group of a rule
+    {  # repeat_until ends a repeating window
+        "anyOf": [
+            {"properties": {"repeat_until": {"type": "null"}}},
+            {"required": ["repeat"], "properties": {"repeat": {"type": "string"}}},
+        ]
+    },
+]
+
+
 class SilenceCreate(Strict):
+    """Give rule_id, matchers or both; a group needs its rule_id; repeat_until needs
+    repeat. Instants are RFC 3339 text with an offset (numbers are refused)."""
+
+    model_config = ConfigDict(json_schema_extra={"allOf": SILENCE_RULES})
+
     rule_id: RowId | None = None
-    group: Text | None = Field(default=None, max_length=1000, description="a group key of the rule")
-    matchers: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=256)]] = (
-        Field(default_factory=dict, description="label: value (* matches any text)")
+    group: Text | None = Field(
+        default=None, max_length=1000, description="a group key of the rule (needs rule_id)"
     )
-    starts_at: AwareDatetime | None = Field(default=None, description="default: now")
-    ends_at: AwareDatetime
+    matchers: Annotated[dict[str, Any], TextMap(max_key=64, max_value=256)] = Field(
+        default_factory=dict, description="label: value (* matches any text)"
+    )
+    starts_at: Instant | None = Field(default=None, description="default: now")
+    ends_at: Instant = Field(description="after starts_at")
     repeat: Literal["daily", "weekly"] | None = Field(
         default=None, description="a maintenance window: the same hours every day or week"
     )
-    repeat_until: AwareDatetime | None = None
+    repeat_until: Instant | None = Field(
+        default=None, description="a repeating window's last day (needs repeat); default: none"
+    )
     comment: Text = Field(default="", max_length=1000)
-
-    @field_validator("matchers")
-    @classmethod
-    def _no_nul(cls, value: dict[str, str]) -> dict[str, str]:
-        if any("\x00" in k or "\x00" in v for k, v in value.items()):
-            raise ValueError("must not contain NUL characters")
-        return value
 
 
 @router.get("/silences")
@@ -227,6 +360,8 @@ async def create_silence(
         raise _refuse("group", "a group belongs to a rule: give rule_id")
     if body.rule_id is None and not body.matchers:
         raise _refuse("matchers", "give rule_id or matchers")
+    if body.repeat_until is not None and body.repeat is None:
+        raise _refuse("repeat_until", "ends a repeating window: give repeat")
     readable = readable_sources(analyst, None)
     if body.rule_id is not None:
         if await store.RuleStore(request.app.state.db.pool).get(body.rule_id, readable) is None:

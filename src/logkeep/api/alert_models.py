@@ -8,12 +8,27 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import HTTPException
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+)
+from pydantic.config import JsonDict
+from pydantic_core import PydanticCustomError
 
-from logkeep.api.fields import MAX_ID, WHOLE, RowId, Text
+from logkeep.api.fields import MAX_ID, NO_NUL, WHOLE, RowId, Text, TextMap
+from logkeep.domain.alert_rules import _KEY as GROUP_KEY
+from logkeep.domain.alert_rules import _LABEL as LABEL_NAME
 from logkeep.domain.alert_rules import (
     KINDS,
     MAX_EXPECTED_GROUPS,
+    MAX_LABELS,
     Timing,
     check_labels,
     check_search,
@@ -24,12 +39,119 @@ from logkeep.domain.alert_rules import (
     parse_group_by,
     search_pairs,
 )
-from logkeep.domain.search import metadata_value
+from logkeep.domain.search import (
+    MAX_METADATA_DEPTH,
+    MAX_METADATA_FILTERS,
+    MAX_TEXT_CHARS,
+    MAX_VALUE_CHARS,
+    metadata_value,
+)
 from logkeep.domain.timerange import InvalidQuery
 
 LevelName = Literal["DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
 Seconds = Annotated[StrictInt, Field(ge=0, le=MAX_ID), WHOLE]
-MetadataTerms = dict[Annotated[str, Field(max_length=600)], Text]
+
+# The patterns the domain checks (alert_rules, search), as the document states them.
+_KEY_TEXT = GROUP_KEY.pattern.removeprefix("^").removesuffix("$")
+METADATA_KEY_PATTERN = rf"^{_KEY_TEXT}(?:\.{_KEY_TEXT}){{0,{MAX_METADATA_DEPTH - 1}}}$"
+GROUP_BY_PATTERN = rf"^(?:source|metadata\.{METADATA_KEY_PATTERN[1:-1]})?$"
+MetadataTerms = Annotated[
+    dict[str, Any],
+    TextMap(
+        max_key=65 * MAX_METADATA_DEPTH - 1,
+        max_value=MAX_VALUE_CHARS,
+        max_items=MAX_METADATA_FILTERS,
+        key_pattern=METADATA_KEY_PATTERN,
+        key_reason="metadata keys are 1 to 64 of A-Z a-z 0-9 _ -, nested with dots, "
+        f"at most {MAX_METADATA_DEPTH} deep",
+    ),
+]
+Labels = Annotated[
+    dict[str, Any],
+    TextMap(
+        max_key=64,
+        max_value=256,
+        max_items=MAX_LABELS,
+        key_pattern=LABEL_NAME.pattern,
+        key_reason="label names are 1 to 64 of A-Z a-z 0-9 _ . -, not starting with a digit, "
+        "dot or dash",
+    ),
+]
+
+
+# Declared here, refused by the search with its own words ("must not be empty").
+NonEmptyText = Annotated[Text, Field(json_schema_extra={"minLength": 1, "pattern": NO_NUL})]
+
+
+def _threshold(value: float) -> float:
+    if not 0 <= value <= MAX_ID:  # NaN too
+        raise PydanticCustomError("threshold", f"is a number from 0 to {MAX_ID}")
+    return value
+
+
+def _a_number(schema: JsonDict) -> None:
+    """One JSON type, number, where pydantic writes integer-or-number."""
+    schema.pop("anyOf", None)
+    schema.update(type="number", minimum=0, maximum=MAX_ID)
+
+
+Threshold = Annotated[
+    StrictInt | StrictFloat, AfterValidator(_threshold), Field(json_schema_extra=_a_number)
+]
+
+# Rules between fields, declared as the domain checks them (stored_values, below).
+LEVEL_OR_MIN_LEVEL: JsonDict = {
+    "anyOf": [
+        {"properties": {"level": {"maxItems": 0}}},
+        {"properties": {"min_level": {"type": "null"}}},
+    ]
+}
+
+
+def _kind_is(*kinds: str, **properties: JsonValue) -> JsonDict:
+    """The rule's kind is one of `kinds` (no kind: threshold), with those properties."""
+    enum: list[JsonValue] = list(kinds)
+    condition: JsonDict = {"properties": {"kind": {"enum": enum}, **properties}}
+    if "threshold" not in kinds:
+        condition["required"] = ["kind"]
+    return condition
+
+
+def _not(kind: str) -> JsonDict:
+    return _kind_is(*(k for k in KINDS if k != kind))
+
+
+_GROUPED: JsonDict = {
+    "required": ["group_by"], "properties": {"group_by": {"type": "string", "minLength": 1}},
+}  # fmt: skip
+RULE_RULES: list[JsonValue] = [
+    LEVEL_OR_MIN_LEVEL,
+    {  # a ratio's threshold is a fraction from 0 to 1; a count's a whole number
+        "anyOf": [
+            _kind_is("ratio", threshold={"maximum": 1}),
+            _kind_is(*(k for k in KINDS if k != "ratio"), threshold={"type": "integer"}),
+        ]
+    },
+    {"anyOf": [_not("absence"), {"properties": {"threshold": {"minimum": 1}}}]},
+    {  # an absence rule's expected_groups and seen_lookback_seconds are values of group_by
+        "anyOf": [
+            _not("absence"),
+            _GROUPED,
+            {
+                "properties": {
+                    "expected_groups": {"maxItems": 0},
+                    "seen_lookback_seconds": {"type": "null"},
+                }
+            },
+        ]
+    },
+    {  # a new-pattern rule groups by message shape
+        "anyOf": [
+            _not("new_pattern"),
+            {"properties": {"group_by": {"anyOf": [{"type": "null"}, {"maxLength": 0}]}}},
+        ]
+    },
+]
 
 DEFINITION_FIELDS = (
     "kind", "op", "threshold", "window_seconds", "interval_seconds", "for_seconds",
@@ -42,33 +164,51 @@ class Strict(BaseModel):
 
 
 class RuleQuery(Strict):
-    """A query as GET /api/v1/logs takes it (without window, sources and paging)."""
+    """A query as GET /api/v1/logs takes it (without window, sources and paging): level
+    or min_level, not both."""
+
+    model_config = ConfigDict(json_schema_extra={"allOf": [LEVEL_OR_MIN_LEVEL]})
 
     level: list[LevelName] = Field(default_factory=list, max_length=5)
     min_level: LevelName | None = None
-    query: Text = Field(default="", max_length=512, description="words, as the search's q")
-    contains: Text | None = Field(default=None, max_length=512)
+    query: Text = Field(
+        default="",
+        max_length=MAX_TEXT_CHARS,
+        description="words, as the search's q (at least one letter or digit, when given)",
+    )
+    contains: NonEmptyText | None = Field(default=None, max_length=MAX_TEXT_CHARS)
     metadata: MetadataTerms = Field(
-        default_factory=dict, description='{"http.status": "500"}: metadata.<key>=<value>'
+        default_factory=dict,
+        description='{"http.status": "500"}: metadata.<key>=<value>; at most '
+        f"{MAX_METADATA_FILTERS} terms with not_metadata's, none nested in another",
     )
     not_metadata: MetadataTerms = Field(default_factory=dict)
 
 
 class AlertRuleFields(RuleQuery):
+    """A rule. What its kind takes: `ratio`, a threshold from 0 to 1 (a fraction); the
+    others a whole count, at least 1 for `absence`, whose expected_groups and
+    seen_lookback_seconds need group_by; `new_pattern` groups by shape (no group_by)."""
+
+    model_config = ConfigDict(json_schema_extra={"allOf": RULE_RULES})
+
     description: Text = Field(default="", max_length=1000)
     kind: Literal["threshold", "ratio", "absence", "new_pattern"] = "threshold"
     source: RowId | None = Field(default=None, description="a source id (or use sources)")
     sources: list[RowId] = Field(default_factory=list, max_length=32)
     min_level: LevelName | None = None  # ERROR when neither level nor min_level is given
     op: Literal[">", ">=", "<", "<="] = ">="
-    threshold: Annotated[StrictInt | StrictFloat, Field(ge=0, le=MAX_ID)] = 1
+    threshold: Threshold = 1
     window_seconds: Annotated[StrictInt, Field(gt=0, le=7 * 86_400), WHOLE] = 300
     interval_seconds: Annotated[StrictInt, Field(ge=5, le=86_400), WHOLE] = 60
     for_seconds: Annotated[StrictInt, Field(ge=0, le=604_800), WHOLE] = 0
     keep_firing_for_seconds: Annotated[StrictInt, Field(ge=0, le=604_800), WHOLE] = 0
     repeat_interval_seconds: Annotated[StrictInt, Field(ge=60, le=604_800), WHOLE] = 14_400
     group_by: Text | None = Field(
-        default=None, max_length=600, description="`source` or `metadata.<key>`"
+        default=None,
+        max_length=600,
+        description="`source` or `metadata.<key>`; empty or null: no groups",
+        json_schema_extra={"pattern": GROUP_BY_PATTERN},
     )
     denominator: RuleQuery | None = Field(
         default=None, description="ratio: the query counted below the line (default: every "
@@ -78,7 +218,7 @@ class AlertRuleFields(RuleQuery):
     expected_groups: list[Text] = Field(default_factory=list, max_length=MAX_EXPECTED_GROUPS)
     seen_lookback_seconds: Annotated[StrictInt, Field(ge=60, le=7 * 86_400), WHOLE] | None = None
     learning_seconds: Annotated[StrictInt, Field(ge=60, le=30 * 86_400), WHOLE] = 86_400
-    labels: dict[Annotated[str, Field(max_length=64)], Text] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
     channels: list[RowId] = Field(default_factory=list, max_length=32)
     is_active: StrictBool = True
 
@@ -86,7 +226,7 @@ class AlertRuleFields(RuleQuery):
 class AlertRuleCreate(AlertRuleFields):
     name: Text = Field(min_length=1, max_length=100)
     # Today's fields keep their meaning: a count above a threshold within a window.
-    threshold: Annotated[StrictInt | StrictFloat, Field(ge=0, le=MAX_ID)]
+    threshold: Threshold
     window_seconds: Annotated[StrictInt, Field(gt=0, le=7 * 86_400), WHOLE]
 
 
@@ -94,10 +234,34 @@ class AlertRulePreview(AlertRuleFields):
     name: Text = Field(default="preview", min_length=1, max_length=100)
 
 
-class AlertRuleUpdate(Strict):
-    """Any field of a rule; the rule is checked again as a whole."""
+def _changes(schema: JsonDict) -> None:
+    """A change names only what it changes: no defaults; the rules between fields hold
+    for the rule it makes, which the route checks."""
+    schema.pop("allOf", None)
+    properties = schema.get("properties")
+    assert isinstance(properties, dict)
+    for field in properties.values():
+        assert isinstance(field, dict)
+        field.pop("default", None)
 
-    model_config = ConfigDict(extra="allow")
+
+class AlertRuleUpdate(AlertRuleFields):
+    """Any fields of a rule: the others stay as they are, and the rule they make is
+    checked again as a whole (a 422 names the field)."""
+
+    model_config = ConfigDict(json_schema_extra=_changes)
+
+    name: Text = Field(default="", min_length=1, max_length=100)  # a default never used
+
+
+def validated(model: type[AlertRuleCreate], values: dict[str, Any]) -> AlertRuleCreate:
+    """`values` as `model`, or a 422 naming each field (as FastAPI's own would)."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        detail = [{"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]} for e in errors]
+        raise HTTPException(422, detail) from None
 
 
 class AlertRulePublic(BaseModel):
@@ -125,10 +289,12 @@ def _refuse(field: str, reason: str) -> HTTPException:
 _PARAM_FIELDS = {"q": "query", "level": "level", "min_level": "min_level", "contains": "contains"}
 
 
-def _pairs(query: RuleQuery, default_min_level: str | None) -> tuple[tuple[str, str], ...]:
+def _pairs(
+    query: RuleQuery, default_min_level: str | None, where: str = ""
+) -> tuple[tuple[str, str], ...]:
     min_level = query.min_level or (None if query.level else default_min_level)
     if query.level and query.min_level:
-        raise _refuse("min_level", "give either level or min_level, not both")
+        raise _refuse(where + "min_level", "give either level or min_level, not both")
     return search_pairs(
         q=query.query or None,
         contains=query.contains,
@@ -172,7 +338,7 @@ def stored_values(
     options: dict[str, Any] = {}
     op = body.op
     if body.kind == "ratio":
-        denominator = _pairs(body.denominator, None) if body.denominator else ()
+        denominator = _pairs(body.denominator, None, "denominator.") if body.denominator else ()
         _checked(denominator, "denominator.", retention)
         options.update(denominator=[list(p) for p in denominator], min_volume=body.min_volume)
     elif body.kind == "absence":

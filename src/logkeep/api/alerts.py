@@ -25,6 +25,7 @@ from logkeep.api.alert_models import (
     editable,
     public,
     stored_values,
+    validated,
 )
 from logkeep.api.auth import readable_sources
 from logkeep.api.fields import PathId
@@ -35,6 +36,8 @@ from logkeep.domain.auth import Principal
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"], responses=answers(401, 403, 503))
 BODY = answers(413, 422)
+# `:int`: /alert-rules/preview is no rule id, so PATCH or GET there is a 405, not a 422.
+A_RULE = "/alert-rules/{rule_id:int}"
 
 STATES = """
 SELECT r.id AS rule_id, r.name AS rule, r.kind, r.op, r.threshold, s.group_key, s.state,
@@ -113,7 +116,7 @@ async def list_alert_rules(analyst: Analyst, request: Request) -> list[dict[str,
     return [public(r) for r in await _rules(request).list(_readable(analyst))]
 
 
-@router.get("/alert-rules/{rule_id}", response_model=AlertRulePublic, responses=answers(404))
+@router.get(A_RULE, response_model=AlertRulePublic, responses=answers(404))
 async def get_alert_rule(rule_id: PathId, analyst: Analyst, request: Request) -> dict[str, Any]:
     row = await _rules(request).get(rule_id, _readable(analyst))
     if row is None:
@@ -154,7 +157,7 @@ async def create_alert_rule(
 
 
 @router.patch(
-    "/alert-rules/{rule_id}",
+    A_RULE,
     response_model=AlertRulePublic,
     responses=BODY | answers(404, 409),
 )
@@ -167,10 +170,10 @@ async def update_alert_rule(
     current = await rules.get(rule_id, _readable(analyst))
     if current is None:
         raise HTTPException(404, f"no alert rule {rule_id} on your sources")
-    merged = {**editable(current), **(body.model_extra or {})}
+    merged = {**editable(current), **body.model_dump(exclude_unset=True)}
     if "source" in merged:  # the older field names one source
         merged["sources"] = [merged.pop("source")] if merged["source"] is not None else []
-    checked = AlertRuleCreate.model_validate(merged)
+    checked = validated(AlertRuleCreate, merged)
     values, channels = stored_values(
         checked, checked.name, current["created_by"], _retention(request)
     )
@@ -202,7 +205,7 @@ async def update_alert_rule(
     return public(row)
 
 
-@router.delete("/alert-rules/{rule_id}", status_code=204, responses=answers(404, 422))
+@router.delete(A_RULE, status_code=204, responses=answers(404, 422))
 async def delete_alert_rule(
     rule_id: PathId, analyst: Analyst, access: Access, request: Request
 ) -> Response:
@@ -250,7 +253,7 @@ async def preview_alert_rule(
             ) from None
 
 
-@router.get("/alert-rules/{rule_id}/history", responses=answers(404))
+@router.get(A_RULE + "/history", responses=answers(404))
 async def alert_rule_history(
     rule_id: PathId,
     analyst: Analyst,

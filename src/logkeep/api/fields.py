@@ -8,10 +8,24 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Path, Query
-from pydantic import AfterValidator, BeforeValidator, Field, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
 
 from logkeep.domain.entry import _ALIASES as LEVEL_ALIASES  # the spellings Level.parse maps
 from logkeep.domain.entry import Level
@@ -117,6 +131,60 @@ JsonObject = Annotated[
 ]
 
 
+@dataclass(frozen=True, slots=True)
+class TextMap:
+    """`Annotated[dict[str, Any], TextMap(...)]`: a JSON object of text values (labels,
+    matchers, search terms), declared and checked as a whole. Errors name the field, and
+    a key only as `_shown` does: pydantic would put every key it refuses in `loc`, echoing
+    input that may not even be encodable."""
+
+    max_key: int
+    max_value: int
+    max_items: int | None = None
+    key_pattern: str = NO_NUL
+    key_reason: str = "keys are text without NUL"
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
+        declared: dict[str, Any] = {
+            "type": "object",
+            "propertyNames": {"maxLength": self.max_key, "pattern": self.key_pattern},
+            "additionalProperties": {
+                "type": "string", "maxLength": self.max_value, "pattern": NO_NUL,
+            },
+        }  # fmt: skip
+        if self.max_items is not None:
+            declared["maxProperties"] = self.max_items
+        return declared
+
+    def check(self, value: dict[str, Any]) -> dict[str, str]:
+        if self.max_items is not None and len(value) > self.max_items:
+            raise PydanticCustomError("too_long", f"at most {self.max_items} entries")
+        key_pattern = re.compile(self.key_pattern)
+        for key, item in value.items():
+            shown = repr(_shown(key))
+            if len(key) > self.max_key:
+                raise PydanticCustomError("key", f"a key is over {self.max_key} characters")
+            if (reason := unstorable(key, "a key")) is not None:
+                raise PydanticCustomError("key", reason)
+            if not key_pattern.fullmatch(key):
+                raise PydanticCustomError("key", f"{shown}: {self.key_reason}")
+            if not isinstance(item, str):
+                raise PydanticCustomError("value", f"{shown}: the value is text")
+            if len(item) > self.max_value:
+                reason = f"{shown}: the value is over {self.max_value} characters"
+                raise PydanticCustomError("value", reason)
+            if (reason := unstorable(item, shown)) is not None:
+                raise PydanticCustomError("value", reason)
+        return value
+
+
 def _any_case(word: str) -> str:
     return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in word)
 
@@ -198,3 +266,68 @@ SinceQuery = Annotated[
         json_schema_extra={"pattern": SINCE_PATTERN},
     ),
 ]
+
+
+# -- instants and unions in request bodies ---------------------------------------------------
+
+# RFC 3339 with its offset, to the microsecond (what PostgreSQL keeps), years 0001 to 9999.
+RFC3339_PATTERN = (
+    r"^(?:000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})-(?:0[1-9]|1[0-2])"
+    r"-(?:0[1-9]|[12][0-9]|3[01])T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
+    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+_RFC3339 = re.compile(RFC3339_PATTERN)
+INSTANT_EXAMPLE = "2026-01-31T09:00:00Z"
+
+
+def _instant(value: Any) -> datetime:
+    """Only RFC 3339 text: pydantic alone would also read 0 or "1700000000" as Unix
+    time (a client's unset 0 becoming 1970), a naive or a space-separated time, and cut
+    a seventh fractional digit."""
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise PydanticCustomError(
+            "datetime_format", f"is an RFC 3339 date-time with an offset, like {INSTANT_EXAMPLE}"
+        )
+    try:
+        instant = datetime.fromisoformat(value)
+        instant.astimezone(UTC)
+    except ValueError:
+        raise PydanticCustomError("datetime_value", "is not a day of the calendar") from None
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is in year 0 in UTC
+        raise PydanticCustomError("datetime_value", "is outside years 1 to 9999 in UTC") from None
+    return instant
+
+
+Instant = Annotated[
+    datetime,
+    BeforeValidator(_instant),
+    Field(json_schema_extra={"pattern": RFC3339_PATTERN, "examples": [INSTANT_EXAMPLE]}),
+]
+
+
+def by_field(discriminator: str) -> WrapValidator:
+    """For a discriminated union (`Field(discriminator=...)`): each error names the
+    field, as one model's would, where pydantic puts the variant's tag first (`email.to`)
+    and names no field for a missing or unknown tag."""
+
+    def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            errors = [_untagged(e, discriminator) for e in exc.errors(include_url=False)]
+            raise ValidationError.from_exception_data(exc.title, errors) from None
+
+    return WrapValidator(validate)
+
+
+def _untagged(error: Any, discriminator: str) -> InitErrorDetails:
+    kind, loc = error["type"], tuple(error["loc"])
+    if kind == "union_tag_not_found":
+        return InitErrorDetails(type="missing", loc=(discriminator,), input=error["input"])
+    if kind == "union_tag_invalid":
+        expected = error.get("ctx", {}).get("expected_tags", "")
+        reason = PydanticCustomError("literal_error", f"Input should be one of {expected}")
+        return InitErrorDetails(type=reason, loc=(discriminator,), input=error["input"])
+    return InitErrorDetails(
+        type=PydanticCustomError(kind, error["msg"]), loc=loc[1:], input=error["input"]
+    )

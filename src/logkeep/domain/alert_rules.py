@@ -71,7 +71,7 @@ def parse_group_by(text: str | None) -> GroupBy | None:
         return GroupBy(source=True)
     if text.startswith(METADATA_PREFIX):
         path = tuple(text[len(METADATA_PREFIX) :].split("."))
-        if len(path) <= MAX_METADATA_DEPTH and all(_KEY.match(k) for k in path):
+        if len(path) <= MAX_METADATA_DEPTH and all(_KEY.fullmatch(k) for k in path):
             return GroupBy(source=False, path=path)
     raise InvalidQuery(
         "group_by", "is `source` or `metadata.<key>` (keys of A-Z a-z 0-9 _ -, dots nest)"
@@ -173,7 +173,7 @@ def check_labels(labels: Mapping[str, str]) -> None:
     if len(labels) > MAX_LABELS:
         raise InvalidQuery("labels", f"at most {MAX_LABELS} labels")
     for name, value in labels.items():
-        if not _LABEL.match(name):
+        if not _LABEL.fullmatch(name):  # (match would let "a\n" through `$`)
             raise InvalidQuery("labels", f"{name[:64]!r} is not a label name (A-Z a-z 0-9 _ . -)")
         if not isinstance(value, str) or len(value) > 256:
             raise InvalidQuery(f"labels.{name}", "is a text of at most 256 characters")
