@@ -166,6 +166,13 @@ async def test_a_silence_made_from_an_alert_is_listed_and_mutes_it(
     await page.get_by_role("link", name="Alerts", exact=True).first.click()
     await expect(firing.locator(".state-silenced")).to_be_visible()
     await expect(page.locator("#alert-list tr.alert-ok .state-silenced")).to_have_count(0)
+    # Filtered by state, from the address.
+    await page.get_by_label("Show alerts in state").select_option("firing")
+    await expect(page).to_have_url(re.compile(r"[?&]state=firing"))
+    await expect(page.locator("#alert-list tr.alert")).to_have_count(1)
+    await page.reload()
+    await expect(page.locator("#alert-list tr.alert")).to_have_count(1)
+    await expect(page.get_by_label("Show alerts in state")).to_have_value("firing")
 
     # A maintenance window by labels, then both deleted.
     await page.goto("/?view=alerts&tab=silences")

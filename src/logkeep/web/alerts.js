@@ -284,6 +284,7 @@ export class AlertsView {
       rule = made.rule;
       const fromSearch = search.q || search.contains || search.source.length || search.level.length || search.min_level || search.metadata.length;
       if (fromSearch) note = h("p", { class: "note" }, "Started from your search: its words, metadata terms, levels and sources.");
+      else Object.assign(rule, { level: [], min_level: "ERROR" }); // the API's default
       if (made.unknown.length) note = h("p", { class: "error" }, `Not among your sources: ${made.unknown.join(", ")}`);
     }
     clear(body).append(note || "");
