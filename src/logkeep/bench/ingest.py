@@ -247,6 +247,8 @@ def pipeline_env(settings: Settings, database_url: str, key_prefix: str) -> dict
         "LOGKEEP_DEDUP_WINDOW_S": str(settings.dedup_window_s),
         "LOGKEEP_WORKER_BATCH_EVENTS": str(settings.worker_batch_events),
         "LOGKEEP_MAINTENANCE_INTERVAL_S": "0",
+        # Compaction is measured on its own after the run (run: compaction_cost).
+        "LOGKEEP_COMPACTION_INTERVAL_S": "0",
         "LOGKEEP_LOG_LEVEL": "warning",
     }
 
@@ -549,6 +551,47 @@ async def _check_count(conn: Conn, expected: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# The row store (today's path before issue 13) and what compaction costs
+
+# The indexes the hot tier no longer has (0001 and 0002, dropped by 0006): with them,
+# log_entries is the row store that kept every event with full-text search before.
+ROW_STORE_INDEXES = (
+    "CREATE INDEX log_entries_metadata_gin ON log_entries USING gin (metadata jsonb_path_ops) "
+    "WITH (gin_pending_list_limit = 32768)",
+    "CREATE INDEX log_entries_message_fulltext ON log_entries USING gin "
+    "(to_tsvector('simple'::regconfig, left(message, 131072))) "
+    "WITH (gin_pending_list_limit = 4096)",
+)
+
+
+async def make_row_store(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        for statement in ROW_STORE_INDEXES:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def compaction_cost(database_url: str) -> tuple[int, float]:
+    """Compact everything the run stored: (events, CPU seconds of this process and its
+    PostgreSQL backend)."""
+    from logkeep.db.compaction import compact
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        pid = await conn.fetchval("SELECT pg_backend_pid()")
+        before = time.process_time() + cpu_seconds(pid)
+        report = await compact(
+            conn, slice_length=timedelta(minutes=15), grace=timedelta(minutes=-15)
+        )
+        used = time.process_time() + cpu_seconds(pid) - before
+    finally:
+        await conn.close()
+    return report.events, used
+
+
+# ---------------------------------------------------------------------------------------
 # The run
 
 
@@ -602,9 +645,11 @@ async def run(settings: Settings, rows: int) -> str:
     """Measure (a), (b) and (c) on `rows` rows; print them and return the last line."""
     assert settings.database_url is not None
     run_id = secrets.token_hex(4)
-    template, *databases = (f"lkbench_{run_id}_{n}" for n in ("tpl", "e2e", "copy", "rows"))
+    template, *databases = (
+        f"lkbench_{run_id}_{n}" for n in ("tpl", "e2e", "copy", "rows", "rowstore")
+    )
     url = {name: _database_url(settings.database_url, name) for name in databases}
-    e2e_db, copy_db, rows_db = databases
+    e2e_db, copy_db, rows_db, row_store_db = databases
     admin = await asyncpg.connect(settings.database_url)
     try:
         version = await admin.fetchval("SHOW server_version")
@@ -621,9 +666,29 @@ async def run(settings: Settings, rows: int) -> str:
         )
 
         e2e = await end_to_end(settings, url[e2e_db], bodies)
-        del bodies
         _report_end_to_end(e2e, rows, settings)
         e2e_rate = e2e.sent.accepted / e2e.seconds
+
+        # Today's path before the storage tiers, in the same run, on the same events.
+        await make_row_store(url[row_store_db])
+        row_store = await end_to_end(settings, url[row_store_db], bodies)
+        del bodies
+        row_store_rate = row_store.sent.accepted / row_store.seconds
+        once = row_store.stored == row_store.sent.accepted == rows
+        console.print(
+            f"(a') row store     {row_store.sent.accepted:>10,} rows in "
+            f"{row_store.seconds:7.2f} s  {row_store_rate:>9,.0f} rows/s  (log_entries with "
+            f"its full-text and metadata GIN, as before the storage tiers; "
+            f"{'exactly once' if once else 'NOT exactly once'}): end to end is "
+            f"{e2e_rate / row_store_rate:.2f}x that"
+        )
+        compacted, compaction_cpu = await compaction_cost(url[e2e_db])
+        per_event_us = compaction_cpu / max(1, compacted) * 1e6
+        console.print(
+            f"    compaction of those {compacted:,} events: {per_event_us:.1f} us CPU/event "
+            f"(logkeep and PostgreSQL): {per_event_us * e2e_rate / 1e6:.2f} of a core at "
+            f"{e2e_rate:,.0f} events/s"
+        )
 
         seconds = await copy_rows(url[copy_db], records)
         copy_rate = rows / seconds
@@ -644,7 +709,11 @@ async def run(settings: Settings, rows: int) -> str:
         for name in (*databases, template):
             await admin.execute(f"DROP DATABASE IF EXISTS {_ident(name)} WITH (FORCE)")
         await admin.close()
-    line = f"ingest: e2e/copy={e2e_rate / copy_rate:.2f} e2e/per-row={e2e_rate / per_row_rate:.2f}"
+    line = (
+        f"ingest: e2e/copy={e2e_rate / copy_rate:.2f} e2e/per-row={e2e_rate / per_row_rate:.2f} "
+        f"events_per_s={e2e_rate:.0f} row_store_events_per_s={row_store_rate:.0f} "
+        f"speedup={e2e_rate / row_store_rate:.2f}"
+    )
     print(line)  # plain print: a script reads this line, rich might wrap it
     return line
 

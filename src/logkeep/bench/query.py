@@ -1,9 +1,11 @@
 """`logkeep bench query`: query latency at the API over a realistic 7-day data set.
 
-Loads N rows (default 10 million) with binary COPY into a fresh database, serves the API
-on a local port, and measures p50/p95 over repeated runs of the queries a log viewer makes.
-Cold runs bump the source's cache generation first (as a write would), so they measure
-PostgreSQL; cached runs repeat the same request.
+Loads N rows (default 10 million) with binary COPY into a fresh database, compacts every
+closed slice (all but the last minutes stay in the hot tier), serves the API on a local
+port, and measures p50/p95 over repeated runs of the queries a log viewer makes: over the
+default window, and over a window of each tier (the hot tier's open slices; a 24-hour
+window of compressed chunks). Cold runs bump the cache generations first (as a write
+would), so they measure PostgreSQL; cached runs repeat the same request.
 """
 
 from __future__ import annotations
@@ -22,13 +24,18 @@ from rich.console import Console
 from logkeep.api.app import create_app
 from logkeep.api.local import serve_locally
 from logkeep.config import Settings
+from logkeep.db import tiers
+from logkeep.db.compaction import compact
 from logkeep.db.database import Database
 from logkeep.db.migrate import migrate
 from logkeep.db.partitions import ensure_partitions
 from logkeep.db.repositories import copy_entries
 from logkeep.db.seed import seed
 from logkeep.domain.entry import EntryLimits, LogEntry
+from logkeep.domain.matching import TextCondition
 from logkeep.domain.samples import SampleGenerator
+from logkeep.domain.search import rfc3339
+from logkeep.domain.timerange import TimeRange
 
 console = Console()
 CHUNK = 50_000
@@ -111,30 +118,78 @@ async def measure(
     return percentiles(seen), percentiles(served)
 
 
-async def table_size(db: Database) -> tuple[float, float]:
-    """(bytes on disk per row, raw message+metadata bytes per row)."""
+async def table_size(db: Database) -> tuple[float, float, float]:
+    """(hot bytes per hot event, compressed bytes per compressed event, raw message and
+    metadata bytes per event), tables, TOAST and indexes included."""
     async with db.pool.acquire() as conn:
-        on_disk = await conn.fetchval(
-            "SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits "
-            "WHERE inhparent = 'log_entries'::regclass"
-        )
         sizes = await conn.fetchrow(
-            "SELECT sum(octet_length(message) + octet_length(metadata::text)) AS raw, "
-            "count(*) AS n FROM log_entries"
+            """
+            SELECT (SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits
+                    WHERE inhparent = 'log_entries'::regclass) AS hot_bytes,
+                   (SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits
+                    WHERE inhparent = 'log_chunks'::regclass) AS chunk_bytes,
+                   (SELECT count(*) FROM log_entries) AS hot_events,
+                   (SELECT coalesce(sum(events), 0) FROM log_chunks) AS chunk_events,
+                   (SELECT coalesce(sum(raw_bytes), 0) FROM log_chunks) AS chunk_raw
+            """
         )
-    assert sizes is not None  # an aggregate returns one row
-    return float(on_disk) / sizes["n"], float(sizes["raw"]) / sizes["n"]
+    assert sizes is not None  # scalar subqueries: one row
+    hot = float(sizes["hot_bytes"]) / max(1, sizes["hot_events"])
+    compressed = float(sizes["chunk_bytes"]) / max(1, sizes["chunk_events"])
+    plain = float(sizes["chunk_raw"]) / max(1, sizes["chunk_events"])
+    return hot, compressed, plain
+
+
+async def rare_words(
+    db: Database, hot_since: datetime, cold: tuple[datetime, datetime]
+) -> tuple[str, str]:
+    """An order number that occurs in the hot window, and one in the compressed window."""
+    async with db.pool.acquire() as conn:
+        hot = await conn.fetchval(
+            "SELECT substring(message FROM 'ORD-[0-9]{6}') FROM log_entries "
+            "WHERE \"timestamp\" >= $1 AND message LIKE '%ORD-%' LIMIT 1",
+            hot_since,
+        )
+        flt = tiers.EventFilter(TimeRange(*cold), text=TextCondition(("declined",), None))
+        async with conn.transaction(isolation="repeatable_read"):
+            found = await tiers.first(conn, flt, 500)
+    cold_word = next(e.message for e in found[250:] if "ORD-" in e.message)
+    cold_word = "ORD-" + cold_word.split("ORD-")[1][:6]
+    return hot or "ORD-000000", cold_word
 
 
 async def run(settings: Settings, rows: int, runs: int) -> None:
     async with Database(settings) as db:
         rate = await load_rows(db, settings, rows)
         console.print(f"loaded {rows:,} rows at {rate:,.0f} rows/s (binary COPY)")
-        per_row, raw_per_row = await table_size(db)
+        slice_length = timedelta(seconds=settings.compaction_slice_s)
+        started = time.perf_counter()
+        async with db.pool.acquire() as conn:
+            report = await compact(
+                conn,
+                slice_length=slice_length,
+                grace=timedelta(seconds=settings.compaction_grace_s),
+            )
+            await conn.execute("VACUUM ANALYZE log_entries, log_chunks")
+            hot_events = await conn.fetchval("SELECT count(*) FROM log_entries")
+        console.print(
+            f"compacted {report.events:,} events into {report.chunks:,} chunks in "
+            f"{time.perf_counter() - started:,.0f} s; {hot_events:,} stay hot (the open slices)"
+        )
+        hot_bytes, chunk_bytes, _plain = await table_size(db)
         nginx = await db.pool.fetchval("SELECT id FROM log_sources WHERE name = 'nginx_access'")
+        async with db.pool.acquire() as conn:
+            hot_from = await conn.fetchval('SELECT min("timestamp") FROM log_entries')
+        now = datetime.now(UTC)
+        hot_window = {"from": rfc3339(hot_from), "to": rfc3339(now + timedelta(minutes=1))}
+        cold_end = hot_from - timedelta(minutes=30)
+        cold_window = {"from": rfc3339(cold_end - timedelta(hours=24)), "to": rfc3339(cold_end)}
+        rare_hot, rare_cold = await rare_words(
+            db, hot_from, (cold_end - timedelta(hours=24), cold_end)
+        )
 
         async def bust() -> None:
-            await db.cache.invalidate_sources([nginx])
+            await db.cache.invalidate_sources([1, 2, 3, nginx])
 
         figures: list[Figure] = []
         async with api(settings) as client:
@@ -153,6 +208,32 @@ async def run(settings: Settings, rows: int, runs: int) -> None:
                 ("histogram", "/api/v1/stats/histogram", {"since": "24h"}, bust),
                 ("summary", "/api/v1/stats/summary", {"hours": 24}, bust),
             ]
+            for tier, window, rare in (
+                ("hot", hot_window, rare_hot),
+                ("compressed", cold_window, rare_cold),
+            ):
+                cases += [
+                    (f"recent_{tier}", "/api/v1/logs", {**newest, **window}, bust),
+                    (
+                        f"word2_{tier}",
+                        "/api/v1/logs",
+                        {"q": "declined", "limit": 100, **window},
+                        bust,
+                    ),
+                    (f"rare_{tier}", "/api/v1/logs", {"q": rare, "limit": 100, **window}, bust),
+                    (
+                        f"metadata_{tier}",
+                        "/api/v1/logs",
+                        {"metadata.status": "503", "limit": 100, **window},
+                        bust,
+                    ),
+                    (
+                        f"match_histogram_{tier}",
+                        "/api/v1/logs/histogram",
+                        {"q": "declined", **window},
+                        bust,
+                    ),
+                ]
             for name, path, params, before in cases:
                 await client.get(path, params=params)  # warm the plan cache and pool
                 (p50, p95), (server_p50, server_p95) = await measure(
@@ -160,19 +241,24 @@ async def run(settings: Settings, rows: int, runs: int) -> None:
                 )
                 figures.append(Figure(name, p50, p95))
                 console.print(
-                    f"{name:14} p50 {p50:8.2f} ms   p95 {p95:8.2f} ms   "
+                    f"{name:26} p50 {p50:8.2f} ms   p95 {p95:8.2f} ms   "
                     f"(server: p50 {server_p50:7.2f} ms, p95 {server_p95:7.2f} ms)"
                 )
     by_name = {f.name: f for f in figures}
     speedup = by_name["recent_cold"].p50_ms / by_name["recent_cached"].p50_ms
     console.print(f"cache speed-up (newest 100, p50): {speedup:.1f}x")
     console.print(
-        f"on disk {per_row:.0f} bytes/row (table and indexes) for {raw_per_row:.0f} raw "
-        f"bytes/row: {per_row / raw_per_row:.2f}x"
+        f"on disk: hot tier {hot_bytes:.0f} bytes/event, compressed tier {chunk_bytes:.0f} "
+        "bytes/event (tables, TOAST and indexes)"
+    )
+    tiered = " ".join(
+        f"{kind}_{tier}_p50_ms={by_name[f'{kind}_{tier}'].p50_ms:.2f}"
+        for kind in ("recent", "word2", "rare", "metadata", "match_histogram")
+        for tier in ("hot", "compressed")
     )
     print(
         f"query: recent_cold_p50_ms={by_name['recent_cold'].p50_ms:.2f} "
         f"recent_cached_p50_ms={by_name['recent_cached'].p50_ms:.2f} "
         f"fulltext_p50_ms={by_name['fulltext'].p50_ms:.2f} "
-        f"histogram_p50_ms={by_name['histogram'].p50_ms:.2f}"
+        f"histogram_p50_ms={by_name['histogram'].p50_ms:.2f} {tiered}"
     )

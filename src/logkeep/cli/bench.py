@@ -61,6 +61,7 @@ def bench_query(
                 "redis_url": None,
                 "data_dir": root,
                 "maintenance_interval_s": 0,
+                "compaction_interval_s": 0,  # the benchmark compacts before it measures
             }
         )
         with stop_on_signals(), stores(bench_settings) as (resolved, _):

@@ -30,6 +30,7 @@ import asyncpg
 from logkeep.db.types import Conn
 from logkeep.domain.chunks import (
     LEVEL_CODE,
+    MISSING,
     ChunkEvent,
     DecodedChunk,
     decode_chunk,
@@ -37,7 +38,7 @@ from logkeep.domain.chunks import (
     micros,
     term_hashes,
 )
-from logkeep.domain.matching import TextCondition, TextMatcher, metadata_matches, metadata_terms
+from logkeep.domain.matching import TextCondition, TextMatcher, contains, metadata_terms
 from logkeep.domain.search import SearchQuery
 from logkeep.domain.timerange import TimeRange
 
@@ -333,12 +334,30 @@ class ChunkMatcher:
         if self.text is not None and chosen:
             messages, match = chunk.messages, self.text
             chosen = [i for i in chosen if match(messages[i])]
-        if (self.flt.metadata is not None or self.flt.excluded) and chosen:
-            objects = chunk.metadata
+        if self.flt.metadata is not None and chosen:
+            for key, wanted_value in self.flt.metadata.items():  # a column at a time
+                column = chunk.column(key)
+                if type(wanted_value) is str:  # the common case, without the general rule
+                    chosen = [
+                        i for i in chosen if column[i] == wanted_value and type(column[i]) is str
+                    ]
+                    continue
+                chosen = [
+                    i
+                    for i in chosen
+                    if column[i] is not MISSING and contains(column[i], wanted_value)
+                ]
+        for document in self.flt.excluded:
+            if not chosen:
+                break
+            columns = {key: chunk.column(key) for key in document}
             chosen = [
                 i
                 for i in chosen
-                if metadata_matches(objects[i], self.flt.metadata, self.flt.excluded)
+                if not all(
+                    columns[k][i] is not MISSING and contains(columns[k][i], v)
+                    for k, v in document.items()
+                )
             ]
         if descending:
             chosen.reverse()
@@ -370,42 +389,36 @@ async def _merge_chunks(
     descending: bool,
 ) -> AsyncGenerator[ChunkEvent, None]:
     sign = -1 if descending else 1
-    heap: list[tuple[int, int, int, Iterator[ChunkEvent]]] = []
+    # (ordering key, tie-breaker, the chunk's next event, the rest of that chunk)
+    heap: list[tuple[int, int, int, ChunkEvent, Iterator[ChunkEvent]]] = []
     counter = 0
 
     def bound(header: _Header) -> int:
         return micros(header.max_ts if descending else header.min_ts)
 
+    def push(event: ChunkEvent | None, rest: Iterator[ChunkEvent], number: int) -> None:
+        if event is not None:
+            heapq.heappush(
+                heap, (sign * micros(event.timestamp), sign * event.id, number, event, rest)
+            )
+
     while True:
         while pending is not None and (not heap or sign * bound(pending) <= heap[0][0]):
             chunk = decode_chunk(pending.source_id, pending.payload)
-            chosen = matcher.indices(chunk, after, descending)
-            opened = _events_of(chunk, chosen)
-            first = next(opened, None)
-            if first is not None:
-                key = (micros(first.timestamp), first.id)
-                counter += 1
-                heapq.heappush(heap, (sign * key[0], sign * key[1], counter, _chain(first, opened)))
+            opened = _events_of(chunk, matcher.indices(chunk, after, descending))
+            counter += 1
+            push(next(opened, None), opened, counter)
             pending = await anext(headers, None)
         if not heap:
             return
-        _, _, number, events = heapq.heappop(heap)
-        event = next(events)
+        _, _, number, event, rest = heapq.heappop(heap)
         yield event
-        following = next(events, None)
-        if following is not None:
-            key = (micros(following.timestamp), following.id)
-            heapq.heappush(heap, (sign * key[0], sign * key[1], number, _chain(following, events)))
+        push(next(rest, None), rest, number)
 
 
 def _events_of(chunk: DecodedChunk, indices: list[int]) -> Iterator[ChunkEvent]:
     for index in indices:
         yield chunk.event(index)
-
-
-def _chain(first: ChunkEvent, rest: Iterator[ChunkEvent]) -> Iterator[ChunkEvent]:
-    yield first
-    yield from rest
 
 
 # ---------------------------------------------------------------------------------------

@@ -29,9 +29,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property, lru_cache
+from itertools import accumulate
 from typing import Any
 
 import cramjam
+import orjson
 
 from logkeep.domain import exactjson
 from logkeep.domain.matching import column_terms, metadata_terms, word_set
@@ -51,6 +53,9 @@ BLOOM_MIN_BITS = 256
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 _SECTIONS = 6  # ids, timestamps, ingested_at, levels, messages, metadata
+
+
+MISSING: Any = object()  # a metadata key an event does not have (DecodedChunk.column)
 
 
 class CorruptChunk(ValueError):
@@ -107,12 +112,7 @@ def _deltas(values: Sequence[int]) -> bytes:
 def _undeltas(data: bytes) -> list[int]:
     deltas = array("q")
     deltas.frombytes(data)
-    total = 0
-    values: list[int] = []
-    for delta in deltas:
-        total += delta
-        values.append(total)
-    return values
+    return list(accumulate(deltas))
 
 
 def _jsonb_key_order(key: str) -> tuple[int, bytes]:
@@ -136,6 +136,19 @@ def _metadata_columns(objects: Sequence[dict[str, Any]]) -> list[tuple[str, list
 
 def _key(event: ChunkEvent) -> tuple[datetime, int]:
     return (event.timestamp, event.id)
+
+
+def _metadata_section(columns: list[tuple[str, list[int], list[Any]]], events: int) -> bytes:
+    """A JSON index [[key, present indices or null for all, byte length], ...], then each
+    key's values as one JSON array: a filter on one key parses only that key's bytes."""
+    blobs = [exactjson.dumps(values) for _, _, values in columns]
+    index = exactjson.dumps(
+        [
+            [key, None if len(present) == events else present, len(blob)]
+            for (key, present, _), blob in zip(columns, blobs, strict=True)
+        ]
+    )
+    return struct.pack("<I", len(index)) + index + b"".join(blobs)
 
 
 def encode_chunk(events: Sequence[ChunkEvent], *, ordered: bool = False) -> EncodedChunk:
@@ -162,7 +175,7 @@ def _encode(ordered: list[ChunkEvent]) -> EncodedChunk:
         _deltas([micros(e.ingested_at) for e in ordered]),
         level_codes,
         joined.encode("utf-8"),
-        exactjson.dumps([[k, None if len(p) == len(ordered) else p, v] for k, p, v in columns]),
+        _metadata_section(columns, len(ordered)),
     ]
     body = b"".join(struct.pack("<I", len(s)) + s for s in sections)
     payload = bytes([FORMAT_VERSION]) + bytes(cramjam.zstd.compress(body, level=ZSTD_LEVEL))
@@ -269,16 +282,62 @@ class DecodedChunk:
         return self._sections[4].decode("utf-8").split("\x00")
 
     @cached_property
+    def _metadata_index(self) -> dict[str, tuple[list[int] | None, int, int]]:
+        """key -> (present indices or None for every event, start, end) in the section."""
+        section = self._sections[5]
+        (size,) = struct.unpack_from("<I", section, 0)
+        offset = 4 + size
+        found: dict[str, tuple[list[int] | None, int, int]] = {}
+        for key, present, length in orjson.loads(section[4:offset]):
+            found[key] = (present, offset, offset + length)
+            offset += length
+        return found
+
+    def column(self, key: str) -> list[Any]:
+        """One top-level metadata key's values, MISSING where an event lacks the key."""
+        if key not in self._columns:
+            self._columns[key] = self._read_column(key)
+        return self._columns[key]
+
+    @cached_property
+    def _columns(self) -> dict[str, list[Any]]:
+        return {}
+
+    def _read_column(self, key: str) -> list[Any]:
+        where = self._metadata_index.get(key)
+        if where is None:
+            return [MISSING] * len(self.ids)
+        present, start, end = where
+        values = exactjson.loads(self._sections[5][start:end])
+        if present is None:
+            return list(values)
+        found: list[Any] = [MISSING] * len(self.ids)
+        for index, value in zip(present, values, strict=True):
+            found[index] = value
+        return found
+
+    @cached_property
     def metadata(self) -> list[dict[str, Any]]:
         objects: list[dict[str, Any]] = [{} for _ in range(len(self.ids))]
-        for key, present, values in exactjson.loads(self._sections[5]):
-            where = range(len(objects)) if present is None else present
-            for index, value in zip(where, values, strict=True):
-                objects[index][key] = value
+        for key in self._metadata_index:  # in jsonb's key order, as encoded
+            for index, value in enumerate(self.column(key)):
+                if value is not MISSING:
+                    objects[index][key] = value
         return objects
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def metadata_of(self, index: int) -> dict[str, Any]:
+        """One event's metadata, from the columns (without building every object)."""
+        if "metadata" in self.__dict__:
+            return self.metadata[index]
+        found: dict[str, Any] = {}
+        for key in self._metadata_index:
+            value = self.column(key)[index]
+            if value is not MISSING:
+                found[key] = value
+        return found
 
     def event(self, index: int) -> ChunkEvent:
         return ChunkEvent(
@@ -287,7 +346,7 @@ class DecodedChunk:
             timestamp=from_micros(self.timestamps[index]),
             level=self.levels[index],
             message=self.messages[index],
-            metadata=self.metadata[index],
+            metadata=self.metadata_of(index),
             ingested_at=from_micros(self.ingested[index]),
         )
 
