@@ -206,6 +206,7 @@ export class RuleEditor {
     if (kind === "ratio" && !wasRatio) c.threshold.value = "10";
     if (kind !== "ratio" && wasRatio) c.threshold.value = "10";
     if (kind === "absence" && Number(c.threshold.value) < 1) c.threshold.value = "1";
+    if (kind !== "absence" && c.op.hidden) c.op.value = ">="; // absence fires below: "<"
     this.showKind(kind);
   }
 

@@ -105,8 +105,14 @@ class App {
 
   async showAlerts() {
     if (!this.alerts) {
-      const { AlertsView } = await import("./alerts.js");
-      this.alerts ||= new AlertsView($("alerts-view"), { session: this.session, navigate: (url, opts) => this.navigate(url, opts) });
+      let module;
+      try {
+        module = await import("./alerts.js");
+      } catch (error) {
+        $("alerts-view").replaceChildren(h("p", { class: "error banner", role: "alert" }, `The Alerts view cannot be loaded: ${error.message}`));
+        return;
+      }
+      this.alerts ||= new module.AlertsView($("alerts-view"), { session: this.session, navigate: (url, opts) => this.navigate(url, opts) });
     }
     if (readState().view === "alerts") this.alerts.show();
   }
