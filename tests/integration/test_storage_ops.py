@@ -87,3 +87,28 @@ def test_doctor_warns_when_compaction_falls_behind(settings: Settings) -> None:
     assert "behind by 7,200 s" in behind.detail and behind.fix and "db compact" in behind.fix
     fine = judge_compaction(CompactionStatus(0.0, None, 5, 5000), settings)
     assert fine.status is Status.OK
+
+
+async def test_an_admin_sets_a_source_retention_and_reads_storage(
+    client: httpx.AsyncClient, db: Database, settings: Settings
+) -> None:
+    too_long = await client.put(
+        "/api/v1/sources/2/retention", json={"days": settings.retention_days}
+    )
+    assert too_long.status_code == 422
+    assert "fewer than the global retention" in too_long.json()["detail"]
+    assert (await client.put("/api/v1/sources/999/retention", json={"days": 3})).status_code == 404
+    done = await client.put("/api/v1/sources/2/retention", json={"days": 3})
+    assert done.status_code == 200, done.text
+    assert done.json() == {"source_id": 2, "source": "app_errors", "retention_days": 3}
+    async with db.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT retention_days FROM log_sources WHERE id = 2") == 3
+        assert (
+            await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'source_retention'")
+            == 1
+        )
+    cleared = await client.put("/api/v1/sources/2/retention", json={"days": None})
+    assert cleared.json()["retention_days"] is None
+    body = (await client.get("/api/v1/storage")).json()
+    assert {r["tier"] for r in body["tiers"]} == {"hot", "compressed"}
+    assert body["compaction_lag_s"] >= 0

@@ -28,6 +28,7 @@ from logkeep.api import (
     protocols,
     search,
     stats,
+    storage,
     tail,
     web,
 )
@@ -263,6 +264,7 @@ def create_app(settings: Settings, database: Database | None = None) -> FastAPI:
     app.include_router(stats.router)
     app.include_router(tail.router)
     app.include_router(explore.router)
+    app.include_router(storage.router)
     app.include_router(web.session_router)
     app.include_router(web.router)  # the explorer's page at / and its assets
     for protocol_router in protocols.ROUTERS:  # OTLP, Loki, Elasticsearch, GELF
