@@ -1006,6 +1006,13 @@ def _wait_for(what: str, check: Callable[[], bool], deadline_s: float) -> None:
     raise EmbeddedError(f"{what} within {deadline_s:.0f}s")
 
 
+def _replica_in_sync(node: LoopbackRedis) -> bool:
+    """A primary, or a replica whose link to its primary is up."""
+    with contextlib.closing(node.client()) as client:
+        info: Any = client.info("replication")
+    return bool(info.get("role") != "slave" or info.get("master_link_status") == "up")
+
+
 @dataclass
 class LoopbackRedisCluster:
     """A Redis Cluster of `primaries` primaries with `replicas` replicas each, made by
@@ -1023,7 +1030,8 @@ class LoopbackRedisCluster:
 
     def start(self, deadline_s: float = 60.0) -> None:
         cli = find_redis_cli()
-        args = ("--cluster-enabled", "yes", "--cluster-node-timeout", str(self.node_timeout_ms))
+        args = ["--cluster-enabled", "yes", "--cluster-node-timeout", str(self.node_timeout_ms)]
+        args += ["--repl-diskless-sync-delay", "0"]  # replicas in sync at once
         for _ in range(self.primaries * (1 + self.replicas)):
             port = free_port_pair()
             node_args = (*args, "--cluster-config-file", f"nodes-{port}.conf")
@@ -1045,47 +1053,67 @@ class LoopbackRedisCluster:
     def live(self) -> list[LoopbackRedis]:
         return [n for n in self.nodes if n.process is not None and n.process.poll() is None]
 
-    def _state(self, node: LoopbackRedis) -> tuple[bool, list[str]]:
-        """(cluster_state ok, CLUSTER NODES lines) as one node sees it."""
+    def nodes_seen_by(self, node: LoopbackRedis) -> tuple[bool, dict[str, Any]]:
+        """(cluster_state is ok, CLUSTER NODES as redis-py parses it: address -> node
+        id, flags, slots, ...) as one node sees it."""
         with contextlib.closing(node.client()) as client:
-            info = client.cluster("INFO")
-            text = info.decode() if isinstance(info, bytes) else str(info)
-            lines = client.cluster("NODES")
-            nodes = (lines.decode() if isinstance(lines, bytes) else str(lines)).splitlines()
-        return "cluster_state:ok" in text, nodes
+            info: Any = client.cluster("INFO")
+            nodes: Any = client.cluster("NODES")
+        return info.get("cluster_state") == "ok", nodes
 
     def wait_healthy(self, deadline_s: float = 60.0) -> None:
-        """Until every live node says the cluster is ok, every slot is served by a
-        primary that is not failed, and they all agree on which."""
+        """Until every live node says the cluster is ok, no running node is flagged
+        failed, every slot is served by a running primary, every replica is in sync, and
+        they all agree on which primary serves which slots."""
 
         def healthy() -> bool:
             views = set()
+            live = {n.address for n in self.live()}
             for node in self.live():
                 try:
-                    ok, lines = self._state(node)
+                    ok, nodes = self.nodes_seen_by(node)
                 except redis.RedisError:
                     return False
-                if not ok or any("fail" in line.split()[2] for line in lines):
+                if not ok or any("fail" in n["flags"] for a, n in nodes.items() if a in live):
                     return False
-                primaries = sorted(
-                    (line.split()[1].split("@")[0], " ".join(line.split()[8:]))
-                    for line in lines
-                    if "master" in line.split()[2] and len(line.split()) > 8
+                serving = [a for a, n in nodes.items() if "master" in n["flags"] and n["slots"]]
+                if not set(serving) <= live:  # a killed primary not yet replaced
+                    return False
+                if not _replica_in_sync(node):  # else it could not take over
+                    return False
+                views.add(
+                    tuple(
+                        sorted(
+                            (address, str(n["slots"]))
+                            for address, n in nodes.items()
+                            if "master" in n["flags"] and n["slots"]
+                        )
+                    )
                 )
-                views.add(tuple(primaries))
             return len(views) == 1
 
         _wait_for("the Redis Cluster did not become healthy", healthy, deadline_s)
 
     def primary_addresses(self) -> dict[str, str]:
         """Node id -> address of every primary serving slots, as a live node sees it."""
-        _, lines = self._state(self.live()[0])
-        found = {}
-        for line in lines:
-            fields = line.split()
-            if "master" in fields[2] and "fail" not in fields[2] and len(fields) > 8:
-                found[fields[0]] = fields[1].split("@")[0]
-        return found
+        _, nodes = self.nodes_seen_by(self.live()[0])
+        return {
+            n["node_id"]: address
+            for address, n in nodes.items()
+            if "master" in n["flags"] and "fail" not in n["flags"] and n["slots"]
+        }
+
+    def slot_owners(self) -> dict[int, str]:
+        """Slot -> address of the primary serving it, as a live node sees it."""
+        _, nodes = self.nodes_seen_by(self.live()[0])
+        owners: dict[int, str] = {}
+        for address, n in nodes.items():
+            if "master" not in n["flags"] or "fail" in n["flags"]:
+                continue
+            for low, high in n["slots"]:
+                for slot in range(int(low), int(high) + 1):
+                    owners[slot] = address
+        return owners
 
     def node_at(self, address: str) -> LoopbackRedis:
         return next(n for n in self.nodes if n.address == address)

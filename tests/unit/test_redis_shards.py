@@ -76,7 +76,7 @@ def test_a_brace_in_the_prefix_is_refused() -> None:
     with pytest.raises(ValueError, match="brace"):
         Keys("app{1}:")
     with pytest.raises(ValueError, match="LOGKEEP_REDIS_KEY_PREFIX"):
-        Settings(_env_file=None, redis_key_prefix="x}:")  # type: ignore[call-arg]
+        Settings(_env_file=None, redis_key_prefix="x}:")
 
 
 def test_shard_counts_out_of_range_are_refused() -> None:

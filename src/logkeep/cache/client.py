@@ -24,8 +24,10 @@ from typing import Any, Literal, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, SlotNotCoveredError
 
 Kind = Literal["server", "cluster", "sentinel"]
 
@@ -143,6 +145,74 @@ def describe_target(url: str) -> str:
     return f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or ''}"
 
 
+class ClusterUnavailable(RedisConnectionError):
+    """The cluster's layout could not be learned, or a slot has no primary right now (a
+    failover or a resharding under way): transient, like a lost connection."""
+
+
+class SharedRedisCluster(RedisCluster):
+    """redis-py's RedisCluster, for a client that many tasks use at once.
+
+    - redis-py calls aclose() to forget the cluster's layout (after CLUSTERDOWN, an
+      uncovered slot, every few MOVED replies, a pipeline's lost connection). Closing
+      also cuts the connections other tasks are using at that moment, whose commands then
+      fail with odd errors or wait for their socket timeout (seen in a failover: 40 s).
+      Here it only makes the next command learn the layout again, which redis-py does
+      without cutting commands in flight; `close_for_good` closes.
+    - What redis-py raises when it cannot learn the layout or finds a slot without a
+      primary is not a RedisError; here it is one (ClusterUnavailable), so callers treat
+      it as they treat a lost connection: 503, retry, cache skipped.
+    """
+
+    _shut = False
+
+    async def aclose(self) -> None:
+        if self._shut:
+            await super().aclose()
+        else:
+            self._initialize = True
+
+    async def close_for_good(self) -> None:
+        self._shut = True
+        await super().aclose()
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> RedisCluster:
+        try:
+            return await super().initialize(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise ClusterUnavailable(str(exc)) from exc
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except SlotNotCoveredError as exc:
+            self._initialize = True
+            raise ClusterUnavailable(str(exc)) from exc
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        if shard_hint:
+            raise RedisClusterException("shard_hint is deprecated in cluster mode")
+        # redis-py's own pipeline() makes a ClusterPipeline the same way; mypy counts an
+        # attribute redis-py sets in __init__ as abstract.
+        return _SharedClusterPipeline(self, transaction)  # type: ignore[abstract]
+
+
+class _SharedClusterPipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except SlotNotCoveredError as exc:
+            raise ClusterUnavailable(str(exc)) from exc
+
+
+async def close_client(client: aioredis.Redis) -> None:
+    """Close a client made by make_client, its connections and any helper's."""
+    if isinstance(client, SharedRedisCluster):
+        await client.close_for_good()
+    else:
+        await client.aclose()
+
+
 class SentinelRedis(aioredis.Redis):
     """The client of Sentinel's current primary; closing it closes its connections to
     the sentinels too."""
@@ -165,7 +235,7 @@ def make_client(url: str, **options: Any) -> aioredis.Redis:
     auth: dict[str, Any] = {"username": target.username, "password": target.password}
     tls: dict[str, Any] = {"ssl": True, **target.options_for(TLS_OPTIONS)} if target.tls else {}
     if target.kind == "cluster":
-        cluster = RedisCluster(
+        cluster = SharedRedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
             **auth,
             **tls,

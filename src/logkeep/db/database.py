@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from logkeep.cache.client import describe_target, make_client
+from logkeep.cache.client import close_client, describe_target, make_client
 from logkeep.cache.keys import Keys
 from logkeep.cache.query_cache import QueryCache
 from logkeep.cache.tail import TailBuffer
@@ -162,6 +162,11 @@ class Database:
                 socket_timeout=INGEST_SCRIPT_TIMEOUT_S,
                 retry=Retry(NoBackoff(), 0),
             )
+            # A Redis Cluster client learns the cluster on its first command, and a
+            # fresh redis-py RedisCluster given several first commands at once fails
+            # some of them (redis-py 8.1): one command each before anyone uses them.
+            for client in (self.tail_redis, self.ingest_redis):
+                await self._answers(client)
         except BaseException:
             await self.close()
             raise
@@ -259,22 +264,33 @@ class Database:
                 with attempt:
                     await client.ping()
         except RedisError as exc:
-            await client.aclose()
+            await close_client(client)
             raise StoreUnavailable(
                 f"Redis at {describe_redis_target(self.redis_url)} did not answer within "
                 f"{s.connect_deadline_s:.0f}s: {type(exc).__name__}: {exc}"
             ) from exc
         return client
 
+    async def _answers(self, client: aioredis.Redis) -> None:
+        try:
+            async for attempt in self._retrying((RedisError,), "redis_connect_retry"):
+                with attempt:
+                    await client.ping()
+        except RedisError as exc:
+            raise StoreUnavailable(
+                f"Redis at {describe_redis_target(self.redis_url)} did not answer within "
+                f"{self.settings.connect_deadline_s:.0f}s: {type(exc).__name__}: {exc}"
+            ) from exc
+
     async def close(self) -> None:
         if self.ingest_redis is not None:
-            await self.ingest_redis.aclose()
+            await close_client(self.ingest_redis)
             self.ingest_redis = None
         if self.tail_redis is not None:
-            await self.tail_redis.aclose()
+            await close_client(self.tail_redis)
             self.tail_redis = None
         if self.redis_client is not None:
-            await self.redis_client.aclose()
+            await close_client(self.redis_client)
             self.redis_client = None
         if self.read_pools is not None:
             await self.read_pools.close()
