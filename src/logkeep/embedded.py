@@ -1157,11 +1157,14 @@ class LoopbackRedisSentinel:
         return f"redis+sentinel://{hosts}/{self.service}"
 
     def start(self, deadline_s: float = 60.0) -> None:
-        self.primary = LoopbackRedis(self.root, free_port_pair())
+        in_sync_at_once = ("--repl-diskless-sync-delay", "0")
+        self.primary = LoopbackRedis(self.root, free_port_pair(), in_sync_at_once)
         self.primary.start()
         for _ in range(self.replicas):
             replica = LoopbackRedis(
-                self.root, free_port_pair(), ("--replicaof", "127.0.0.1", str(self.primary.port))
+                self.root,
+                free_port_pair(),
+                (*in_sync_at_once, "--replicaof", "127.0.0.1", str(self.primary.port)),
             )
             replica.start()
             self.replica_nodes.append(replica)
@@ -1177,7 +1180,7 @@ class LoopbackRedisSentinel:
             sentinel.start()
             self.sentinel_nodes.append(sentinel)
         _wait_for(
-            "the replicas and sentinels did not all see the primary",
+            "the replicas were not in sync, or the sentinels did not all see the primary",
             lambda: self._all_known(),
             deadline_s,
         )
@@ -1191,10 +1194,7 @@ class LoopbackRedisSentinel:
                         return False
                     if int(state["num-other-sentinels"]) < self.sentinels - 1:
                         return False
-            assert self.primary is not None
-            with contextlib.closing(self.primary.client()) as client:
-                info = client.info("replication")
-                return int(info.get("connected_slaves", 0)) >= self.replicas
+            return all(_replica_in_sync(replica) for replica in self.replica_nodes)
         except redis.RedisError:
             return False
 

@@ -118,6 +118,15 @@ class Load:
         await asyncio.gather(*(sender(i) for i in range(senders)))
 
 
+def acknowledged(load: Load, at_least: int) -> Callable[[], Awaitable[bool]]:
+    """A check for wait_until: this many requests of the load acknowledged."""
+
+    async def enough() -> bool:
+        return len(load.acked_at) >= at_least
+
+    return enough
+
+
 async def stored(db: Database, tag: str) -> Counter[str]:
     """How many times each event of this run is in PostgreSQL."""
     async with db.pool.acquire() as conn:

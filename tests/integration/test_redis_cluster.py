@@ -10,7 +10,6 @@ import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import httpx
 import orjson
@@ -27,6 +26,7 @@ from tests.integration.redis_failover import (
     NDJSON,
     Load,
     Workers,
+    acknowledged,
     add_sources,
     assert_stored_exactly_once,
     backlog_empty,
@@ -220,7 +220,7 @@ async def test_a_primary_killed_under_durable_ingest_loses_and_doubles_nothing(
         load = Load(http, list(by_shard.values()), uuid.uuid4().hex)
         stop = asyncio.Event()
         sending = asyncio.create_task(load.run(senders=6, stop=stop))
-        await wait_until("acknowledgements before the kill", _acks(load, 30), 30)
+        await wait_until("acknowledgements before the kill", acknowledged(load, 30), 30)
         victim.kill()
         killed_at = time.monotonic()
         await asyncio.to_thread(cluster.wait_healthy, 60)  # a replica took over
@@ -228,7 +228,7 @@ async def test_a_primary_killed_under_durable_ingest_loses_and_doubles_nothing(
         acked_at_recovery = len(load.acked_at)
         await wait_until(
             "acknowledgements after the failover",
-            _acks(load, acked_at_recovery + 30),
+            acknowledged(load, acked_at_recovery + 30),
             30,
         )
         stop.set()
@@ -271,11 +271,12 @@ async def test_resharding_a_slot_range_under_load_loses_nothing(
         fast = Load(http, list(by_shard.values()), uuid.uuid4().hex, durable=False)
         stop = asyncio.Event()
         sending = asyncio.gather(durable.run(3, stop), fast.run(3, stop))
-        await wait_until("acknowledgements before resharding", _acks(durable, 20), 30)
+        await wait_until("acknowledgements before resharding", acknowledged(durable, 20), 30)
         # 2000 slots from the lowest of the source's range: shards 0 and 1 move.
         await asyncio.to_thread(cluster.reshard, source_id, target_id, 2000)
         moved_at = len(durable.acked_at)
-        await wait_until("acknowledgements after resharding", _acks(durable, moved_at + 20), 30)
+        after_moving = acknowledged(durable, moved_at + 20)
+        await wait_until("acknowledgements after resharding", after_moving, 30)
         stop.set()
         await sending
         await wait_until("the backlog drained", lambda: backlog_empty(db), 60)
@@ -289,10 +290,3 @@ async def test_resharding_a_slot_range_under_load_loses_nothing(
     )
     await assert_stored_exactly_once(db, durable)
     await assert_stored_exactly_once(db, fast)
-
-
-def _acks(load: Load, at_least: int) -> Any:
-    async def enough() -> bool:
-        return len(load.acked_at) >= at_least
-
-    return enough

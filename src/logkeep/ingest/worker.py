@@ -246,14 +246,23 @@ class Worker:
         claimed: list[StreamEntry] = []
         start = "0-0"
         while sum(e.events for e in claimed) < self._settings.worker_batch_events:
-            reply: Any = await self._db.redis.xautoclaim(
-                self._keys.ingest_stream(shard),
-                GROUP,
-                self.name,
-                min_idle_time=self._settings.worker_claim_idle_ms,
-                start_id=start,
-                count=READ_COUNT,
-            )
+            try:
+                reply: Any = await self._db.redis.xautoclaim(
+                    self._keys.ingest_stream(shard),
+                    GROUP,
+                    self.name,
+                    min_idle_time=self._settings.worker_claim_idle_ms,
+                    start_id=start,
+                    count=READ_COUNT,
+                )
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The stream was lost (a Redis without persistence restarted, a replica
+                # promoted before it had it): start over, nothing is pending any more.
+                log.warning("worker_group_recreated", stream=self._keys.ingest_stream(shard))
+                await self.ensure_group()
+                break
             start = as_text(reply[0])
             claimed += [
                 StreamEntry.from_reply(i, f, self._shards, shard)
