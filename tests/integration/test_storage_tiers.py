@@ -164,7 +164,9 @@ async def snapshot_every_answer(
         cursor = None
         while True:
             page_params = [*params, ("limit", "37"), *([("cursor", cursor)] if cursor else [])]
-            response = await client.get("/api/v1/logs", params=httpx.QueryParams(tuple(page_params)))
+            response = await client.get(
+                "/api/v1/logs", params=httpx.QueryParams(tuple(page_params))
+            )
             assert response.status_code == 200, response.text
             body = response.json()
             items += body["items"]
@@ -352,7 +354,7 @@ async def test_per_source_retention_expires_both_tiers_and_rollups(
     )
     async with db.pool.acquire() as conn:
         await conn.execute("UPDATE log_sources SET retention_days = 2 WHERE id = 3")
-        removed = await expire_sources(conn, now)
+        removed = sum((await expire_sources(conn, now)).values())
         left = await conn.fetch("SELECT min(bucket) AS oldest FROM log_metrics WHERE source_id = 3")
     assert removed == 3  # days 2 and 3 compacted, and the hot row
     await db.cache.invalidate_sources([3])

@@ -105,6 +105,8 @@ async def compaction_loop(db: Database, settings: Settings) -> None:
                     grace=timedelta(seconds=settings.compaction_grace_s),
                     budget_s=max(1.0, settings.compaction_interval_s / 2),
                 )
+            if report.expired_sources:  # cached answers holding removed events go stale
+                await db.cache.invalidate_sources(report.expired_sources)
             if report.events or report.expired_events:
                 log.info(
                     "compaction",

@@ -96,10 +96,17 @@ async def run_compaction(settings: Settings, until_now: bool) -> CompactionRepor
             ),
         )
         if not report.busy:
-            report.expired_events = await expire_sources(conn)
+            expired = await expire_sources(conn)
+            report.expired_events = sum(expired.values())
+            report.expired_sources = sorted(expired)
         return report
 
     return await with_connection(settings, compact_all)
+
+
+async def forget_cached(settings: Settings, source_ids: list[int]) -> None:
+    async with Database(settings) as db:
+        await db.cache.invalidate_sources(source_ids)
 
 
 @db_app.command("compact")
@@ -114,6 +121,8 @@ def db_compact(
     settings = load_settings()
     with stores(settings) as (resolved, _):
         report = run_async(run_compaction(resolved, every_slice))
+        if report.expired_sources:  # cached answers holding removed events go stale
+            run_async(forget_cached(resolved, report.expired_sources))
     if report.busy:
         console.print("another process is compacting; nothing done")
         return

@@ -108,7 +108,7 @@ class CompactionReport:
     seconds: float = 0.0
     busy: bool = False  # another process held the lock
     expired_events: int = 0
-    errors: list[str] = field(default_factory=list)
+    expired_sources: list[int] = field(default_factory=list)  # their cached answers are stale
 
 
 @asynccontextmanager
@@ -279,17 +279,20 @@ async def expire_source(conn: Conn, source_id: int, cutoff: datetime) -> int:
     return removed
 
 
-async def expire_sources(conn: Conn, now: datetime | None = None) -> int:
-    """Apply every source's own retention; events removed (under the compaction lock)."""
+async def expire_sources(conn: Conn, now: datetime | None = None) -> dict[int, int]:
+    """Apply every source's own retention (under the compaction lock): events removed per
+    source that lost any."""
     moment = (now or datetime.now(UTC)).replace(second=0, microsecond=0)
-    removed = 0
+    removed: dict[int, int] = {}
     async with compaction_lock(conn) as mine:
         if not mine:
-            return 0
+            return removed
         for row in await conn.fetch(SOURCES_WITH_RETENTION):
-            removed += await expire_source(
+            gone = await expire_source(
                 conn, row["id"], moment - timedelta(days=row["retention_days"])
             )
+            if gone:
+                removed[row["id"]] = gone
     return removed
 
 
@@ -332,7 +335,9 @@ async def compact_in_background(
     retention, and the metrics."""
     report = await compact(conn, slice_length=slice_length, grace=grace, deadline_s=budget_s)
     if not report.busy:
-        report.expired_events = await expire_sources(conn)
+        expired = await expire_sources(conn)
+        report.expired_events = sum(expired.values())
+        report.expired_sources = sorted(expired)
     status = await compaction_status(conn, slice_length=slice_length, grace=grace)
     metrics.COMPACTION_LAG_SECONDS.set(status.lag_s)
     metrics.CHUNKS.set(status.chunks)
