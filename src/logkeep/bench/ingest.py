@@ -682,6 +682,17 @@ async def run(settings: Settings, rows: int) -> str:
             f"{'exactly once' if once else 'NOT exactly once'}): end to end is "
             f"{e2e_rate / row_store_rate:.2f}x that"
         )
+        # CPU per event by part in both runs: what the storage change saves, whatever else
+        # the machine is doing meanwhile.
+        for label, run_cpu, events in (
+            ("tiered", e2e.cpu, e2e.sent.accepted),
+            ("row store", row_store.cpu, row_store.sent.accepted),
+        ):
+            parts = ", ".join(
+                f"{name} {seconds / max(1, events) * 1e6:.1f}" for name, seconds in run_cpu.items()
+            )
+            total = sum(run_cpu.values()) / max(1, events) * 1e6
+            console.print(f"    CPU us/event, {label}: {parts}; all {total:.1f}")
         compacted, compaction_cpu = await compaction_cost(url[e2e_db])
         per_event_us = compaction_cpu / max(1, compacted) * 1e6
         console.print(
