@@ -30,7 +30,9 @@ def split_read_urls(value: str) -> list[str]:
     return [part for part in parts if part]
 
 
-CLUSTER_INGEST_SHARDS = 12
+# Two per primary of the common three-primary cluster, room to grow to six; more shards
+# cost a request spread over many sources more calls and commits (bench/redis_cluster.py).
+CLUSTER_INGEST_SHARDS = 6
 
 
 class SettingsError(ValueError):
@@ -72,9 +74,9 @@ class Settings(BaseSettings):
     redis_health_check_interval_s: int = Field(default=15, ge=0)
     redis_key_prefix: str = "logkeep:"
     # Ingest streams (with their dedup sets and rate limits) the events are spread over:
-    # a source's events always go to the same one. Unset: 1, or 12 when LOGKEEP_REDIS_URL
-    # names a Redis Cluster (so 1, 2, 3, 4, 6 or 12 primaries get an equal share). Change
-    # it only with ingest stopped and the backlog empty (docs/scale.md).
+    # a source's events always go to the same one. Unset: 1, or 6 when LOGKEEP_REDIS_URL
+    # names a Redis Cluster (so 1, 2, 3 or 6 primaries get an equal share). Change it
+    # only with ingest stopped and the backlog empty (docs/scale.md).
     ingest_shards: int | None = Field(default=None, ge=1, le=256)
     # After a Redis failure, reads skip the cache for this long instead of paying a
     # connect timeout on every request.

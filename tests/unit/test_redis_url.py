@@ -60,5 +60,5 @@ def test_shards_default_by_what_the_url_names() -> None:
 
     assert shards("redis://h:6379/0") == 1
     assert shards("redis+sentinel://s:26379/m") == 1
-    assert shards("redis+cluster://a:7000") == 12
+    assert shards("redis+cluster://a:7000") == 6
     assert shards("redis+cluster://a:7000", ingest_shards=3) == 3
