@@ -13,8 +13,8 @@ user's; the file is followed by `logkeep ingest --follow`.
     6. logfmt numbers are found by `--meta`; a line that is not logfmt is kept whole
     7. `query` without `--since` finds entries from 3 hours ago; the footer says more match
     8. auth on: the 401 says how to log in; `login` keeps a 0600 session; `query` works
-    9. `tail` rides out a restart (with that session) and prints what came after it;
-       then `logout` ends the session
+    9. `tail` and `ingest --follow` ride out a restart (with that session): what was
+       written meanwhile arrives once and is shown; then `logout` ends the session
 """
 
 from __future__ import annotations
@@ -234,11 +234,12 @@ class User:
         (session,) = sessions.values()
         return session["token"]
 
-    async def stored(self, params: dict[str, str], token: str | None = None) -> int:
-        """How many entries match, through the API's NDJSON export (every match)."""
+    async def stored(self, params: dict[str, str]) -> int:
+        """How many entries match, through the API's NDJSON export (every match), with
+        the saved session once there is one."""
         headers = {"Accept": "application/x-ndjson"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+        if self.credentials.exists():
+            headers["Authorization"] = f"Bearer {self.token()}"
         async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as http:
             response = await http.get("/api/v1/logs", params=params, headers=headers)
         assert response.status_code == 200, response.text
@@ -493,11 +494,13 @@ async def test_a_new_users_first_hour(private_parent: Path) -> None:
             assert f"{word} failure {n}" in found.output, found
         assert f"{three_hours_ago:%Y-%m-%d %H:%M:%S}" in found.output, found
         assert "3 entries" in found.output and "more match" not in found.output, found
-        some = await user.ok("query", word, "--limit", "2")
-        assert "showing the newest 2 entries; more match" in some.output, some
-        assert f"{word} failure 0" not in some.output, some
+        newest = await user.ok("query", word, "--limit", "1")
+        assert "showing the newest entry; more match" in newest.output, newest
+        assert f"{word} failure 2" in newest.output, newest
+        assert f"{word} failure 1" not in newest.output, newest
         recent = await user.ok("query", word, "--since", "1h")
         assert "no entries in the last 1h; search further back" in recent.output, recent
+        assert "time (UTC)" not in recent.output, recent  # no empty table above it
         step.done("7 query window")
 
         # -- 8. authentication on: the 401 says how; `login` keeps a private session ------
@@ -520,7 +523,11 @@ async def test_a_new_users_first_hour(private_parent: Path) -> None:
         assert "3 entries" in found.output, found
         step.done("8 login")
 
-        # -- 9. `tail` rides out a restart and prints what came after it ------------------
+        # -- 9. `tail` and the follower ride out a restart; what came after it shows ------
+        # Both with the saved session. The follower resumes at its checkpoint.
+        follower = await user.start(*follow_args)
+        running.append(follower)
+        await wait_for_stderr(follower, "following app.log", 30)
         probe = f"tailprobe{uuid.uuid4().hex[:8]}"
         tail = await user.start("tail", "--json", "--contains", probe, stdout=True)
         running.append(tail)
@@ -545,17 +552,20 @@ async def test_a_new_users_first_hour(private_parent: Path) -> None:
                 await read_line(tail.stdout, 0.5)
         await run_and_stop(up, user.data_dir)
         await wait_for_stderr(tail, "connection lost", 15)
-        assert tail.returncode is None  # still there through the outage
+        # Written while logkeep is away: the follower sends it once logkeep is back.
+        append(log, logfmt_lines(tag, 800, 850))
+        append(log, f'level=error msg="{probe} after restart" run={tag}x\n'.encode())
         up = user.up(LOGKEEP_AUTH_REQUIRED="true")
         await up.start_and_wait_ready()
-        # The saved session outlived the restart: the CLI sends it, the tail still holds it.
-        after = f'level=error msg="{probe} after restart"\n'.encode()
-        sent = await user.ok("ingest", "-", "--source", "myapp", "--durable", stdin=after)
-        assert "1 accepted" in sent.output, sent
-        shown = orjson.loads(await read_line(tail.stdout, 30))
+        shown = orjson.loads(await read_line(tail.stdout, 60))
         assert (shown["message"], shown["level"]) == (f"{probe} after restart", "ERROR")
         await wait_for_stderr(tail, "reconnected", 5)
+        assert tail.returncode is None and follower.returncode is None
+        assert await user.wait_stored(ours, 850) == 850
+        assert await stop_process(follower) == 0
         assert await stop_process(tail) == 0
+        entries = await user.query_json("--meta", f"run={tag}")
+        assert sorted(e["metadata"]["n"] for e in entries) == list(range(850))
 
         # 8, the end: `logout` ends the session, here and on the server.
         out = await user.ok("logout")
