@@ -102,6 +102,8 @@ def parse_timestamp(value: object) -> datetime:
         else:
             if parsed.tzinfo is UTC:
                 return parsed
+    elif type(value) is datetime and value.tzinfo is UTC:  # as parsers give it
+        return value
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, bool):
