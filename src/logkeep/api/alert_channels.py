@@ -42,7 +42,25 @@ MAX_RECIPIENTS = 50
 _ADDRESS = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}"
 ADDRESS_PATTERN = f"^{_ADDRESS}$"
 ADDRESSES_PATTERN = f"^ *{_ADDRESS} *(?:, *{_ADDRESS} *){{0,{MAX_RECIPIENTS - 1}}}$"
-_HOST = r"(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9_])?|\[[0-9A-Fa-f:.]{2,45}\])"
+_H16 = "[0-9A-Fa-f]{1,4}"
+_OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_LS32 = rf"(?:{_H16}:{_H16}|{_OCTET}(?:\.{_OCTET}){{3}})"
+
+
+def _before(groups: int) -> str:
+    """Up to `groups` groups before `::`."""
+    return rf"(?:(?:{_H16}:){{0,{groups - 1}}}{_H16})?"
+
+
+# RFC 3986's IPv6address, which urlsplit (through ipaddress) takes and nothing else: a
+# looser [hex:.] let "[0b.0]" in, and urlsplit raised on it when the channel was shown.
+_IPV6 = "|".join([
+    rf"(?:{_H16}:){{6}}{_LS32}", rf"::(?:{_H16}:){{5}}{_LS32}",
+    rf"{_before(1)}::(?:{_H16}:){{4}}{_LS32}", rf"{_before(2)}::(?:{_H16}:){{3}}{_LS32}",
+    rf"{_before(3)}::(?:{_H16}:){{2}}{_LS32}", rf"{_before(4)}::{_H16}:{_LS32}",
+    rf"{_before(5)}::{_LS32}", rf"{_before(6)}::{_H16}", rf"{_before(7)}::",
+])  # fmt: skip
+_HOST = rf"(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]{{0,251}}[A-Za-z0-9_])?|\[(?:{_IPV6})\])"
 _PORT = (  # 1 to 65535
     r"(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}"
     r"|[1-9][0-9]{0,3}))?"

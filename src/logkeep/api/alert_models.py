@@ -337,9 +337,10 @@ def stored_values(
         raise _refuse(exc.param, exc.reason) from None
     options: dict[str, Any] = {}
     op = body.op
+    # Checked whatever the kind (a body is valid or not as a whole); kept for ratios.
+    denominator = _pairs(body.denominator, None, "denominator.") if body.denominator else ()
+    _checked(denominator, "denominator.", retention)
     if body.kind == "ratio":
-        denominator = _pairs(body.denominator, None, "denominator.") if body.denominator else ()
-        _checked(denominator, "denominator.", retention)
         options.update(denominator=[list(p) for p in denominator], min_volume=body.min_volume)
     elif body.kind == "absence":
         op = "<"
