@@ -157,6 +157,42 @@ async def test_a_refusal_on_one_shard_appends_and_spends_nothing_elsewhere(
     assert limited_shard != free_shard
 
 
+async def test_a_refusal_on_the_one_shard_of_a_request_gives_the_client_charge_back(
+    sharded_db: Database, sharded: Settings
+) -> None:
+    """All the records on one shard, the client's rate limit on another: the client is
+    charged first, and the source's refusal gives that charge back."""
+    db = sharded_db
+    by_shard = await sources_by_shard(db)
+    async with running_app(sharded) as api:
+        probe = [{"source": by_shard[min(by_shard)], "message": "who am I"}]
+        assert (await api.post("/api/v1/ingest", content=ndjson(probe), headers=NDJSON)).is_success
+    (client_key,) = [
+        k.decode() async for k in db.redis.scan_iter(match=f"{db.keys.prefix}*:rate:client:*")
+    ]
+    client = client_key.rsplit(":rate:client:", 1)[1]
+    home = db.keys.shards.of_client(client)
+    shard, limited = next((s, n) for s, n in by_shard.items() if s != home)
+    async with db.pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE log_sources SET configuration = configuration || "
+            '\'{"rate_limit_eps": 1, "rate_limit_burst": 2}\' WHERE name = $1',
+            limited,
+        )
+        limited_id = await conn.fetchval("SELECT id FROM log_sources WHERE name = $1", limited)
+    await db.redis.delete(*db.keys.source_rules_copies(limited_id, limited))  # cached rules
+    async with running_app(sharded) as api:
+        warm = [{"source": limited, "message": "warm"}] * 3
+        assert (await api.post("/api/v1/ingest", content=ndjson(warm), headers=NDJSON)).is_success
+        charged = float(await db.redis.get(client_key) or 0)
+        lengths = await stream_lengths(db)
+        refused = await api.post("/api/v1/ingest", content=ndjson(warm[:1]), headers=NDJSON)
+        assert refused.status_code == 429, refused.text
+        assert float(await db.redis.get(client_key) or 0) <= charged  # nothing kept
+        assert await stream_lengths(db) == lengths
+    assert shard != home
+
+
 async def test_the_backlog_bound_is_shared_out_between_the_shards(sharded: Settings) -> None:
     small = sharded.model_copy(update={"ingest_max_backlog_bytes": 4 * 2048})
     async with Database(small) as sharded_db, running_app(small) as api:
