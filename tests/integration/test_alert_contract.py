@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import jsonschema_rs
 
+from logkeep.db.database import Database
 from tests.integration.test_openapi import JSON, assert_problem
 
 PREVIEW = "/api/v1/alert-rules/preview"
@@ -323,3 +324,18 @@ async def test_what_the_document_cannot_say_of_a_silence(client: httpx.AsyncClie
     ]  # fmt: skip
     wrong = await disagreements(client, SILENCES, cases, 201, document_states_it=False)
     assert wrong == []
+
+
+async def test_a_chat_url_saved_before_it_was_checked_whole_is_hidden_whole(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    """Saved by an older version, which took https://[0b.0]/...: listing channels split
+    it to show its host, and every GET /alert-channels answered 500."""
+    async with db.pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO alert_channels (name, kind, url, recipients, secret)"
+            " VALUES ('old chat', 'teams', 'https://[0b.0]/webhook/SECRET', '{}', '')"
+        )
+    listed = await client.get(CHANNELS)
+    assert listed.status_code == 200, listed.text
+    assert [c["url"] for c in listed.json() if c["name"] == "old chat"] == ["…"]

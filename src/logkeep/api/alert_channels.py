@@ -238,10 +238,20 @@ def _refuse(field: str, reason: str) -> HTTPException:
     return HTTPException(422, [{"loc": ["body", field], "msg": reason, "type": "invalid"}])
 
 
+def _host_only(url: str) -> str:
+    """A chat webhook's URL without its secret part. A URL saved before the pattern above
+    was whole may not split: it is then hidden whole, rather than failing the list."""
+    try:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.hostname}/…"
+    except ValueError:
+        return "…"
+
+
 def channel_public(row: Any) -> dict[str, Any]:
     url = row["url"]
     if row["kind"] in ("slack", "teams") and url:
-        url = f"{urlsplit(url).scheme}://{urlsplit(url).hostname}/…"
+        url = _host_only(url)
     return {
         "id": row["id"], "name": row["name"], "kind": row["kind"], "url": url,
         "to": list(row["recipients"]), "has_secret": row["has_secret"],
