@@ -20,11 +20,11 @@ const DEFAULTS = {
   metadata: {}, not_metadata: {}, sources: [], channels: [], labels: {}, group_by: null,
   expected_groups: [], seen_lookback_seconds: null, denominator: null, name: "", description: "",
 };
-// Where the API's error locations land in the form. api.js drops "body" and "query"
-// from a location (they name where a parameter was), so ["body", "query"], the rule's
-// words, arrives as "".
+// Where the API's error locations land in the form (api.js drops the leading "body" or
+// "query" that says where a field was sent, so ["body", "query"], the rule's words,
+// arrives as "query").
 const ALIASES = {
-  "": "query", source: "sources", metadata: "query", not_metadata: "query", min_level: "level", op: "threshold",
+  source: "sources", metadata: "query", not_metadata: "query", min_level: "level", op: "threshold",
   range: "preview", is_active: "name", denominator: "denominator",
 };
 const TIMING = [

@@ -22,7 +22,11 @@ function fieldErrors(list) {
   if (!Array.isArray(list)) return [];
   return list.map((e) => {
     if (typeof e === "string") return { where: "", message: e };
-    const loc = Array.isArray(e.loc) ? e.loc.filter((p) => p !== "body" && p !== "query").join(".") : (e.pointer || e.field || e.name || "");
+    // The first part of a location says where the field was sent (the body, the query
+    // string, a path); only the rest names the field, which may itself be called "query".
+    const parts = Array.isArray(e.loc) ? e.loc.map(String) : [];
+    if (["body", "query", "path", "header"].includes(parts[0])) parts.shift();
+    const loc = Array.isArray(e.loc) ? parts.join(".") : (e.pointer || e.field || e.name || "");
     return { where: String(loc || ""), message: String(e.msg || e.message || e.detail || "") };
   });
 }
