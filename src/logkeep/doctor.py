@@ -13,15 +13,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import httpx
-import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 
+from logkeep.cache.client import close_client, is_cluster, make_client
+from logkeep.cache.keys import Keys
+from logkeep.cache.topology import judge_shard_spread, servers_info, shard_placement
 from logkeep.config import MIN_PROD_SECRET_LENGTH, PLACEHOLDER_SECRETS, Environment, Settings
 from logkeep.db import migrate
 from logkeep.db.compaction import CompactionStatus, compaction_status
@@ -495,7 +496,7 @@ async def redis_checks(settings: Settings) -> list[Check]:
         return [unset_store("redis", "LOGKEEP_REDIS_URL", settings)]
     target = describe_redis_target(settings.redis_url)
     try:
-        client: aioredis.Redis = aioredis.from_url(
+        client = make_client(
             settings.redis_url,
             socket_timeout=CONNECT_TIMEOUT_S,
             socket_connect_timeout=CONNECT_TIMEOUT_S,
@@ -505,7 +506,8 @@ async def redis_checks(settings: Settings) -> list[Check]:
             fail(
                 "redis",
                 f"LOGKEEP_REDIS_URL is not usable: {exc}",
-                "it should look like redis://user:password@host:6379/0",
+                "it should look like redis://user:password@host:6379/0, "
+                "redis+cluster://host:port,host:port or redis+sentinel://host:port/service",
             )
         ]
     try:
@@ -520,7 +522,9 @@ async def redis_checks(settings: Settings) -> list[Check]:
                 )
             ]
         try:
-            info: dict[str, Any] = await client.info()
+            infos = await servers_info(client)
+            keys = Keys(settings.redis_key_prefix, settings.resolved_ingest_shards)
+            placement = shard_placement(client, keys) if is_cluster(client) else None
         except NoPermissionError:
             return [
                 ok("redis", f"connected to {target}"),
@@ -531,18 +535,56 @@ async def redis_checks(settings: Settings) -> list[Check]:
                 ),
             ]
     finally:
-        await client.aclose()
-    return [
-        ok("redis", f"connected to {target} (Redis {info.get('redis_version', '?')})"),
-        judge_eviction(
-            str(info.get("maxmemory_policy", "")),
-            int(info.get("maxmemory", 0)),
-            int(info.get("used_memory", 0)),
-            settings.env,
+        await close_client(client)
+    versions = sorted({str(i.get("redis_version", "?")) for i in infos.values()})
+    servers = f"{len(infos)} primaries, " if len(infos) > 1 else ""
+    checks = [
+        ok("redis", f"connected to {target} ({servers}Redis {', '.join(versions)})"),
+        worst(
+            [
+                judge_eviction(
+                    str(info.get("maxmemory_policy", "")),
+                    int(info.get("maxmemory", 0)),
+                    int(info.get("used_memory", 0)),
+                    settings.env,
+                )
+                for info in infos.values()
+            ],
+            list(infos),
         ),
-        judge_persistence(
-            bool(info.get("aof_enabled")),
-            str(info.get("aof_last_write_status", "ok")) == "ok",
-            settings.env,
+        worst(
+            [
+                judge_persistence(
+                    bool(info.get("aof_enabled")),
+                    str(info.get("aof_last_write_status", "ok")) == "ok",
+                    settings.env,
+                )
+                for info in infos.values()
+            ],
+            list(infos),
         ),
     ]
+    if placement is not None:
+        even, detail = judge_shard_spread(placement)
+        checks.append(
+            ok("redis ingest shards", detail)
+            if even
+            else warn(
+                "redis ingest shards",
+                f"{detail}: ingest piles onto the busiest primary",
+                "move slots with redis-cli --cluster reshard so each primary serves its "
+                "share of the shards, or set LOGKEEP_INGEST_SHARDS to a multiple of the "
+                "primaries (docs/scale.md says how to change it)",
+            )
+        )
+    return checks
+
+
+def worst(checks: list[Check], servers: list[str]) -> Check:
+    """One check for several servers (a cluster's primaries): the worst, naming it."""
+    order = [Status.OK, Status.WARN, Status.FAIL]
+    at = max(range(len(checks)), key=lambda i: order.index(checks[i].status))
+    chosen = checks[at]
+    if len(checks) == 1 or chosen.status == Status.OK:
+        return chosen
+    return Check(chosen.name, chosen.status, f"{servers[at]}: {chosen.detail}", chosen.fix)

@@ -20,6 +20,7 @@ from logkeep.cache.shards import slot_of
 from logkeep.config import Settings
 from logkeep.db.database import Database
 from logkeep.db.seed import TEST_PASSWORDS
+from logkeep.doctor import Status, redis_checks
 from logkeep.embedded import LoopbackRedisCluster, temporary_root
 from tests.conftest import make_settings, served
 from tests.integration.redis_failover import (
@@ -204,6 +205,12 @@ async def test_ingest_search_tail_sessions_and_the_cache_work_on_a_cluster(
         ready = await http.get("/readyz")
         assert ready.status_code == 200, ready.text
 
+    # logkeep doctor reads every primary and says where the shards are.
+    checks = {c.name: c for c in await redis_checks(settings)}
+    assert "(3 primaries, Redis 7." in checks["redis"].detail
+    assert checks["redis ingest shards"].status == Status.OK
+    assert checks["redis ingest shards"].detail.startswith("6 ingest shards over 3 primaries")
+
 
 async def test_a_primary_killed_under_durable_ingest_loses_and_doubles_nothing(
     cluster: LoopbackRedisCluster, cluster_settings: Settings, cluster_db: Database
@@ -290,3 +297,7 @@ async def test_resharding_a_slot_range_under_load_loses_nothing(
     )
     await assert_stored_exactly_once(db, durable)
     await assert_stored_exactly_once(db, fast)
+    # The target primary now holds three shards, the source one: doctor says so.
+    shards_check = {c.name: c for c in await redis_checks(cluster_settings)}["redis ingest shards"]
+    assert shards_check.status == Status.WARN
+    assert "unevenly placed" in shards_check.detail

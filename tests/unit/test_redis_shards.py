@@ -139,3 +139,16 @@ def test_a_request_on_one_shard_is_one_call() -> None:
 def test_an_unknown_limit_scope_is_a_programming_error() -> None:
     with pytest.raises(ValueError, match="neither source nor client"):
         plan_parts(IngestShards(2), [1], [RateLimit("tenant", "x", 1, 1, 1)])
+
+
+def test_shard_spread_is_judged_by_the_busiest_primary() -> None:
+    from logkeep.cache.topology import judge_shard_spread
+
+    even, detail = judge_shard_spread({"a:1": [0, 3], "b:2": [1, 4], "c:3": [2, 5]})
+    assert even and detail.startswith("6 ingest shards over 3 primaries")
+    assert judge_shard_spread({"a:1": [0, 3], "b:2": [1, 4], "c:3": [2]})[0]  # 5 over 3
+    # After a resharding: a primary with more than its share, or with none.
+    assert not judge_shard_spread({"a:1": [0, 3, 4], "b:2": [1], "c:3": [2, 5]})[0]
+    assert not judge_shard_spread({"a:1": [0, 1, 2], "b:2": [3, 4, 5], "c:3": []})[0]
+    lone = judge_shard_spread({"a:1": [0], "b:2": [], "c:3": []})
+    assert lone == (False, "1 ingest shards for 3 primaries (a:1: 1, b:2: 0, c:3: 0)")
