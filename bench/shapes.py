@@ -86,9 +86,7 @@ def main() -> None:
             row += f"{accuracy:>18.3f}"
         print(row)
     print(f"{'mean':<12}" + "".join(f"{statistics.mean(s):>18.3f}" for s in scores.values()))
-    print(
-        f"{'lines/s':<12}" + "".join(f"{lines / seconds[n]:>18,.0f}" for n in methods)
-    )
+    print(f"{'lines/s':<12}" + "".join(f"{lines / seconds[n]:>18,.0f}" for n in methods))
     ours_mean, base_mean = (statistics.mean(s) for s in scores.values())
     print(f"logkeep / drain3 defaults: {ours_mean / base_mean:.3f}x grouping accuracy")
 

@@ -102,7 +102,8 @@ PG_REPLICA_WAIT_SECONDS = Histogram(
 
 # Alerting.
 ALERT_EVALUATIONS = Counter(
-    "logkeep_alert_evaluations_total", "Rule evaluations committed, by outcome (ok, error)",
+    "logkeep_alert_evaluations_total",
+    "Rule evaluations committed, by outcome (ok, error)",
     ["outcome"],
 )
 ALERT_EVALUATION_SECONDS = Histogram(

@@ -292,12 +292,16 @@ async def test_login_failures_look_the_same_and_are_audited(
     wrong = await api.post("/api/v1/auth/login", json={"username": "viewer", "password": "nope"})
     unknown = await api.post("/api/v1/auth/login", json={"username": "ghost", "password": "nope"})
     assert wrong.status_code == unknown.status_code == 401
-    assert wrong.json() == unknown.json() == {
-        "type": "about:blank",
-        "title": "Unauthorized",
-        "status": 401,
-        "detail": "invalid username or password",
-    }
+    assert (
+        wrong.json()
+        == unknown.json()
+        == {
+            "type": "about:blank",
+            "title": "Unauthorized",
+            "status": 401,
+            "detail": "invalid username or password",
+        }
+    )
     assert wrong.headers["www-authenticate"] == unknown.headers["www-authenticate"] == "Bearer"
     await login(api, "viewer")
     async with db.pool.acquire() as conn:

@@ -421,7 +421,7 @@ def test_page_statement_without_filters() -> None:
 
 def test_words_narrow_the_hot_tier_with_ascii_ilike_hints() -> None:
     sql, args = page_statement(parse(("q", "Disk ORD-12"), ("contains", "ünï_x")), None)
-    assert 'ILIKE $' in sql and 'COLLATE "C"' in sql
+    assert "ILIKE $" in sql and 'COLLATE "C"' in sql
     assert {"%Disk%", "%ORD-12%", "%\\_x%"} <= set(args)
 
 

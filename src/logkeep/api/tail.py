@@ -114,9 +114,7 @@ async def tail(
             return False
 
     metadata = metadata_document(
-        (name, value)
-        for name, value in query_items(request)
-        if name.startswith(METADATA_PREFIX)
+        (name, value) for name, value in query_items(request) if name.startswith(METADATA_PREFIX)
     )
     excluded = excluded_documents(
         (name, value)
