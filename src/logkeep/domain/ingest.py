@@ -163,21 +163,24 @@ def read_json_lines(
     number that orjson would not read exactly (exactjson); orjson alone reads the others."""
     careful = _line_numbers(body, exactjson.inexact_numbers(body))
     events: list[tuple[int, Any]] = []
+    append, loads = events.append, orjson.loads  # the loop runs for every line
     for number, raw in lines:
+        if number not in careful and len(raw) <= max_bytes:
+            try:
+                append((number, loads(raw.decode().removeprefix("\ufeff"))))
+                continue
+            except (UnicodeDecodeError, orjson.JSONDecodeError):
+                pass  # not UTF-8, NaN, 1e999, an escaped lone surrogate or no JSON: below
         try:
             text = decode_line(raw, max_bytes)
             if number in careful:  # what exactjson.loads does with it, without looking again
-                events.append((number, exactjson.read_exactly(text.removeprefix("\ufeff"))))
-                continue
-            try:
-                events.append((number, orjson.loads(text.removeprefix("\ufeff"))))
-            except orjson.JSONDecodeError:
-                # NaN, 1e999, an escaped lone surrogate or no JSON: as exactjson says
-                events.append((number, parse_json_line(text)))
+                append((number, exactjson.read_exactly(text.removeprefix("\ufeff"))))
+            else:
+                append((number, parse_json_line(text)))
         except exactjson.JSONDecodeError as exc:
-            events.append((number, InvalidLogEntry("line", f"is not valid JSON ({exc})")))
+            append((number, InvalidLogEntry("line", f"is not valid JSON ({exc})")))
         except InvalidLogEntry as exc:
-            events.append((number, exc))
+            append((number, exc))
     return events
 
 
