@@ -26,8 +26,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import ClusterDownError, RedisClusterException, SlotNotCoveredError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, SlotNotCoveredError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 Kind = Literal["server", "cluster", "sentinel"]
 
@@ -145,6 +146,10 @@ def describe_target(url: str) -> str:
     return f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or ''}"
 
 
+# What a node lost, or not yet replaced, answers (or fails to).
+NODE_LOST = (RedisConnectionError, RedisTimeoutError, ClusterDownError)
+
+
 class ClusterUnavailable(RedisConnectionError):
     """The cluster's layout could not be learned, or a slot has no primary right now (a
     failover or a resharding under way): transient, like a lost connection."""
@@ -162,6 +167,8 @@ class SharedRedisCluster(RedisCluster):
     - What redis-py raises when it cannot learn the layout or finds a slot without a
       primary is not a RedisError; here it is one (ClusterUnavailable), so callers treat
       it as they treat a lost connection: 503, retry, cache skipped.
+    - A pipeline that met a lost node makes the client learn the layout again, as a
+      single command does (see _SharedClusterPipeline).
     """
 
     _shut = False
@@ -198,11 +205,23 @@ class SharedRedisCluster(RedisCluster):
 
 
 class _SharedClusterPipeline(ClusterPipeline):
+    """A pipeline that, like a single command, makes the client learn the cluster's
+    layout again when a node was lost (redis-py's pipeline does not when it gives the
+    errors back rather than raising them, nor when it is not to retry: the client would
+    keep sending a dead primary's slots to it)."""
+
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
         try:
-            return await super().execute(raise_on_error, allow_redirections)
+            replies = await super().execute(raise_on_error, allow_redirections)
         except SlotNotCoveredError as exc:
+            self.cluster_client._initialize = True
             raise ClusterUnavailable(str(exc)) from exc
+        except NODE_LOST as exc:
+            self.cluster_client._initialize = True
+            raise exc
+        if any(isinstance(reply, NODE_LOST) for reply in replies):
+            self.cluster_client._initialize = True
+        return replies
 
 
 async def close_client(client: aioredis.Redis) -> None:

@@ -7,7 +7,6 @@ more than one shard is admitted on all of them first, then appended on each."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
 import time
@@ -325,6 +324,9 @@ def single_call(parts: Sequence[Part], only_limits: Sequence[Part]) -> Part | No
     return Part(parts[0].shard, parts[0].positions, tuple(limits))
 
 
+Call = tuple[list[str], list[bytes | str | int]]  # a script's keys and arguments
+
+
 @dataclass(frozen=True, slots=True)
 class _PartResult:
     """One shard's answer, positions already mapped to the request's."""
@@ -334,6 +336,10 @@ class _PartResult:
     duplicates: frozenset[int]
     horizon: str  # ledger id, or "" when the shard's stream was empty
     replayed: bool
+
+
+# A shard's answer to ADMIT_SCRIPT: admitted (None), a replay, or why not.
+Admission = _PartResult | BaseException | None
 
 
 class IngestBuffer:
@@ -389,9 +395,8 @@ class IngestBuffer:
         whole = single_call(parts, only_limits)
         if whole is not None:
             result = await self._append_part(
-                whole, records, fingerprints, limits, buckets, idem_digest, idem_ttl_ms,
-                admitted=False,
-            )  # fmt: skip
+                whole, records, fingerprints, limits, buckets, idem_digest, idem_ttl_ms
+            )
             return _combine([result])
         return await self._append_in_two_phases(
             parts, only_limits, records, fingerprints, limits, buckets, idem_digest, idem_ttl_ms
@@ -406,11 +411,29 @@ class IngestBuffer:
         buckets: list[int],
         idem_digest: str,
         idem_ttl_ms: int,
+    ) -> _PartResult:
+        """The whole request on one shard: one script, as with a single stream."""
+        keys, args = self._ingest_call(
+            part, records, fingerprints, limits, buckets, idem_digest, idem_ttl_ms,
+            admitted=False,
+        )  # fmt: skip
+        reply: list[Any] = await self._script(keys=keys, args=args)
+        return self._ingest_result(reply, part, limits)
+
+    def _ingest_call(
+        self,
+        part: Part,
+        records: Sequence[bytes],
+        fingerprints: Sequence[bytes | None],
+        limits: Sequence[RateLimit],
+        buckets: list[int],
+        idem_digest: str,
+        idem_ttl_ms: int,
         *,
         admitted: bool,
-    ) -> _PartResult:
-        """The ingest script on one shard; `admitted`: backlog and limits were checked
-        and charged in a first phase."""
+    ) -> Call:
+        """Keys and arguments of the ingest script on one shard; `admitted`: backlog and
+        limits were checked and charged by ADMIT_SCRIPT already."""
         shard = part.shard
         charged = () if admitted else part.limits
         keys = [
@@ -432,21 +455,71 @@ class IngestBuffer:
         for i in part.positions:
             fp = fingerprints[i]
             args += [fp if fp is not None and buckets else b"", records[i]]
-        reply: list[Any] = await self._script(keys=keys, args=args)
+        return keys, args
+
+    def _ingest_result(
+        self, reply: list[Any], part: Part, limits: Sequence[RateLimit]
+    ) -> _PartResult:
         status = as_text(reply[0])
         if status == "ok":
             dups = frozenset(part.positions[int(i) - 1] for i in reply[3:])
-            entry = as_text(reply[1])
             return _PartResult(
-                self._ledger(shard, entry),
+                self._ledger(part.shard, as_text(reply[1])),
                 len(part.positions) - len(dups),
                 dups,
-                self._ledger(shard, as_text(reply[2])),
+                self._ledger(part.shard, as_text(reply[2])),
                 replayed=False,
             )
         if status == "replay":
             return self._replay(part, reply)
         raise self._refusal(reply, part, limits)
+
+    def _admit_call(
+        self, part: Part, limits: Sequence[RateLimit], idem_digest: str, idem_ttl_ms: int
+    ) -> Call:
+        shard = part.shard
+        has_records = bool(part.positions)
+        keys = [
+            self._keys.ingest_stream(shard),
+            self._keys.ingest_backlog_bytes(shard),
+            self._keys.request_result(idem_digest, shard),
+            *(self._rate_key(limits[i], shard) for i in part.limits),
+        ]
+        args: list[bytes | str | int] = [
+            self._max_backlog_per_shard if has_records else -1,
+            1 if has_records and idem_ttl_ms > 0 else 0,
+            len(part.limits),
+        ]
+        for i in part.limits:
+            args += [limits[i].eps, limits[i].burst, limits[i].cost]
+        return keys, args
+
+    def _admit_result(self, reply: Any, part: Part, limits: Sequence[RateLimit]) -> Admission:
+        """None when admitted (and charged), a replay, or the refusal (not raised)."""
+        if isinstance(reply, BaseException):
+            return reply
+        status = as_text(reply[0])
+        if status == "ok":
+            return None
+        if status == "replay":
+            return self._replay(part, reply)
+        return self._refusal(reply, part, limits)
+
+    async def _run(self, script: Any, text: str, calls: Sequence[Call]) -> list[Any]:
+        """Each call's reply, or its error: one call as a registered script (EVALSHA),
+        several in one pipeline (one round trip per node) as EVAL, which a Redis Cluster
+        pipeline accepts and a new primary needs no loading for."""
+        if len(calls) == 1:
+            keys, args = calls[0]
+            try:
+                return [await script(keys=keys, args=args)]
+            except RedisError as exc:
+                return [exc]
+        async with self._client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.eval(text, len(keys), *keys, *args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
 
     async def _append_in_two_phases(
         self,
@@ -465,10 +538,14 @@ class IngestBuffer:
                 idem_ttl_ms,
             )  # fmt: skip
         admitting = [*parts, *only_limits]
-        answers = await asyncio.gather(
-            *(self._admit_part(p, limits, idem_digest, idem_ttl_ms) for p in admitting),
-            return_exceptions=True,
+        replies = await self._run(
+            self._admit,
+            ADMIT_SCRIPT,
+            [self._admit_call(p, limits, idem_digest, idem_ttl_ms) for p in admitting],
         )
+        answers = [
+            self._admit_result(r, p, limits) for p, r in zip(admitting, replies, strict=True)
+        ]
         charged = [p for p, a in zip(admitting, answers, strict=True) if a is None]
         failure = next((a for a in answers if isinstance(a, BaseException)), None)
         if failure is not None:
@@ -489,17 +566,17 @@ class IngestBuffer:
                 ),
             )
         to_append = [p for p in parts if p.shard not in replays]
-        appended = await asyncio.gather(
-            *(self._append_admitted(p, records, fingerprints, buckets, idem_digest, idem_ttl_ms)
-              for p in to_append),
-            return_exceptions=True,
-        )  # fmt: skip
-        failure = next((a for a in appended if isinstance(a, BaseException)), None)
+        request = (records, fingerprints, limits, buckets, idem_digest, idem_ttl_ms)
+        calls = [self._ingest_call(p, *request, admitted=True) for p in to_append]
+        replies = await self._run(self._script, INGEST_SCRIPT, calls)
+        failure = next((r for r in replies if isinstance(r, BaseException)), None)
         if failure is not None:
             # Parts that were appended stay appended (and are answered as replays or
             # duplicates on a retry); the caller answers 503 and the client retries.
             raise failure
-        results = [r for r in appended if isinstance(r, _PartResult)]
+        results = [
+            self._ingest_result(r, p, limits) for p, r in zip(to_append, replies, strict=True)
+        ]
         # Lost a race with a request carrying the same Idempotency-Key: not ours to pay.
         raced = [p for p, r in zip(to_append, results, strict=True) if r.replayed]
         await self._give_back(raced, limits)
@@ -519,18 +596,21 @@ class IngestBuffer:
         """All the records on one shard, a rate limit (the client's) elsewhere: charge
         that limit first, then the one script on the records' shard; its refusal gives
         the charge back. Two calls instead of three."""
-        answers = await asyncio.gather(
-            *(self._admit_part(p, limits, idem_digest, idem_ttl_ms) for p in only_limits),
-            return_exceptions=True,
+        replies = await self._run(
+            self._admit,
+            ADMIT_SCRIPT,
+            [self._admit_call(p, limits, idem_digest, idem_ttl_ms) for p in only_limits],
         )
+        answers = [
+            self._admit_result(r, p, limits) for p, r in zip(only_limits, replies, strict=True)
+        ]
         charged = [p for p, a in zip(only_limits, answers, strict=True) if a is None]
         failure = next((a for a in answers if isinstance(a, BaseException)), None)
         if failure is None:
             try:
                 result = await self._append_part(
-                    part, records, fingerprints, limits, buckets, idem_digest, idem_ttl_ms,
-                    admitted=False,
-                )  # fmt: skip
+                    part, records, fingerprints, limits, buckets, idem_digest, idem_ttl_ms
+                )
             except (BacklogFull, RateLimited, RedisError) as exc:
                 failure = exc
         if failure is not None:
@@ -540,46 +620,6 @@ class IngestBuffer:
             await self._give_back(charged, limits)
         return _combine([result])
 
-    async def _append_admitted(
-        self,
-        part: Part,
-        records: Sequence[bytes],
-        fingerprints: Sequence[bytes | None],
-        buckets: list[int],
-        idem_digest: str,
-        idem_ttl_ms: int,
-    ) -> _PartResult:
-        return await self._append_part(
-            part, records, fingerprints, (), buckets, idem_digest, idem_ttl_ms, admitted=True
-        )
-
-    async def _admit_part(
-        self, part: Part, limits: Sequence[RateLimit], idem_digest: str, idem_ttl_ms: int
-    ) -> _PartResult | None:
-        """None when admitted (and charged); a replay; or raises the refusal."""
-        shard = part.shard
-        has_records = bool(part.positions)
-        keys = [
-            self._keys.ingest_stream(shard),
-            self._keys.ingest_backlog_bytes(shard),
-            self._keys.request_result(idem_digest, shard),
-            *(self._rate_key(limits[i], shard) for i in part.limits),
-        ]
-        args: list[str | int] = [
-            self._max_backlog_per_shard if has_records else -1,
-            1 if has_records and idem_ttl_ms > 0 else 0,
-            len(part.limits),
-        ]
-        for i in part.limits:
-            args += [limits[i].eps, limits[i].burst, limits[i].cost]
-        reply: list[Any] = await self._admit(keys=keys, args=args)
-        status = as_text(reply[0])
-        if status == "ok":
-            return None
-        if status == "replay":
-            return self._replay(part, reply)
-        raise self._refusal(reply, part, limits)
-
     async def _give_back(
         self,
         parts: Sequence[Part],
@@ -588,19 +628,23 @@ class IngestBuffer:
     ) -> None:
         """Refund what these parts charged (best effort: a refund that fails only
         delays the subject's next requests)."""
-        calls = []
+        calls: list[Call] = []
         for part in parts:
             refunds = [(limits[i], cost(limits[i])) for i in part.limits]
             refunds = [(limit, c) for limit, c in refunds if c > 0]
             if not refunds:
                 continue
-            args: list[int] = []
+            args: list[bytes | str | int] = []
             for limit, c in refunds:
                 args += [limit.eps, c]
-            keys = [self._rate_key(limit, part.shard) for limit, _ in refunds]
-            calls.append(self._refund(keys=keys, args=args))
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        for failed in (r for r in results if isinstance(r, RedisError)):
+            calls.append(([self._rate_key(limit, part.shard) for limit, _ in refunds], args))
+        if not calls:
+            return
+        try:
+            replies = await self._run(self._refund, REFUND_SCRIPT, calls)
+        except RedisError as exc:
+            replies = [exc]
+        for failed in (r for r in replies if isinstance(r, RedisError)):
             log.warning("ingest_refund_failed", error=str(failed))
 
     def _rate_key(self, limit: RateLimit, shard: int) -> str:
