@@ -62,7 +62,7 @@ UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}
 BAD_LOGIN = "invalid username or password"
 
 
-def get_access(request: Request) -> AccessRepository:
+async def get_access(request: Request) -> AccessRepository:
     access: AccessRepository = request.app.state.access
     return access
 
@@ -105,9 +105,9 @@ async def resolve_principal(request: Request) -> Principal | None:
         if session is None:
             return None
         request.state.session = session
-        return await get_access(request).user(session.user_id)
+        return await (await get_access(request)).user(session.user_id)
     if token.startswith(KEY_PREFIX):
-        return await get_access(request).key(token)
+        return await (await get_access(request)).key(token)
     return None
 
 
@@ -289,7 +289,7 @@ async def logout(request: Request, principal: Caller) -> Response:
     token = bearer_token(request.headers.get("authorization"))
     if token is not None and token.startswith(SESSION_PREFIX):
         await get_sessions(request).revoke(token)
-        await get_access(request).audit(
+        await (await get_access(request)).audit(
             "logout", actor_id=principal.id, target_type="user", target_id=principal.id,
             client_addr=client_address(request),
         )  # fmt: skip

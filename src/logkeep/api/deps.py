@@ -1,4 +1,8 @@
-"""FastAPI dependencies: the objects a request handler may ask for, from app state."""
+"""FastAPI dependencies: the objects a request handler may ask for, from app state.
+
+Every dependency is `async def`: FastAPI runs a plain `def` one in a worker thread, a
+thread hop per dependency and request that costs more than reading an attribute.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +14,22 @@ from logkeep.db.repositories import LogRepository, SourceRepository
 from logkeep.domain.timerange import InvalidQuery
 
 
-def get_logs(request: Request) -> LogRepository:
+async def get_logs(request: Request) -> LogRepository:
     repo: LogRepository = request.app.state.logs
     return repo
 
 
-def get_sources(request: Request) -> SourceRepository:
+async def get_sources(request: Request) -> SourceRepository:
     repo: SourceRepository = request.app.state.sources
     return repo
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

@@ -54,8 +54,8 @@ MAX_ENTRY_ID = 2**63 - 1
 MAX_SAMPLE_LINE = 256 * 1024
 
 
-def get_explore(request: Request) -> ExploreRepository:
-    db, settings = get_db(request), get_settings(request)
+async def get_explore(request: Request) -> ExploreRepository:
+    db, settings = await get_db(request), await get_settings(request)
     return ExploreRepository(db.reads, db.cache, ttl_s=settings.cache_ttl_search_s)
 
 
@@ -114,7 +114,7 @@ async def search_facets(
         request, settings, drop=("limit", "cursor"), extra=[("limit", str(FACET_SAMPLE))]
     )
     source_ids = await _sources_of(principal, sources, query)
-    db = get_db(request)
+    db = await get_db(request)
     search = LogSearch(
         db.reads, db.cache, ttl_s=settings.cache_ttl_search_s, stream_max_rows=FACET_SAMPLE
     )
@@ -194,7 +194,7 @@ async def export(
     query = _search_query(request, settings, drop=("limit", "cursor", "format"), extra=[])
     source_ids = await _sources_of(principal, sources, query)
     fmt, media_type, filename = EXPORTS[format]
-    db = get_db(request)
+    db = await get_db(request)
     search = LogSearch(
         db.reads,
         db.cache,
@@ -215,7 +215,7 @@ async def export(
 @router.get("/api/v1/users/{user_id}/grants")
 async def user_grants(user_id: PathId, admin: Admin, request: Request) -> dict[str, Any]:
     """The sources granted to a user (admins read every source without grants)."""
-    async with get_db(request).pool.acquire() as conn:
+    async with (await get_db(request)).pool.acquire() as conn:
         rows = await conn.fetch(q("user_grants"), user_id)
     return {"user_id": user_id, "sources": [r["source_id"] for r in rows]}
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
 from logkeep.api.auth import client_address, require
+from logkeep.api.deps import get_settings
 from logkeep.api.problems import answers, problem
 from logkeep.cache.ingest_buffer import BacklogFull, RateLimited, retry_after_header
 from logkeep.config import Settings
@@ -45,16 +46,11 @@ TEXT_TYPES = frozenset({"text/plain"})
 REDIS_DOWN_RETRY_S = 5
 
 
-# Dependencies of the ingest route are `async def`: FastAPI runs a plain `def` one in a
-# worker thread, two thread hops per request that cost more than a small request's events.
+# Dependencies are `async def` (see api/deps.py): a thread hop costs more than a small
+# request's events.
 async def get_ingest(request: Request) -> IngestService:
     service: IngestService = request.app.state.ingest
     return service
-
-
-async def get_ingest_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
 
 
 def _unavailable(detail: str, retry_after_s: float) -> Response:
@@ -186,7 +182,7 @@ async def ingest(
     request: Request,
     principal: Annotated[Principal, Depends(require(Action.INGEST))],
     service: Annotated[IngestService, Depends(get_ingest)],
-    settings: Annotated[Settings, Depends(get_ingest_settings)],
+    settings: Annotated[Settings, Depends(get_settings)],
     source: Annotated[
         str | None, Query(max_length=64, description="source of events that name none")
     ] = None,

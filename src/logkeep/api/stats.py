@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -118,8 +118,8 @@ class SummaryPublic(BaseModel):
 # -- dependencies -------------------------------------------------------------------------
 
 
-def get_stats(request: Request) -> StatsRepository:
-    db, settings = get_db(request), get_settings(request)
+async def get_stats(request: Request) -> StatsRepository:
+    db, settings = await get_db(request), await get_settings(request)
     return StatsRepository(
         db.reads,
         db.cache,
@@ -128,12 +128,12 @@ def get_stats(request: Request) -> StatsRepository:
     )
 
 
-def only_params(*allowed: str) -> Callable[[Request], None]:
+def only_params(*allowed: str) -> Callable[[Request], Awaitable[None]]:
     """Refuse parameters the route does not take: a misspelt `min_lvl` silently ignored
     would answer a different question than the one asked."""
     accepted = frozenset(allowed)
 
-    def check(request: Request) -> None:
+    async def check(request: Request) -> None:
         unknown = sorted(set(request.query_params) - accepted)
         if unknown:
             raise InvalidQuery(

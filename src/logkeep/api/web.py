@@ -218,7 +218,7 @@ async def web_logout(request: Request) -> Response:
         session = await sessions.get(token)
         if session is not None:
             await sessions.revoke(token)
-            await get_access(request).audit(
+            await (await get_access(request)).audit(
                 "logout", actor_id=session.user_id, target_type="user",
                 target_id=session.user_id, client_addr=client_address(request),
             )  # fmt: skip
