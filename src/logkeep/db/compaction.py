@@ -48,14 +48,20 @@ READ_BATCH = CHUNK_EVENTS
 DAY = timedelta(days=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-# The oldest hot row of any source before the horizon, one index probe per source;
-# rows waiting in DEFAULT (no partition for their day yet) are left to maintenance.
+# The oldest hot row of any source before the horizon, one index probe per source from
+# where this run has reached in that source ($2, $3: sources and instants; the rows
+# before were just deleted, and a probe from the start would walk their dead index
+# entries again for every slice); rows waiting in DEFAULT (no partition for their day
+# yet) are left to maintenance.
 NEXT_SLICE = """
 SELECT s.id AS source_id, m."timestamp"
 FROM log_sources s
+LEFT JOIN unnest($2::integer[], $3::timestamptz[]) AS reached(source_id, at)
+  ON reached.source_id = s.id
 CROSS JOIN LATERAL (
     SELECT le."timestamp" FROM log_entries le
     WHERE le.source_id = s.id AND le."timestamp" < $1
+      AND le."timestamp" >= coalesce(reached.at, '-infinity')
       AND le.tableoid <> 'log_entries_default'::regclass
     ORDER BY le."timestamp" LIMIT 1
 ) m
@@ -223,13 +229,17 @@ async def compact(
         if not mine:
             report.busy = True
             return report
+        # Where this run has reached in each source: late rows before it wait for the next
+        # run (a minute later in the background loop).
+        reached: dict[int, datetime] = {}
         while deadline_s is None or time.perf_counter() - started < deadline_s:
             moment = now or datetime.now(UTC)
             horizon = slice_start(moment - grace, slice_length)
-            row = await conn.fetchrow(NEXT_SLICE, horizon)
+            row = await conn.fetchrow(NEXT_SLICE, horizon, list(reached), list(reached.values()))
             if row is None:
                 break
             start = slice_start(row["timestamp"], slice_length)
+            reached[row["source_id"]] = start + slice_length
             events, chunks, merged = await compact_slice(
                 conn, row["source_id"], start, start + slice_length
             )
@@ -317,7 +327,7 @@ async def compaction_status(
 ) -> CompactionStatus:
     moment = now or datetime.now(UTC)
     horizon = slice_start(moment - grace, slice_length)
-    row = await conn.fetchrow(NEXT_SLICE, horizon)
+    row = await conn.fetchrow(NEXT_SLICE, horizon, [], [])
     totals = await conn.fetchrow(CHUNK_TOTALS)
     assert totals is not None  # an aggregate returns one row
     oldest = None if row is None else row["timestamp"]
