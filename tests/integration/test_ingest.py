@@ -57,7 +57,7 @@ async def test_ndjson_good_and_bad_lines(
         [
             orjson.dumps({"source": "app_errors", "message": f"first {tag}", "level": "error"}),
             b'{"source": "app_errors", "message": ',  # malformed JSON
-            orjson.dumps({"source": "no_such_source", "message": "x"}),
+            orjson.dumps({"source": 99999, "message": "x"}),  # an id names no new source
             b"",  # blank lines are skipped, but still counted in line numbers
             orjson.dumps({"source": "app_errors", "message": f"second {tag}", "port": 8080}),
             orjson.dumps({"source": "app_errors", "message": "nul \x00 byte"}),
@@ -78,7 +78,7 @@ async def test_ndjson_good_and_bad_lines(
     reasons = {e["line"]: e["reason"] for e in result["errors"]}
     assert set(reasons) == {2, 3, 6, 7, 8, 9}
     assert "not valid JSON" in reasons[2]
-    assert "no source named or numbered 'no_such_source'" in reasons[3]
+    assert "no source named or numbered '99999'" in reasons[3]
     assert "NUL" in reasons[6]
     assert "in the past" in reasons[7]
     assert "in the future" in reasons[8]
@@ -159,15 +159,63 @@ async def test_text_lines_are_parsed_by_the_source_rules(
     assert unparsed[0]["message"] == lines[2]
 
 
-async def test_text_needs_a_known_source(api: httpx.AsyncClient) -> None:
+async def test_text_needs_a_source(api: httpx.AsyncClient) -> None:
     missing = await api.post("/api/v1/ingest", content=b"hello", headers=TEXT)
     assert missing.status_code == 422
     assert "?source=" in missing.json()["detail"]
-    unknown = await api.post(
-        "/api/v1/ingest", params={"source": "nope"}, content=b"hello", headers=TEXT
-    )
-    assert unknown.status_code == 422
-    assert "'nope'" in unknown.json()["detail"]
+
+
+async def test_sources_named_for_the_first_time_follow_the_first_use_setting(
+    settings: Settings, db: Database
+) -> None:
+    """The same policy as the shippers' protocols (LOGKEEP_SOURCES_ON_FIRST_USE)."""
+    tag = uuid.uuid4().hex[:8]
+    refusing = settings.model_copy(update={"sources_on_first_use": "refuse"})
+    async with running_app(refusing) as api:
+        text = await api.post(
+            "/api/v1/ingest", params={"source": f"new-{tag}"}, content=b"hello", headers=TEXT
+        )
+        assert text.status_code == 422
+        assert f"'new-{tag}'" in text.json()["detail"]
+        assert "LOGKEEP_SOURCES_ON_FIRST_USE=refuse" in text.json()["detail"]
+        lines = await api.post(
+            "/api/v1/ingest",
+            content=ndjson(
+                [
+                    {"source": "app_errors", "message": f"known {tag}"},
+                    {"source": f"new-{tag}", "message": f"first {tag}"},
+                ]
+            ),
+            headers=NDJSON,
+        )
+        assert lines.json()["accepted"] == 1
+        assert "LOGKEEP_SOURCES_ON_FIRST_USE=refuse" in lines.json()["errors"][0]["reason"]
+    sources = SourceRepository(db.pool)
+    assert await sources.resolve(f"new-{tag}") is None
+
+    # The dev admin may write every source: it creates them, with the default type and
+    # format, from NDJSON and from text lines alike.
+    creating = settings.model_copy(update={"sources_on_first_use": "create"})
+    async with running_app(creating) as api:
+        lines = await api.post(
+            "/api/v1/ingest",
+            content=ndjson([{"source": f"new-{tag}", "message": f"first {tag}"}]),
+            headers=NDJSON,
+        )
+        assert lines.json()["accepted"] == 1, lines.text
+        text = await api.post(
+            "/api/v1/ingest",
+            params={"source": f"text-{tag}"},
+            content=f"second {tag}".encode(),
+            headers=TEXT,
+        )
+        assert text.json()["accepted"] == 1, text.text
+    for name in (f"new-{tag}", f"text-{tag}"):
+        created = await sources.resolve(name)
+        assert created is not None and created["is_active"]
+        assert (created["source_type"], created["format_type"]) == ("application", "text")
+    assert await drain(db, settings) == 3  # with the known source's line refused nothing
+    assert await count_rows(db, "message IN ($1, $2)", f"first {tag}", f"second {tag}") == 2
 
 
 async def test_invalid_utf8_and_giant_lines_are_rejected_alone(

@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from logkeep.api.auth import client_address, require
 from logkeep.api.deps import get_settings
 from logkeep.api.problems import answers, problem
+from logkeep.api.shippers import first_use
 from logkeep.cache.ingest_buffer import BacklogFull, RateLimited, retry_after_header
 from logkeep.config import Settings
 from logkeep.domain.auth import Action, Principal
@@ -27,7 +28,7 @@ from logkeep.domain.ingest import (
     split_lines,
 )
 from logkeep.domain.parsers import InvalidRules, compile_parser
-from logkeep.ingest.service import Batch, CommitTimeout, IngestService
+from logkeep.ingest.service import Batch, CommitTimeout, IngestService, SourceResolver
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
@@ -124,15 +125,17 @@ async def _batch_from_body(
     source: str | None,
     line_format: str | None,
     parse: bool,
-    allowed: frozenset[int] | None,
+    resolve: SourceResolver,
 ) -> Batch:
+    """The body's events; sources it names for the first time are created, restricted
+    or refused by LOGKEEP_SOURCES_ON_FIRST_USE, as on every shipper's way in."""
     max_lines = settings.ingest_max_lines
     if media_type in JSON_TYPES:
         events = parse_json_array(body)
         if len(events) > max_lines:
             raise _too_many_lines(len(events), max_lines)
         return await service.prepare_events(
-            enumerate(events, start=1), source, parse_message=parse, allowed=allowed
+            enumerate(events, start=1), source, parse_message=parse, allowed=None, resolve=resolve
         )
     lines = list(split_lines(body))
     if len(lines) > max_lines:
@@ -140,11 +143,13 @@ async def _batch_from_body(
     max_bytes = settings.ingest_max_line_bytes
     if media_type in NDJSON_TYPES:
         numbered = read_json_lines(body, lines, max_bytes)
-        return await service.prepare_events(numbered, source, parse_message=parse, allowed=allowed)
+        return await service.prepare_events(
+            numbered, source, parse_message=parse, allowed=None, resolve=resolve
+        )
     if source is None:
         raise HTTPException(422, "source: text lines need ?source=NAME")
     try:
-        rules = await service.active_source(source, allowed)
+        rules = await resolve(source)
         if line_format is not None and line_format != rules.format_type:
             # Another format than the source's: its own rules do not apply.
             rules = dataclasses.replace(rules, parser=compile_parser(line_format, {}))
@@ -226,7 +231,7 @@ async def ingest(
             source=source,
             line_format=line_format,
             parse=parse,
-            allowed=principal.sources,
+            resolve=first_use(request).resolver(principal, "ingest"),
         )
     except BodyError as exc:
         raise HTTPException(exc.status, str(exc)) from None
