@@ -128,7 +128,7 @@ async def _prepare_all(bodies: list[Body], repeat: int) -> tuple[float, str]:
             data = decompress(body.data, body.encoding, settings.ingest_max_body_bytes)
             batch = await _batch_from_body(
                 data, body.media_type, service, settings, source=body.source,
-                line_format=None, parse=False, allowed=None,
+                line_format=None, parse=False, resolve=service.active_source,
             )  # fmt: skip
             for record, fingerprint in zip(batch.records, batch.fingerprints, strict=True):
                 records.update(record)
