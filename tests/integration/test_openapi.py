@@ -288,3 +288,8 @@ async def test_metadata_filters_as_the_document_writes_them(client: httpx.AsyncC
     assert deep.json()["items"] == dotted.json()["items"]
     wrong = await client.get("/api/v1/logs", params={"metadata[a b]": "1"})
     assert_problem(wrong, 422, "metadata keys are 1 to 64 of A-Z a-z 0-9 _ -")
+    # A name is read whole (`$` also matches before a final newline).
+    deep_newline = await client.get("/api/v1/logs", params={"metadata[http.status]\n": "500"})
+    assert_problem(deep_newline, 422, "unknown parameter")
+    dotted_newline = await client.get("/api/v1/logs", params={"metadata.http.status\n": "500"})
+    assert_problem(dotted_newline, 422, "metadata keys are 1 to 64 of A-Z a-z 0-9 _ -")

@@ -30,8 +30,10 @@ def test_a_filter_text_finds_exactly_its_value(value: Any) -> None:
 
 def test_values_search_cannot_spell_are_not_offered() -> None:
     assert filter_text("x" * 2000) is None
-    paths = dict(scalar_paths({"a": {"b": 1}, "bad key": 1, "list": [1], "ok-key_1": "v"}))
-    assert paths == {"a.b": 1, "ok-key_1": "v"}
+    paths = dict(
+        scalar_paths({"a": {"b": 1}, "bad key": 1, "list": [1], "ok-key_1": "v", "nl\n": 2})
+    )
+    assert paths == {"a.b": 1, "ok-key_1": "v"}  # "nl\n": search refuses that key
 
 
 def item(source: str, level: str, **metadata: Any) -> dict[str, Any]:

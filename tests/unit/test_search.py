@@ -227,11 +227,21 @@ def test_metadata_document_nests_and_merges() -> None:
         "metadata." + "k" * 65,
         "metadata." + ".".join(["k"] * 9),
         "metadata." + INJECTION,
+        "metadata.a\n",  # `$` matches before a final newline: the key is checked whole
+        "metadata.a\n.b",
     ],
 )
 def test_bad_metadata_keys(name: str) -> None:
     error = refused((name, "1"))
     assert "metadata keys" in str(error)
+    assert error.param == repr(name[:64]) or "\n" not in name  # echoed escaped, never raw
+
+
+@pytest.mark.parametrize("text", ["500\n", "1e3\n", "-3\n"])
+def test_a_number_with_a_final_newline_is_text(text: str) -> None:
+    """Only a whole JSON number is a number: `500\n` finds the text, not 500."""
+    assert metadata_value(text) == text
+    assert metadata_document([("metadata.status", text)]) == {"status": text}
 
 
 def test_metadata_conflicts_and_count() -> None:
@@ -318,6 +328,8 @@ def forged_cursors() -> list[str]:
         _forge({**payload, "v": 2}),
         _forge({**payload, "v": True}),
         _forge({**payload, "f": "x" * 16}),
+        _forge({**payload, "f": payload["f"] + "\n"}),
+        good + "\n",
         _forge({**payload, "extra": 1}),
         _forge({k: v for k, v in payload.items() if k != "f"}),
         _forge([1, 2, 3]),  # type: ignore[arg-type]
@@ -330,6 +342,14 @@ def forged_cursors() -> list[str]:
 def test_forged_truncated_or_garbage_cursors_are_refused(text: str) -> None:
     error = refused(("cursor", text))
     assert error.param == "cursor"
+
+
+def test_a_cursor_fingerprint_is_checked_whole() -> None:
+    good = cursor_for(parse(), NOW - timedelta(minutes=5))
+    payload = orjson.loads(base64.urlsafe_b64decode(good + "=" * (-len(good) % 4)))
+    assert decode_cursor(good).fingerprint == payload["f"]
+    with pytest.raises(InvalidQuery, match="not a cursor this server issued"):
+        decode_cursor(_forge({**payload, "f": payload["f"] + "\n"}))
 
 
 def test_cursor_with_a_changed_from_is_refused() -> None:

@@ -94,7 +94,7 @@ def query_items(request: Request) -> list[tuple[str, str]]:
     as `metadata.a.b=v`: one filter syntax for the parsers, two spellings on the wire."""
     items = []
     for name, value in request.query_params.multi_items():
-        deep = _DEEP_OBJECT.match(name)
+        deep = _DEEP_OBJECT.fullmatch(name)
         items.append((f"{deep[1]}.{deep[2]}", value) if deep else (name, value))
     return items
 

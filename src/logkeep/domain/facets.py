@@ -49,7 +49,7 @@ def scalar_paths(
     """(dotted key, value) of every scalar a metadata filter can name; arrays and keys
     search cannot spell are left out."""
     for key, value in document.items():
-        if not isinstance(key, str) or not _KEY.match(key):
+        if not isinstance(key, str) or not _KEY.fullmatch(key):
             continue
         path = f"{prefix}{key}"
         if isinstance(value, Mapping):

@@ -41,6 +41,8 @@ SINGLE_PARAMS = ("from", "to", "since", "min_level", "q", "contains", "limit", "
 REPEATABLE_PARAMS = ("source", "level")
 KNOWN_PARAMS = (*SINGLE_PARAMS, *REPEATABLE_PARAMS, "metadata.<key>", "not.metadata.<key>")
 
+# These patterns are used with fullmatch: `$` also matches before a final newline, so
+# match would take "a\n" for the key a, and "500\n" for the number 500.
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _JSON_NUMBER = re.compile(r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$")
 _WORD_CHARACTER = re.compile(r"[^\W_]")  # a letter or digit: what the text parser indexes
@@ -154,7 +156,7 @@ def like_pattern(text: str) -> str:
 
 def _show(name: str) -> str:
     """A parameter name safe to echo in an error message."""
-    return name if _SHOWABLE_NAME.match(name) else repr(name[:64])
+    return name if _SHOWABLE_NAME.fullmatch(name) else repr(name[:64])
 
 
 def choose_format(accept: str | None) -> OutputFormat:
@@ -194,7 +196,7 @@ def metadata_value(text: str) -> Any:
     string is that string (so `"500"` finds the text 500); anything else is the text."""
     if text in ("true", "false", "null"):
         return {"true": True, "false": False, "null": None}[text]
-    if _JSON_NUMBER.match(text):
+    if _JSON_NUMBER.fullmatch(text):
         # Exactly, as ingest stores it (jsonb compares numbers by value): 10**30 finds
         # 10**30, and 0.12345678901234567 is not rounded to a double first.
         number = exactjson.number(text)
@@ -226,7 +228,7 @@ def metadata_document(filters: Iterable[tuple[str, str]]) -> dict[str, Any] | No
     document: dict[str, Any] = {}
     for name, raw in pairs:
         path = name[len(METADATA_PREFIX) :].split(".")
-        if len(path) > MAX_METADATA_DEPTH or not all(_METADATA_KEY.match(k) for k in path):
+        if len(path) > MAX_METADATA_DEPTH or not all(_METADATA_KEY.fullmatch(k) for k in path):
             raise InvalidQuery(
                 _show(name),
                 "metadata keys are 1 to 64 of A-Z a-z 0-9 _ -, nested with dots, "
@@ -280,7 +282,7 @@ def decode_cursor(text: str) -> Cursor:
 
     Without a secret, a cursor written by hand cannot be told from ours; it can only name
     a position and a window start, which are checked like any other parameter."""
-    if len(text) > MAX_CURSOR_CHARS or not _CURSOR_TEXT.match(text) or len(text) % 4 == 1:
+    if len(text) > MAX_CURSOR_CHARS or not _CURSOR_TEXT.fullmatch(text) or len(text) % 4 == 1:
         raise InvalidQuery("cursor", _NOT_OURS)
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
@@ -296,7 +298,7 @@ def decode_cursor(text: str) -> Cursor:
         or payload["v"] != 1
         or type(payload["v"]) is not int
         or not isinstance(payload["f"], str)
-        or not _FINGERPRINT.match(payload["f"])
+        or not _FINGERPRINT.fullmatch(payload["f"])
     ):
         raise InvalidQuery("cursor", _NOT_OURS)
     low, high = (
