@@ -138,7 +138,9 @@ async def test_pygelf_http_with_mislabelled_compression(settings: Settings) -> N
 
 async def test_broken_and_partial_udp_messages_are_accounted(receiver: Receiver) -> None:
     """Broken compression and bad JSON become dead letters with the reason; a chunked
-    message missing a chunk is dropped after the timeout and counted."""
+    message missing a chunk is dropped after the timeout and counted. A level of "²"
+    (which isdigit took and int() refused) held every later message back: the flush
+    failed on it and kept it at the head of the queue."""
     tag = uuid.uuid4().hex
     good = orjson.dumps({"version": "1.1", "host": "h", "short_message": f"fine {tag}",
                          "timestamp": time.time(), "_source": "udp-nasty"})  # fmt: skip
@@ -146,6 +148,7 @@ async def test_broken_and_partial_udp_messages_are_accounted(receiver: Receiver)
         target = ("127.0.0.1", receiver.port)
         udp.sendto(b"\x1f\x8b" + b"not gzip at all " + tag.encode(), target)
         udp.sendto(b'{"short_message": "' + tag.encode() + b'", "timestamp": "soon"}', target)
+        udp.sendto(orjson.dumps({"short_message": tag, "level": "\u00b2"}), target)
         udp.sendto(zlib.compress(good), target)
         lonely = b"\x1e\x0f" + secrets.token_bytes(8) + bytes([0, 2]) + b'{"short_mess'
         udp.sendto(lonely, target)
@@ -157,13 +160,14 @@ async def test_broken_and_partial_udp_messages_are_accounted(receiver: Receiver)
             dead = await conn.fetch(
                 "SELECT reason FROM ingest_dead_letters WHERE raw LIKE $1", f"%{tag}%"
             )
-        if len(dead) >= 2 or time.monotonic() > deadline:
+        if len(dead) >= 3 or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.05)
     reasons = sorted(r["reason"] for r in dead)
-    assert len(reasons) == 2
+    assert len(reasons) == 3
     assert any("gzip" in r for r in reasons)
     assert any("timestamp" in r for r in reasons)
+    assert any(r.startswith("level: ") for r in reasons)
 
 
 @pytest.mark.slow  # `logkeep gelf` as a subprocess

@@ -234,6 +234,35 @@ async def test_gelf_http_sniffs_compression(client: httpx.AsyncClient) -> None:
     assert "short_message" in bad.text
 
 
+async def test_gelf_http_takes_what_its_document_says(client: httpx.AsyncClient) -> None:
+    """A null level or timestamp is absent (as Graylog takes it); what the document's
+    types and patterns refuse is a 400 naming the field (a level of "²" was a 500)."""
+    taken = await client.post(
+        "/gelf", content=orjson.dumps({"short_message": "n", "level": None, "timestamp": None})
+    )
+    assert taken.status_code == 202, taken.text
+    for field, value in (("level", "²"), ("host", 5), ("timestamp", "1_700_000_000")):
+        refused = await client.post(
+            "/gelf", content=orjson.dumps({"short_message": "m", field: value})
+        )
+        assert refused.status_code == 400, (field, refused.status_code, refused.text)
+        assert refused.text.startswith(f"{field}: "), refused.text
+
+
+async def test_loki_stream_labels_are_an_object(client: httpx.AsyncClient) -> None:
+    line = [str(time.time_ns()), "no labels"]
+    json_type = {"content-type": "application/json"}
+    for stream in ({"values": [line]}, {"stream": {}, "values": [line]}):
+        answer = await client.post(
+            "/loki/api/v1/push", content=orjson.dumps({"streams": [stream]}), headers=json_type
+        )
+        assert answer.status_code == 204, answer.text
+    null = {"streams": [{"stream": None, "values": [line]}]}
+    answer = await client.post("/loki/api/v1/push", content=orjson.dumps(null), headers=json_type)
+    assert answer.status_code == 400
+    assert '"stream" must be an object' in answer.text
+
+
 # -- sources on first use, credentials, access -------------------------------------------
 
 

@@ -264,11 +264,24 @@ def test_loki_json_entries_metadata_and_bad_values() -> None:
 @pytest.mark.parametrize(
     "body",
     [b"nope", b"[]", b'{"streams": {}}', b'{"streams": [{}]}',
-     b'{"streams": [{"stream": [null], "values": []}]}'],
+     b'{"streams": [{"stream": [null], "values": []}]}',
+     # Labels are an object: null, false, "" and [] were taken for none.
+     b'{"streams": [{"stream": null, "values": []}]}',
+     b'{"streams": [{"stream": false, "values": []}]}',
+     b'{"streams": [{"stream": "", "values": []}]}',
+     b'{"streams": [{"stream": [], "values": []}]}'],
 )  # fmt: skip
 def test_loki_bad_json_is_400(body: bytes) -> None:
     with pytest.raises(BodyError):
         loki.decode_json(body, (), None)
+
+
+def test_loki_stream_without_labels() -> None:
+    body = b'{"streams": [{"values": [["1700000000000000000", "no labels"]]}]}'
+    (event,) = loki.decode_json(body, ("app",), None)
+    assert isinstance(event, dict)
+    assert event["source"] == loki.FALLBACK_SOURCE
+    assert event["metadata"] == {"labels": {}}
 
 
 def test_loki_protobuf() -> None:
@@ -446,11 +459,48 @@ def test_gelf_message_fields() -> None:
     [({"host": "h"}, "short_message"), ({"short_message": " "}, "short_message"),
      ({"short_message": "m", "level": 9}, "level"),
      ({"short_message": "m", "timestamp": "soon"}, "timestamp"),
-     ({"short_message": "m", "timestamp": 1e300}, "timestamp")],
+     ({"short_message": "m", "timestamp": 1e300}, "timestamp"),
+     # Numbers as text are ASCII and whole, as the document's patterns say: float() and
+     # int() also take spaces, underscores and other scripts' digits, and isdigit took
+     # "²", which int() then refused with a ValueError (a 500 over HTTP).
+     ({"short_message": "m", "level": "\u00b2"}, "level"),  # ²
+     ({"short_message": "m", "level": "\u0663"}, "level"),  # Arabic-Indic 3
+     ({"short_message": "m", "level": " 3"}, "level"),
+     ({"short_message": "m", "level": "8"}, "level"),
+     ({"short_message": "m", "level": "0" * 5000 + "8"}, "level"),
+     ({"short_message": "m", "timestamp": " 1700000000"}, "timestamp"),
+     ({"short_message": "m", "timestamp": "1_700_000_000"}, "timestamp"),
+     ({"short_message": "m", "timestamp": "\u0661\u0667" + "\u0660" * 8}, "timestamp"),
+     ({"short_message": "m", "timestamp": "nan"}, "timestamp"),
+     ({"short_message": "m", "host": 5}, "host"),
+     ({"short_message": "m", "host": None}, "host"),
+     ({"short_message": "m", "full_message": ["trace"]}, "full_message")],
 )  # fmt: skip
 def test_gelf_refusals_name_the_field(message: dict[str, Any], field: str) -> None:
     event = gelf.decode(orjson.dumps(message), (), None, "gelf", 10_000)
     assert isinstance(event, InvalidLogEntry) and event.field == field
+
+
+def test_gelf_numbers_as_text_and_nulls_as_absent() -> None:
+    """As Graylog takes them, and as the document of POST /gelf says."""
+    plain = {"short_message": "m", "host": "h"}
+    cases: list[tuple[dict[str, Any], Level | None, float | None]] = [
+        ({"level": None, "timestamp": None}, None, None),
+        ({"level": "3", "timestamp": "1700000000.25"}, Level.ERROR, 1700000000.25),
+        ({"level": "07", "timestamp": "17e8"}, Level.DEBUG, 1.7e9),
+        ({"level": 0, "timestamp": "-.5"}, Level.FATAL, -0.5),
+    ]
+    for extra, level, timestamp in cases:
+        event = gelf.decode(orjson.dumps({**plain, **extra}), (), None, "g", 10_000)
+        assert isinstance(event, dict), (extra, event)
+        assert event["level"] is level
+        expected = None if timestamp is None else datetime.fromtimestamp(timestamp, tz=UTC)
+        assert event["timestamp"] == expected
+    nulls = {**plain, "full_message": None, "facility": None, "file": None, "line": None}
+    event = gelf.decode(orjson.dumps(nulls), (), None, "g", 10_000)
+    assert isinstance(event, dict) and event["metadata"] == {"host": "h"}
+    unchecked = gelf.decode(orjson.dumps({**plain, "version": 1.1}), (), None, "g", 10_000)
+    assert isinstance(unchecked, dict)
 
 
 def test_gelf_not_json_and_compressed() -> None:

@@ -46,12 +46,27 @@ REQUEST_BODY = {
                 "type": "object",
                 "required": ["short_message"],
                 "properties": {
-                    "version": {"type": "string"},
+                    "version": {"description": '"1.1"; not checked'},
                     "host": {"type": "string"},
                     "short_message": {"type": "string", "minLength": 1},
-                    "full_message": {"type": "string"},
-                    "timestamp": {"type": ["number", "null"]},
-                    "level": {"type": "integer", "minimum": 0, "maximum": 7},
+                    "full_message": {"type": ["string", "null"]},
+                    "timestamp": {
+                        "description": "epoch seconds, with decimals, also as text; "
+                        "absent or null: the time it arrived",
+                        "anyOf": [
+                            {"type": "number"},
+                            {"type": "string", "pattern": gelf.EPOCH_TEXT},
+                            {"type": "null"},
+                        ],
+                    },
+                    "level": {
+                        "description": "a syslog severity, also as text; absent or null: INFO",
+                        "anyOf": [
+                            {"type": "integer", "minimum": 0, "maximum": 7},
+                            {"type": "string", "pattern": gelf.LEVEL_TEXT},
+                            {"type": "null"},
+                        ],
+                    },
                 },
                 "additionalProperties": True,
             }

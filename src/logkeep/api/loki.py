@@ -60,6 +60,7 @@ REQUEST_BODY = {
                                 "stream": {
                                     "type": "object",
                                     "additionalProperties": {"type": "string"},
+                                    "description": "the stream's labels; absent: none",
                                 },
                                 "values": {
                                     "type": "array",
@@ -68,15 +69,20 @@ REQUEST_BODY = {
                                         "minItems": 2,
                                         "maxItems": 3,
                                         "prefixItems": [
-                                            {"type": "string", "pattern": "^[0-9]{1,20}$"},
+                                            {
+                                                "anyOf": [
+                                                    {"type": "string", "pattern": "^[0-9]{1,20}$"},
+                                                    {"type": "integer", "minimum": 0},
+                                                ]
+                                            },
                                             {"type": "string"},
                                             {
                                                 "type": "object",
                                                 "additionalProperties": {"type": "string"},
                                             },
                                         ],
-                                        "description": "[epoch nanoseconds as text, line, "
-                                        "{structured metadata}?]",
+                                        "description": "[epoch nanoseconds as text (or "
+                                        "a number), line, {structured metadata}?]",
                                     },
                                 },
                             },

@@ -46,7 +46,12 @@ class RetentionPublic(BaseModel):
 @router.put(
     "/sources/{source_id}/retention",
     response_model=RetentionPublic,
-    responses=answers(404, 422),
+    responses=answers(
+        404,
+        422,
+        s422="Invalid input, or days not fewer than LOGKEEP_RETENTION_DAYS (a setting: "
+        "the schema can state no maximum); detail names the field and the reason",
+    ),
     description=(
         "Keep this source's events fewer days than LOGKEEP_RETENTION_DAYS (null: as long). "
         "Older events, their chunks and rollups go within a compaction interval."

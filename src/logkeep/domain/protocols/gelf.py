@@ -4,11 +4,16 @@ reassembly of chunked UDP datagrams with Graylog's limits.
 An event's metadata holds `host`, `full_message`, `facility`, `file`, `line` when sent,
 and every additional field without its leading underscore (`_user_id` is `user_id`;
 `_id` is ignored, as GELF reserves it). `level` is a syslog severity (0-7); a message
-without one is INFO. `timestamp` is epoch seconds with optional decimals."""
+without one is INFO. `timestamp` is epoch seconds with optional decimals. As Graylog
+does, these numbers may come as text ("3", "1700000000.25"), and a null one is absent.
+`host`, `short_message` and `full_message` are text (a null `full_message`, `facility`,
+`file` or `line` is absent); `version` is not checked. What is taken here is what the
+OpenAPI document of `POST /gelf` says (api/gelf.py)."""
 
 from __future__ import annotations
 
 import math
+import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +32,11 @@ CHUNK_TIMEOUT_S = 5.0  # Graylog's: a message whose chunks are not all in by the
 MAX_PENDING_BYTES = 32 * 1024 * 1024  # chunks held for incomplete messages, all together
 STANDARD_FIELDS = {"host", "full_message", "facility", "file", "line"}
 USED_FIELDS = {"version", "short_message", "timestamp", "level"}
+# Numbers as text, whole (fullmatch): ASCII only, no spaces; the document states them.
+LEVEL_TEXT = r"^0*[0-7]$"
+EPOCH_TEXT = r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
+_LEVEL_TEXT = re.compile(LEVEL_TEXT)
+_EPOCH_TEXT = re.compile(EPOCH_TEXT)
 
 
 def decode(
@@ -53,10 +63,16 @@ def event(
     short = message.get("short_message")
     if not isinstance(short, str) or not short.strip():
         raise InvalidLogEntry("short_message", "is required (a non-empty string)")
+    if not isinstance(message.get("host", ""), str):  # null too, as Graylog
+        raise InvalidLogEntry("host", "must be a string")
+    full_message = message.get("full_message")
+    if full_message is not None and not isinstance(full_message, str):
+        raise InvalidLogEntry("full_message", "must be a string")
     metadata: dict[str, Any] = {}
     for key, value in message.items():
         if key in STANDARD_FIELDS:
-            metadata[key] = value
+            if value is not None:
+                metadata[key] = value
         elif key.startswith("_") and key != "_id" and len(key) > 1:
             metadata[key[1:]] = value
     return {
@@ -72,10 +88,9 @@ def _timestamp(value: object) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise InvalidLogEntry("timestamp", "must be epoch seconds") from None
+        if not _EPOCH_TEXT.fullmatch(value):
+            raise InvalidLogEntry("timestamp", "must be epoch seconds")
+        value = float(value)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidLogEntry("timestamp", "must be epoch seconds")
     try:
@@ -87,8 +102,8 @@ def _timestamp(value: object) -> datetime | None:
 def _level(value: object) -> Any:
     if value is None:
         return None
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
+    if isinstance(value, str) and _LEVEL_TEXT.fullmatch(value):
+        value = int(value[-1])  # "3", "03"; isdigit and int took "²" and raised
     elif isinstance(value, float) and value.is_integer():
         value = int(value)  # 3.0 is 3 to a JSON writer
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 7:

@@ -157,7 +157,7 @@ def decode_json(body: bytes, label_keys: Sequence[str], override: str | None) ->
         values = stream.get("values") if isinstance(stream, dict) else None
         if not isinstance(values, list):
             raise BodyError(400, 'body: every stream needs "values": [[ts, line], ...]')
-        labels = stream.get("stream") or {}
+        labels = stream.get("stream", {})  # absent: no labels; null is not an object
         if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
             raise BodyError(400, 'body: every stream\'s "stream" must be an object of strings')
         source = mapped_source(labels, label_keys, override, FALLBACK_SOURCE)
