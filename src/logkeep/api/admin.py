@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from logkeep.api.auth import (
     client_address,
@@ -20,6 +20,7 @@ from logkeep.api.auth import (
 from logkeep.api.deps import get_sources
 from logkeep.api.fields import (
     FORMAT_TYPE_SCHEMA,
+    NO_NUL,
     SOURCE_NAME_DESCRIPTION,
     SOURCE_NAME_PATTERN,
     JsonObject,
@@ -27,6 +28,7 @@ from logkeep.api.fields import (
     RowId,
     StorableText,
     Text,
+    unstorable,
 )
 from logkeep.api.problems import answers
 from logkeep.db.access import AccessRepository
@@ -116,9 +118,19 @@ class SourceUpdate(Strict):
     is_active: StrictBool | None = None
 
 
+def _storable_keys(params: dict[str, Any]) -> dict[str, Any]:
+    """The values are Text; a key is stored as given too (jsonb refuses NUL: a 500)."""
+    for key in params:
+        if (reason := unstorable(key, "a key")) is not None:
+            raise ValueError(reason)  # never the key itself, which may not encode
+    return params
+
+
 class SavedSearchCreate(Strict):
     name: Text = Field(min_length=1, max_length=100)
-    params: dict[str, Text | list[Text]]
+    params: Annotated[dict[str, Text | list[Text]], AfterValidator(_storable_keys)] = Field(
+        json_schema_extra={"propertyNames": {"pattern": NO_NUL}}
+    )
 
 
 # -- answers ----------------------------------------------------------------------------
