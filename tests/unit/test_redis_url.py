@@ -62,3 +62,28 @@ def test_shards_default_by_what_the_url_names() -> None:
     assert shards("redis+sentinel://s:26379/m") == 1
     assert shards("redis+cluster://a:7000") == 6
     assert shards("redis+cluster://a:7000", ingest_shards=3) == 3
+
+
+def test_an_error_raised_inside_redis_py_is_a_lost_connection() -> None:
+    # What a write on a connection another task disconnected raises: an AttributeError
+    # inside redis-py (here its command packer given no connection).
+    from redis.asyncio.connection import Connection
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from logkeep.cache.client import _torn_down
+
+    with pytest.raises(AttributeError) as raised:
+        Connection.pack_command(None, "GET", "key")  # type: ignore[arg-type]
+    lost = _torn_down(raised.value)
+    assert isinstance(lost, RedisConnectionError)
+    assert lost.__cause__ is raised.value
+
+
+@pytest.mark.parametrize("error", [AttributeError, TypeError])
+def test_an_error_raised_in_logkeeps_own_code_stays_what_it_is(error: type[Exception]) -> None:
+    from logkeep.cache.client import _torn_down
+
+    with pytest.raises(error) as raised:
+        raise error("a bug of ours")
+    assert _torn_down(raised.value) is None
+    assert _torn_down(ValueError("not a torn connection")) is None

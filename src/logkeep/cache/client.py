@@ -19,10 +19,14 @@ without MULTI otherwise, which both clients run alike.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.sentinel import Sentinel
@@ -155,6 +159,30 @@ class ClusterUnavailable(RedisConnectionError):
     failover or a resharding under way): transient, like a lost connection."""
 
 
+# Where redis-py and asyncio's transports live: an AttributeError or TypeError raised
+# there is a connection torn down under a command (see _torn_down).
+_LIBRARY_DIRS = tuple(f"{m.__path__[0]}{os.sep}" for m in (redis, asyncio))
+
+
+def _torn_down(exc: BaseException) -> RedisConnectionError | None:
+    """The lost connection that `exc` stands for, if it is one.
+
+    When redis-py learns a new layout it disconnects the nodes it dropped, cutting the
+    connections other tasks are writing on at that moment; a write on such a connection
+    (or on one the peer reset) fails inside redis-py or asyncio with AttributeError or
+    TypeError ('NoneType' object has no attribute 'writelines'), not ConnectionError
+    (redis-py issue 4287), and callers that handle a lost connection answered 500. An
+    error raised in logkeep's own code is left as it is."""
+    if not isinstance(exc, AttributeError | TypeError) or exc.__traceback__ is None:
+        return None
+    innermost = traceback.extract_tb(exc.__traceback__)[-1].filename
+    if not innermost.startswith(_LIBRARY_DIRS):
+        return None
+    lost = RedisConnectionError(f"connection lost under a command: {exc}")
+    lost.__cause__ = exc
+    return lost
+
+
 class SharedRedisCluster(RedisCluster):
     """redis-py's RedisCluster, for a client that many tasks use at once.
 
@@ -195,6 +223,11 @@ class SharedRedisCluster(RedisCluster):
         except SlotNotCoveredError as exc:
             self._initialize = True
             raise ClusterUnavailable(str(exc)) from exc
+        except (AttributeError, TypeError) as exc:
+            if (lost := _torn_down(exc)) is None:
+                raise
+            self._initialize = True
+            raise lost from exc
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
         if shard_hint:
@@ -219,6 +252,11 @@ class _SharedClusterPipeline(ClusterPipeline):
         except NODE_LOST as exc:
             self.cluster_client._initialize = True
             raise exc
+        except (AttributeError, TypeError) as exc:
+            if (lost := _torn_down(exc)) is None:
+                raise
+            self.cluster_client._initialize = True
+            raise lost from exc
         if any(isinstance(reply, NODE_LOST) for reply in replies):
             self.cluster_client._initialize = True
         return replies
