@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from logkeep.domain import exactjson
 from logkeep.domain.chunks import (
@@ -158,3 +160,51 @@ def test_containment_is_jsonb_containment(container: Any, contained: Any, expect
     assert contains(container, contained) is expected
     if expected:  # what the index is asked for, the chunk's terms hold
         assert set(metadata_terms(contained)) <= set(metadata_terms(container))
+
+
+# ASCII, separators, Greek sigmas (final sigma depends on context), the fold exceptions
+# (dotted I, Kelvin sign) and a combining accent.
+_TEXTS = st.text(
+    alphabet=st.sampled_from("aAbB1 .-_/:@\u03a3\u03c3\u03c2\u0130\u212aK\u00e9\u0301\n"),
+    max_size=12,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    messages=st.lists(_TEXTS, min_size=1, max_size=8),
+    q=st.lists(_TEXTS.filter(lambda t: t.strip() != ""), max_size=2),
+    substring=st.none() | _TEXTS.filter(bool),
+)
+def test_a_chunk_selects_the_messages_the_matcher_matches_one_by_one(
+    messages: list[str], q: list[str], substring: str | None
+) -> None:
+    condition = TextCondition.of(" ".join(q) or None, substring)
+    if condition.empty:
+        return
+    matcher = condition.matcher()
+    everything = list(range(len(messages)))
+    one_by_one = [i for i in everything if matcher(messages[i])]
+    assert matcher.select(messages, everything) == one_by_one
+    odd = everything[1::2]
+    assert matcher.select(messages, odd) == [i for i in one_by_one if i % 2]
+
+
+@pytest.mark.parametrize(
+    ("messages", "q", "expected"),
+    [
+        (["x declined", "declined", "undeclined declined"], "declined", [0, 1, 2]),
+        (["undeclined", "declinedx", "de-clined"], "declined", []),
+        (["ord-123456 failed", "ORD-1234567"], "ORD-123456", [0]),
+        (["zebra", "42 /api/zebra42"], "zebra42", [1]),
+        (["a", "b"], "a b", []),  # both words in one message, never across two
+        # Capital sigma lower-cases to the final sigma at a word's end: both fold alike.
+        (["\u039f\u0394\u039f\u03a3", "\u212a \u03a3x"], "\u03bf\u03b4\u03bf\u03c2", [0]),
+        (["\u212a \u03bf\u03b4\u03bf\u03a3"], "\u03bf\u03b4\u03bf\u03c3", [0]),
+    ],
+)
+def test_a_chunk_selects_whole_words_in_one_message(
+    messages: list[str], q: str, expected: list[int]
+) -> None:
+    matcher = TextCondition.of(q, None).matcher()
+    assert matcher.select(messages, range(len(messages))) == expected

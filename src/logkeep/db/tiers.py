@@ -332,8 +332,7 @@ class ChunkMatcher:
             wanted = set(self.flt.levels)
             chosen = [i for i in chosen if levels[i] in wanted]
         if self.text is not None and chosen:
-            messages, match = chunk.messages, self.text
-            chosen = [i for i in chosen if match(messages[i])]
+            chosen = self.text.select(chunk.messages, chosen)
         if self.flt.metadata is not None and chosen:
             for key, wanted_value in self.flt.metadata.items():  # a column at a time
                 column = chunk.column(key)
