@@ -1,6 +1,7 @@
 """The cost of alerting: 200 rules evaluated once a minute over a large data set.
 
-Loads N rows over 7 days (the query benchmark's generator and loader), makes 200 rules
+Loads N rows over 7 days as `logkeep bench query` does (closed slices compacted, the last
+15 minutes in the hot tier), makes 200 rules
 of every kind the data allows (thresholds on sources and levels, some grouped by source;
 full-text words; groupings by a metadata key; error ratios with a minimum volume; hosts
 going quiet), then evaluates all of them at each of the last few minutes' ticks, four at
@@ -27,7 +28,7 @@ from logkeep.alerting.evaluator import Evaluator
 from logkeep.alerting.service import evaluator_config
 from logkeep.alerting.store import RuleStore
 from logkeep.api.alert_models import AlertRuleCreate, stored_values
-from logkeep.bench.query import load_rows
+from logkeep.bench.query import load_as_live
 from logkeep.config import Settings
 from logkeep.db.database import Database
 from logkeep.domain.alert_rules import tick_floor
@@ -112,8 +113,7 @@ async def measure(
 
 async def run(settings: Settings, rows: int, rounds: int, root: Path) -> None:
     async with Database(settings) as db:
-        rate = await load_rows(db, settings, rows)
-        print(f"loaded {rows:,} rows over 7 days at {rate:,.0f} rows/s")
+        await load_as_live(db, settings, rows)
         async with db.pool.acquire() as conn:
             sources = {
                 r["name"]: r["id"] for r in await conn.fetch("SELECT id, name FROM log_sources")

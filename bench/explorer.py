@@ -3,7 +3,8 @@ load transfers, and the time from pressing Enter to the first results painted.
 
     .venv/bin/python bench/explorer.py --rows 1000000 --runs 15
 
-Loads ROWS entries over 7 days as `logkeep bench query` does, into throwaway servers;
+Loads ROWS entries over 7 days as `logkeep bench query` does (closed slices compacted,
+the last 15 minutes in the hot tier), into throwaway servers;
 serves the API; then, in a fresh browser profile, loads the page (sizes from the
 browser's Resource Timing: bytes on the wire, compressed) and runs each search RUNS times
 by typing it and pressing Enter. The page records the time from the search to the frame
@@ -24,7 +25,7 @@ from playwright.async_api import Page, async_playwright
 
 from logkeep.api.app import create_app
 from logkeep.api.local import serve_locally
-from logkeep.bench.query import load_rows
+from logkeep.bench.query import load_as_live
 from logkeep.cli.common import stores
 from logkeep.config import Settings
 from logkeep.db.database import Database
@@ -89,17 +90,10 @@ async def until(page: Page, condition: str, timeout_s: float = 60) -> None:
         await asyncio.sleep(0.01)
 
 
-async def measure(settings: Settings, rows: int, runs: int, vacuum: bool) -> None:
+async def measure(settings: Settings, rows: int, runs: int) -> None:
     async with Database(settings) as db:
-        rate = await load_rows(db, settings, rows)
-        print(f"loaded {rows:,} rows at {rate:,.0f} rows/s")
+        await load_as_live(db, settings, rows)
         source_ids = [r["id"] for r in await db.pool.fetch("SELECT id FROM log_sources")]
-        if vacuum:
-            # A bulk load leaves new rows in the GIN indexes' pending lists, which every
-            # word or metadata search then scans; autovacuum empties them soon after.
-            async with db.pool.acquire() as conn:
-                await conn.execute("VACUUM ANALYZE log_entries")
-            print("vacuumed after the load (as autovacuum does soon after a bulk load)")
 
         async def bust() -> None:
             await db.cache.invalidate_sources(source_ids)
@@ -160,7 +154,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=15)
-    parser.add_argument("--vacuum", action="store_true", help="VACUUM after loading")
     args = parser.parse_args()
     configure_logging("warning")  # a log line per request would be measured too
     with temporary_root("lk-bench-") as root:
@@ -172,7 +165,7 @@ def main() -> None:
             seed_rows=0,
         )
         with stores(settings) as (resolved, _):
-            asyncio.run(measure(resolved, args.rows, args.runs, args.vacuum))
+            asyncio.run(measure(resolved, args.rows, args.runs))
 
 
 if __name__ == "__main__":

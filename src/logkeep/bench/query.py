@@ -177,28 +177,32 @@ async def rare_words(
     return hot or "ORD-000000", cold_word
 
 
+async def load_as_live(db: Database, settings: Settings, rows: int) -> None:
+    """The data set as a live system holds it: `rows` events over 7 days, every closed
+    slice compacted, then the last 15 minutes in the hot tier (loading takes long enough
+    for every slice of the week to close)."""
+    rate = await load_rows(db, settings, rows)
+    console.print(f"loaded {rows:,} rows at {rate:,.0f} rows/s (binary COPY)")
+    started = time.perf_counter()
+    async with db.pool.acquire() as conn:
+        report = await compact(
+            conn,
+            slice_length=timedelta(seconds=settings.compaction_slice_s),
+            grace=timedelta(seconds=settings.compaction_grace_s),
+        )
+        await conn.execute("VACUUM ANALYZE log_entries, log_chunks")
+        hot_events = await conn.fetchval("SELECT count(*) FROM log_entries")
+    console.print(
+        f"compacted {report.events:,} events into {report.chunks:,} chunks in "
+        f"{time.perf_counter() - started:,.0f} s; {hot_events:,} stay hot (the open slices)"
+    )
+    hot_rows = await load_recent(db, rows)
+    console.print(f"then {hot_rows:,} events of the last 15 minutes into the hot tier")
+
+
 async def run(settings: Settings, rows: int, runs: int) -> None:
     async with Database(settings) as db:
-        rate = await load_rows(db, settings, rows)
-        console.print(f"loaded {rows:,} rows at {rate:,.0f} rows/s (binary COPY)")
-        slice_length = timedelta(seconds=settings.compaction_slice_s)
-        started = time.perf_counter()
-        async with db.pool.acquire() as conn:
-            report = await compact(
-                conn,
-                slice_length=slice_length,
-                grace=timedelta(seconds=settings.compaction_grace_s),
-            )
-            await conn.execute("VACUUM ANALYZE log_entries, log_chunks")
-            hot_events = await conn.fetchval("SELECT count(*) FROM log_entries")
-        console.print(
-            f"compacted {report.events:,} events into {report.chunks:,} chunks in "
-            f"{time.perf_counter() - started:,.0f} s; {hot_events:,} stay hot (the open slices)"
-        )
-        # The hot tier as a live system has it: the last minutes, written after compaction
-        # (loading took long enough for every slice of the week to close).
-        hot_rows = await load_recent(db, rows)
-        console.print(f"then {hot_rows:,} events of the last 15 minutes into the hot tier")
+        await load_as_live(db, settings, rows)
         hot_bytes, chunk_bytes, _plain = await table_size(db)
         nginx = await db.pool.fetchval("SELECT id FROM log_sources WHERE name = 'nginx_access'")
         async with db.pool.acquire() as conn:
