@@ -20,7 +20,7 @@ from logkeep.db.partitions import ensure_partitions
 from logkeep.db.repositories import LogRepository
 from logkeep.domain.alert_rules import GroupBy
 from logkeep.domain.search import parse_search
-from logkeep.domain.timerange import TimeRange
+from logkeep.domain.timerange import TimeRange, parse_duration
 
 SLICE = timedelta(minutes=15)
 Params = list[tuple[str, str]]
@@ -153,13 +153,29 @@ QUERIES: list[Params] = [
 ]
 
 
+def pinned(params: list[tuple[str, str]], now: datetime) -> list[tuple[str, str]]:
+    """`params` with `since` as the from/to it means at `now`: two snapshots taken a minute
+    apart then ask for the same window (histograms' bounds are whole minutes)."""
+    out: list[tuple[str, str]] = []
+    for name, value in params:
+        if name == "since":
+            out += [
+                ("from", (now - parse_duration(value)).isoformat()),
+                ("to", (now + timedelta(minutes=30)).isoformat()),
+            ]
+        else:
+            out.append((name, value))
+    return out
+
+
 async def snapshot_every_answer(
     client: httpx.AsyncClient, db: Database, now: datetime
 ) -> dict[str, Any]:
-    """Every query kind's answer over the seeded data."""
+    """Every query kind's answer over the seeded data, for windows fixed at `now`."""
     out: dict[str, Any] = {}
-    for params in QUERIES:
-        key = orjson.dumps(params).decode()
+    for query_params in QUERIES:
+        key = orjson.dumps(query_params).decode()
+        params = pinned(query_params, now)
         items: list[Any] = []
         cursor = None
         while True:
@@ -188,7 +204,12 @@ async def snapshot_every_answer(
                 "/api/v1/logs/histogram", params=httpx.QueryParams((*params, ("interval", "5m")))
             )
         ).json()
-    out["stats histogram"] = (await client.get("/api/v1/stats/histogram?since=24h")).json()
+    out["stats histogram"] = (
+        await client.get(
+            "/api/v1/stats/histogram",
+            params=httpx.QueryParams(tuple(pinned([("since", "24h")], now))),
+        )
+    ).json()
     out["summary"] = (await client.get("/api/v1/stats/summary?hours=24")).json()
     out["recent"] = (await client.get("/api/v1/logs/recent?limit=200")).json()
     sample = out[f"pages {orjson.dumps(QUERIES[0]).decode()}"]

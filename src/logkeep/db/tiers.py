@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -464,13 +464,26 @@ async def first(
     descending: bool = True,
     after: Key | None = None,
 ) -> list[ChunkEvent]:
-    """The first `limit` events of `scan`: each tier is asked for at most `limit`."""
+    """The first `limit` events of `scan`: each tier is asked for at most `limit`. When
+    the hot tier fills the page, only chunks reaching past its last event can change it
+    (usually none: the newest page is read without opening a chunk)."""
     if limit <= 0:
         return []
     hot = await _take(hot_scan(conn, flt, descending=descending, after=after), limit)
+    if len(hot) == limit:
+        flt = replace(flt, window=_up_to(flt.window, hot[-1].timestamp, descending))
+        if flt.window.start >= flt.window.end:
+            return hot
     cold = await _take(chunk_scan(conn, flt, descending=descending, after=after), limit)
     merged = sorted(hot + cold, key=key_of, reverse=descending)
     return merged[:limit]
+
+
+def _up_to(window: TimeRange, edge: datetime, descending: bool) -> TimeRange:
+    """The part of `window` from its far end up to `edge` included."""
+    if descending:
+        return TimeRange(max(window.start, edge), window.end)
+    return TimeRange(window.start, min(window.end, edge + timedelta(microseconds=1)))
 
 
 async def _take(events: AsyncGenerator[ChunkEvent, None], limit: int) -> list[ChunkEvent]:
