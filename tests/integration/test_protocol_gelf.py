@@ -170,6 +170,35 @@ async def test_broken_and_partial_udp_messages_are_accounted(receiver: Receiver)
     assert any(r.startswith("level: ") for r in reasons)
 
 
+async def test_a_message_the_decoder_fails_on_holds_nothing_back(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decoder bug (an exception other than a refusal) is stood in for here: the message
+    it fails on becomes a dead letter and the messages after it are stored."""
+    from logkeep.domain.protocols import gelf
+
+    tag = uuid.uuid4().hex
+    real_decode = gelf.decode
+
+    def decode_with_a_bug(message: bytes, *args: object) -> object:
+        if b"trips-the-decoder" in message:
+            raise RuntimeError("a decoder bug")
+        return real_decode(message, *args)  # type: ignore[arg-type]  # the same arguments
+
+    monkeypatch.setattr(gelf, "decode", decode_with_a_bug)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        target = ("127.0.0.1", receiver.port)
+        udp.sendto(orjson.dumps({"short_message": f"trips-the-decoder {tag}"}), target)
+        udp.sendto(orjson.dumps({"short_message": f"after it {tag}", "_source": "udp-bug"}), target)
+    stored = await wait_rows(receiver.db, tag, 1)
+    assert [r["message"] for r in stored] == [f"after it {tag}"]
+    async with receiver.db.pool.acquire() as conn:
+        dead = await conn.fetch(
+            "SELECT reason FROM ingest_dead_letters WHERE raw LIKE $1", f"%{tag}%"
+        )
+    assert [r["reason"] for r in dead] == ["gelf: could not be decoded (RuntimeError)"]
+
+
 @pytest.mark.slow  # `logkeep gelf` as a subprocess
 async def test_logkeep_gelf_command(settings: Settings, db: Database, tmp_path: Path) -> None:
     """The receiver as operators run it: `logkeep gelf --port P`, stopped by SIGTERM after

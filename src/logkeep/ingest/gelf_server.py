@@ -155,6 +155,11 @@ class GelfReceiver:
                 events.append(gelf.decode(message, self._fields, None, self._fallback, self._limit))
             except BodyError as exc:
                 events.append(InvalidLogEntry("gelf", str(exc)))
+            except Exception as exc:  # noqa: BLE001 - a decoder bug must not hold the queue
+                # Kept as a dead letter like any refused message; the ones after it go on.
+                log.error("gelf_decode_failed", error=f"{type(exc).__name__}: {exc}")
+                reason = f"could not be decoded ({type(exc).__name__})"
+                events.append(InvalidLogEntry("gelf", reason))
         return events
 
     async def flush(self) -> None:
