@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from logkeep.domain import exactjson
+
 # A dropped tail waits this long before its first reconnect, doubling up to the cap.
 RECONNECT_FIRST_DELAY_S = 0.5
 RECONNECT_MAX_DELAY_S = 10.0
@@ -158,7 +160,8 @@ class LogkeepClient:
         return response
 
     def search(self, params: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", "/api/v1/logs", params=params).json()
+        response = self._call("GET", "/api/v1/logs", params=params)
+        result: dict[str, Any] = exactjson.loads(response.content)  # numbers as stored
         return result
 
     def export(self, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -172,7 +175,7 @@ class LogkeepClient:
                     _check(response)
                 for line in response.iter_lines():
                     if line:
-                        yield orjson.loads(line)
+                        yield exactjson.loads(line)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from exc
 
@@ -234,7 +237,7 @@ class LogkeepClient:
                         for event in source.iter_sse():
                             last_event_id = event.id or last_event_id  # log and position
                             if event.event == "log":
-                                yield orjson.loads(event.data)
+                                yield exactjson.loads(event.data)
                         reason = "the server ended the stream"
             except httpx.TransportError as exc:
                 if not connected:
@@ -266,7 +269,7 @@ def metadata_text(metadata: object) -> str:
     pairs = []
     for key, value in flat_metadata(metadata):
         plain = isinstance(value, str) and _plain_word(value)
-        pairs.append(f"{key}={value if plain else orjson.dumps(value).decode()}")
+        pairs.append(f"{key}={value if plain else exactjson.dumps(value).decode()}")
     return " ".join(pairs)
 
 
@@ -359,4 +362,4 @@ def print_json_lines(
     console: Console, items: Iterator[dict[str, Any]] | list[dict[str, Any]]
 ) -> None:
     for item in items:
-        console.out(orjson.dumps(item).decode(), highlight=False)
+        console.out(exactjson.dumps(item).decode(), highlight=False)

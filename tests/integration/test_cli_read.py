@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +231,22 @@ async def test_query_windows_and_metadata_filters(settings: Settings, db: Databa
     table = runs["table"][1]
     assert "walrusfig two hours ok" in table and "http.route=/pay status=200" in table
     assert runs["bad"][0] == 2 and "expected key=value" in runs["bad"][2]
+
+
+async def test_query_prints_numbers_as_they_were_stored(settings: Settings, db: Database) -> None:
+    """Beyond 64 bits and beyond a double's digits, in the table and in JSON lines."""
+    big, fine = 10**30, "0.12345678901234567890"
+    await _plant(
+        db, ("numbersquid exact", timedelta(minutes=5), {"big": big, "fine": Decimal(fine)})
+    )
+    async with served(settings) as base:
+        code_table, table, _ = await run_cli(base, "query", "numbersquid", "-m")
+        code_json, lines, _ = await run_cli(base, "query", "numbersquid", "--json")
+        code_page, page, _ = await run_cli(base, "query", "numbersquid", "--json", "--limit", "1")
+    assert code_table == code_json == code_page == 0
+    assert f"big={big}" in table and f"fine={fine}" in table
+    for output in (lines, page):
+        assert f'"big":{big}' in output and f'"fine":{fine}' in output
 
 
 @pytest.mark.slow
