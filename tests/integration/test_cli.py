@@ -422,9 +422,14 @@ class Up:
 
 
 async def database_facts(dsn: str) -> tuple[int, int, list[tuple[str, int]]]:
+    """Events stored (both tiers: `up` compacts closed slices of the seed as it runs), the
+    newest id (the open slices stay hot), and the seed runs."""
     conn = await asyncpg.connect(dsn)
     try:
-        count: int = await conn.fetchval("SELECT count(*) FROM log_entries")
+        count: int = await conn.fetchval(
+            "SELECT (SELECT count(*) FROM log_entries)"
+            " + (SELECT coalesce(sum(events), 0) FROM log_chunks)"
+        )
         max_id: int = await conn.fetchval("SELECT coalesce(max(id), 0) FROM log_entries")
         runs = [(r["name"], r["rows"]) for r in await conn.fetch("SELECT * FROM seed_runs")]
     finally:
