@@ -57,6 +57,11 @@ def metadata_at(metadata: Any, path: Sequence[str]) -> Any:
     return node
 
 
+def by_metadata(group_by: GroupBy | None) -> bool:
+    """Whether the groups are read from the events' metadata."""
+    return group_by is not None and not group_by.source
+
+
 def group_key(group_by: GroupBy | None) -> Callable[[ChunkEvent], str | None]:
     """An event's group: '' without groups, its source id as text, or the JSON text of
     its metadata value (None: in no group)."""
@@ -98,7 +103,12 @@ async def _grouped_count(
     group_by: GroupBy | None,
 ) -> dict[str, int]:
     await tiers.hold_still(conn)
-    counted = await tiers.aggregate(conn, _filter(query, window, source_ids), group_key(group_by))
+    counted = await tiers.aggregate(
+        conn,
+        _filter(query, window, source_ids),
+        group_key(group_by),
+        reads_metadata=by_metadata(group_by),
+    )
     top = sorted(counted.items(), key=lambda kv: -kv[1])[:MAX_GROUPS]
     return {str(key): n for key, n in top}
 
@@ -211,7 +221,9 @@ async def buckets(
         return (g, origin + timedelta(microseconds=at - at % size))
 
     await tiers.hold_still(conn)
-    counted = await tiers.aggregate(conn, _filter(query, span, source_ids), key)
+    counted = await tiers.aggregate(
+        conn, _filter(query, span, source_ids), key, reads_metadata=by_metadata(group_by)
+    )
     return {cast(tuple[str, datetime], k): n for k, n in counted.items()}
 
 

@@ -80,7 +80,7 @@ class ExploreRepository:
                 ):
                     await conn.execute(PLANNER_SETTINGS)
                     counts = await asyncio.wait_for(
-                        tiers.aggregate(conn, flt, bucket_key(plan.interval)),
+                        tiers.aggregate(conn, flt, bucket_key(plan.interval), reads_metadata=False),
                         COUNT_TIMEOUT_MS / 1000,
                     )
             except TimeoutError:

@@ -499,11 +499,17 @@ async def _take(events: AsyncGenerator[ChunkEvent, None], limit: int) -> list[Ch
 
 
 async def aggregate(
-    conn: Conn, flt: EventFilter, key: Callable[[ChunkEvent], Hashable | None]
+    conn: Conn,
+    flt: EventFilter,
+    key: Callable[[ChunkEvent], Hashable | None],
+    *,
+    reads_metadata: bool = True,
 ) -> Counter[Hashable]:
-    """Matching events counted by `key` (None: not counted), over both tiers, unordered."""
+    """Matching events counted by `key` (None: not counted), over both tiers, unordered.
+    A `key` that `reads_metadata=False` is given the compressed tier's events without
+    their metadata."""
     counts: Counter[Hashable] = Counter()
-    events = _unordered(conn, flt)
+    events = _unordered(conn, flt, reads_metadata)
     try:
         async for event in events:
             group = key(event)
@@ -514,7 +520,9 @@ async def aggregate(
     return counts
 
 
-async def _unordered(conn: Conn, flt: EventFilter) -> AsyncGenerator[ChunkEvent, None]:
+async def _unordered(
+    conn: Conn, flt: EventFilter, with_metadata: bool
+) -> AsyncGenerator[ChunkEvent, None]:
     hot = hot_scan(conn, flt, descending=False)
     headers = chunk_headers(conn, flt, descending=False)
     try:
@@ -524,7 +532,7 @@ async def _unordered(conn: Conn, flt: EventFilter) -> AsyncGenerator[ChunkEvent,
         async for header in headers:
             chunk = decode_chunk(header.source_id, header.payload)
             for index in matcher.indices(chunk, None, False):
-                yield chunk.event(index)
+                yield chunk.event(index, with_metadata=with_metadata)
     finally:
         await hot.aclose()
         await headers.aclose()

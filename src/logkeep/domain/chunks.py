@@ -339,14 +339,16 @@ class DecodedChunk:
                 found[key] = value
         return found
 
-    def event(self, index: int) -> ChunkEvent:
+    def event(self, index: int, *, with_metadata: bool = True) -> ChunkEvent:
+        """One event; without its metadata ({}) when the caller reads none (a count by
+        time and level need not parse every metadata column of the chunk)."""
         return ChunkEvent(
             id=self.ids[index],
             source_id=self.source_id,
             timestamp=from_micros(self.timestamps[index]),
             level=self.levels[index],
             message=self.messages[index],
-            metadata=self.metadata_of(index),
+            metadata=self.metadata_of(index) if with_metadata else {},
             ingested_at=from_micros(self.ingested[index]),
         )
 
