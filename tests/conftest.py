@@ -10,6 +10,7 @@ own Redis key prefix.
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -30,6 +31,12 @@ from logkeep.db.migrate import migrate
 from logkeep.db.repositories import LogRepository, SourceRepository, UserRepository
 from logkeep.db.seed import seed
 from logkeep.embedded import EmbeddedStack, temporary_root
+
+# A shell without job control (a script's `cmd &`, some CI runners) starts the suite with
+# SIGINT ignored, and every process the tests start would inherit that: the tests that
+# stop `logkeep tail` or `logkeep up` with SIGINT (as Ctrl-C does) would wait in vain.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def database_url(base_url: str, name: str) -> str:
