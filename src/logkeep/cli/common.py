@@ -104,8 +104,12 @@ async def with_connection(settings: Settings, action: Callable[[Conn], Awaitable
         await conn.close()
 
 
-class ShutdownRequested(BaseException):
-    """Raised by our SIGINT/SIGTERM handler once uvicorn has finished its graceful stop."""
+class ShutdownRequested(SystemExit):
+    """Raised by our SIGINT/SIGTERM handler once uvicorn has finished its graceful stop.
+
+    A SystemExit because the event loop lets only that and KeyboardInterrupt through: a
+    signal handled while a task runs (migrating, seeding) raised any other BaseException
+    into uvloop's callback, which logged it and went on seeding."""
 
 
 def _request_shutdown(signum: int, frame: FrameType | None) -> None:
