@@ -5,10 +5,11 @@ sources and levels, grouped by nothing or by source — for the whole minutes of
 window, plus an index-backed count of the partial minutes at its edges (the primary
 key's (source_id, "timestamp") walk or BRIN on time): exact, and a 1-hour window reads
 60 rollup rows per source and level instead of every entry. Any other query (words,
-substrings, metadata, grouping by a metadata key) is one grouped count over the window
-with the search's own conditions (db/search.py), so it means what GET /api/v1/logs
-means and uses the same indexes. Nothing from a rule becomes SQL text: fragments are
-constants, values are parameters.
+substrings, metadata, grouping by a metadata key) counts the matches of both storage
+tiers over the window as a search finds them (db/tiers.py: the hot rows narrowed in
+PostgreSQL, the chunks its Bloom filters and level masks let through), so it means what
+GET /api/v1/logs means. Nothing from a rule becomes SQL text: fragments are constants,
+values are parameters.
 """
 
 from __future__ import annotations
