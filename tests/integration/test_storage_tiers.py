@@ -210,7 +210,14 @@ async def snapshot_every_answer(
             params=httpx.QueryParams(tuple(pinned([("since", "24h")], now))),
         )
     ).json()
-    out["summary"] = (await client.get("/api/v1/stats/summary?hours=24")).json()
+    summary = (await client.get("/api/v1/stats/summary?hours=24")).json()
+    # It takes no from/to: its window is the server's last 24 hours, to the minute, which
+    # moves when the minute turns between two snapshots. What it counts is compared; its
+    # bounds are only checked to be the current ones.
+    start, end = (datetime.fromisoformat(summary.pop(k)) for k in ("from", "to"))
+    assert timedelta(hours=24) <= end - start <= timedelta(hours=24, minutes=1)
+    assert timedelta(0) <= end - now <= timedelta(minutes=5)
+    out["summary"] = summary
     out["recent"] = (await client.get("/api/v1/logs/recent?limit=200")).json()
     sample = out[f"pages {orjson.dumps(QUERIES[0]).decode()}"]
     for chosen in (sample[3], sample[len(sample) // 2], sample[-2]):
