@@ -537,17 +537,9 @@ class IngestBuffer:
                 parts[0], only_limits, records, fingerprints, limits, buckets, idem_digest,
                 idem_ttl_ms,
             )  # fmt: skip
-        admitting = [*parts, *only_limits]
-        replies = await self._run(
-            self._admit,
-            ADMIT_SCRIPT,
-            [self._admit_call(p, limits, idem_digest, idem_ttl_ms) for p in admitting],
+        answers, charged, failure = await self._admit_parts(
+            [*parts, *only_limits], limits, idem_digest, idem_ttl_ms
         )
-        answers = [
-            self._admit_result(r, p, limits) for p, r in zip(admitting, replies, strict=True)
-        ]
-        charged = [p for p, a in zip(admitting, answers, strict=True) if a is None]
-        failure = next((a for a in answers if isinstance(a, BaseException)), None)
         if failure is not None:
             await self._give_back(charged, limits)
             raise failure
@@ -596,16 +588,7 @@ class IngestBuffer:
         """All the records on one shard, a rate limit (the client's) elsewhere: charge
         that limit first, then the one script on the records' shard; its refusal gives
         the charge back. Two calls instead of three."""
-        replies = await self._run(
-            self._admit,
-            ADMIT_SCRIPT,
-            [self._admit_call(p, limits, idem_digest, idem_ttl_ms) for p in only_limits],
-        )
-        answers = [
-            self._admit_result(r, p, limits) for p, r in zip(only_limits, replies, strict=True)
-        ]
-        charged = [p for p, a in zip(only_limits, answers, strict=True) if a is None]
-        failure = next((a for a in answers if isinstance(a, BaseException)), None)
+        _, charged, failure = await self._admit_parts(only_limits, limits, idem_digest, idem_ttl_ms)
         if failure is None:
             try:
                 result = await self._append_part(
@@ -619,6 +602,21 @@ class IngestBuffer:
         if result.replayed:  # answered before: the client's charge is given back
             await self._give_back(charged, limits)
         return _combine([result])
+
+    async def _admit_parts(
+        self, parts: list[Part], limits: Sequence[RateLimit], idem_digest: str, idem_ttl_ms: int
+    ) -> tuple[list[Admission], list[Part], BaseException | None]:
+        """Run the admission script on each part: every answer, the parts it charged, and
+        the first refusal or error (None when all were admitted or replayed)."""
+        replies = await self._run(
+            self._admit,
+            ADMIT_SCRIPT,
+            [self._admit_call(p, limits, idem_digest, idem_ttl_ms) for p in parts],
+        )
+        answers = [self._admit_result(r, p, limits) for p, r in zip(parts, replies, strict=True)]
+        charged = [p for p, a in zip(parts, answers, strict=True) if a is None]
+        failure = next((a for a in answers if isinstance(a, BaseException)), None)
+        return answers, charged, failure
 
     async def _give_back(
         self,
