@@ -278,6 +278,17 @@ async def test_every_query_kind_answers_the_same_before_and_after_compaction(
         assert after[key] == before[key], key
 
 
+async def page_of(
+    client: httpx.AsyncClient, params: list[tuple[str, str]], cursor: str | None
+) -> dict[str, Any]:
+    """One page of 50 of a search, from `cursor` (None: the first)."""
+    page = [*params, ("limit", "50"), *([("cursor", cursor)] if cursor else [])]
+    response = await client.get("/api/v1/logs", params=httpx.QueryParams(tuple(page)))
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
 async def test_half_compacted_data_answers_the_same(
     client: httpx.AsyncClient, db: Database, log_repo: LogRepository, day_partitions: datetime
 ) -> None:
@@ -305,12 +316,7 @@ async def test_a_cursor_pages_exactly_while_compaction_runs(
         expected = []
         cursor = None
         while True:
-            body = (
-                await client.get(
-                    "/api/v1/logs",
-                    params=[*params, ("limit", "50"), *([("cursor", cursor)] if cursor else [])],
-                )
-            ).json()
+            body = await page_of(client, params, cursor)
             expected += [i["id"] for i in body["items"]]
             cursor = body["next_cursor"]
             if not cursor:
@@ -319,12 +325,7 @@ async def test_a_cursor_pages_exactly_while_compaction_runs(
         cursor = None
         step = 0
         while True:
-            body = (
-                await client.get(
-                    "/api/v1/logs",
-                    params=[*params, ("limit", "50"), *([("cursor", cursor)] if cursor else [])],
-                )
-            ).json()
+            body = await page_of(client, params, cursor)
             seen += [i["id"] for i in body["items"]]
             cursor = body["next_cursor"]
             step += 1
