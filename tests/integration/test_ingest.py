@@ -520,6 +520,43 @@ async def test_corrupt_stream_entry_goes_to_dead_letters(settings: Settings, db:
     assert await db.redis.xlen(db.keys.ingest_stream()) == 0
 
 
+async def test_stream_entries_of_the_earlier_json_format_are_committed(
+    settings: Settings, db: Database
+) -> None:
+    """Entries an API of an earlier version appended (JSON records) still land, with their
+    rollups, beside entries of COPY tuples."""
+    worker = Worker(db, settings, name="legacy")
+    await worker.ensure_group()
+    now = datetime.now(UTC).replace(microsecond=0)
+    found = await SourceRepository(db.pool).get_by_name("app_errors")
+    assert found is not None
+    source_id = found["id"]
+    records = [
+        orjson.dumps([source_id, int(now.timestamp() * 1e6), "WARN", f"legacy {i}", {"i": i}])
+        for i in range(3)
+    ]
+    dead = b'{"source_id": null, "raw": "old raw", "reason": "old reason"}'
+    await db.redis.xadd(db.keys.ingest_stream(), {"n": 4, "e": b"\n".join([*records, dead])})
+    warnings = (
+        "SELECT coalesce(sum(count), 0) FROM log_metrics WHERE source_id = $1 AND level = 'WARN'"
+    )
+    async with db.pool.acquire() as conn:
+        counted_before = await conn.fetchval(warnings, source_id)
+    assert await worker.drain() == 3
+    async with db.pool.acquire() as conn:
+        stored = await conn.fetch(
+            "SELECT message, level::text FROM log_entries WHERE message LIKE 'legacy %' "
+            "ORDER BY message"
+        )
+        counted = await conn.fetchval(warnings, source_id) - counted_before
+        reasons = await conn.fetch("SELECT reason FROM ingest_dead_letters")
+    assert [(r["message"], r["level"]) for r in stored] == [
+        (f"legacy {i}", "WARN") for i in range(3)
+    ]
+    assert counted == 3
+    assert [r["reason"] for r in reasons] == ["old reason"]
+
+
 async def test_metrics_count_outcomes_by_source(api: httpx.AsyncClient) -> None:
     await api.post(
         "/api/v1/ingest",

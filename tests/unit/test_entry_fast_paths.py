@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 from logkeep.domain.entry import InvalidLogEntry, Level, LogEntry, parse_timestamp
 from logkeep.domain.ingest import (
     SourceRules,
-    encode_entry,
     entry_from_event,
     fingerprint,
     timestamp_us,
 )
 from logkeep.domain.parsers import compile_parser
+from logkeep.domain.stream_rows import encode_row
 
 ALIASES = {"TRACE": "DEBUG", "NOTICE": "INFO", "WARNING": "WARN", "ERR": "ERROR"}
 ALIASES |= dict.fromkeys(["CRITICAL", "CRIT", "EMERG", "ALERT", "PANIC"], "FATAL")
@@ -109,7 +109,9 @@ def test_the_prepared_record_and_fingerprint_are_what_each_function_makes() -> N
     }
     prepared = entry_from_event(event, source, now=now)
     entry = prepared.entry
-    assert prepared.record == encode_entry(entry)
+    assert prepared.record == encode_row(
+        3, timestamp_us(entry.timestamp), entry.level, "héllo".encode(), entry.metadata_json
+    )
     assert prepared.fingerprint == fingerprint(3, None, entry)
     assert entry.metadata == {"host": "h1", "n": 10**30, "f": 0.1}
     # The fingerprint's bytes, as dedup has always hashed them (an update per part).

@@ -31,6 +31,7 @@ from logkeep.domain.ingest import (
     timestamp_us,
 )
 from logkeep.domain.parsers import compile_parser
+from logkeep.domain.stream_rows import decode_row, scan
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 APP = SourceRules(
@@ -132,26 +133,89 @@ def test_event_id_limits() -> None:
 
 
 def test_records_round_trip_through_the_stream_format() -> None:
-    entries = [
+    prepared = [
         entry_from_event(
             {"message": f"line\n{i} \u00e9", "metadata": {"k": [i, {"n": None}]}},
             APP,
             now=NOW + timedelta(microseconds=i),
-        ).entry
+        )
         for i in range(3)
     ]
-    payload = b"\n".join(
-        [*(encode_entry(e) for e in entries), encode_dead_letter(2, "raw \x00 \udcff", "why")]
-    )
-    rows, dead = decode_records(payload)
+    entries = [p.entry for p in prepared]
+    dead_letter = encode_dead_letter(2, "raw \x00 \udcff", "why")
+    payload = b"".join([prepared[0].record, dead_letter, *(p.record for p in prepared[1:])])
+    scanned = scan(payload)
+    rows = [decode_row(payload, at) for at in scanned.starts]
     assert [r.message for r in rows] == [e.message for e in entries]
     assert [r.timestamp for r in rows] == [e.timestamp for e in entries]
     assert [orjson.loads(r.metadata_json) for r in rows] == [dict(e.metadata) for e in entries]
     assert rows[0].copy_record()[2] == "INFO"
-    assert len(dead) == 1
-    assert dead[0].reason == "why"
-    assert "\x00" not in dead[0].raw  # PostgreSQL text cannot hold NUL
-    assert dead[0].raw.startswith("raw \\x00")
+    # COPY gets the rows around the dead letter, as they are.
+    assert b"".join(scanned.runs) == payload.replace(dead_letter, b"")
+    minute = int(NOW.timestamp()) * 1_000_000
+    assert scanned.counts == {(2, minute, "INFO"): 3}
+    (dead,) = scanned.dead
+    assert dead.source_id == 2
+    assert dead.reason == "why"
+    assert "\x00" not in dead.raw  # PostgreSQL text cannot hold NUL
+    assert dead.raw.startswith("raw \\x00")
+
+
+def test_a_dead_letter_without_a_source_is_read_back() -> None:
+    (dead,) = scan(encode_dead_letter(None, "", "no source")).dead
+    assert (dead.source_id, dead.raw, dead.reason) == (None, "", "no source")
+
+
+def test_rollups_count_by_source_minute_and_level() -> None:
+    def record(minute: int, level: str, source: SourceRules = APP) -> bytes:
+        at = NOW + timedelta(minutes=minute, seconds=59)
+        event = {"message": "m", "level": level, "timestamp": at.isoformat()}
+        return entry_from_event(event, source, now=NOW + timedelta(hours=1)).record
+
+    other = SourceRules(7, "other", True, "text", compile_parser("text", {}))
+    payload = b"".join(
+        [record(0, "INFO"), record(0, "INFO"), record(0, "ERROR"), record(1, "INFO"),
+         record(0, "INFO", other)]
+    )  # fmt: skip
+    minute = int(NOW.timestamp()) * 1_000_000
+    assert scan(payload).counts == {
+        (2, minute, "INFO"): 2,
+        (2, minute, "ERROR"): 1,
+        (2, minute + 60_000_000, "INFO"): 1,
+        (7, minute, "INFO"): 1,
+    }
+
+
+def _row_record() -> bytes:
+    return entry_from_event({"message": "m"}, APP, now=NOW).record
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"garbage",
+        _row_record()[:-1],  # cut short
+        _row_record()[:20],
+        b"\x00\x04" + _row_record()[2:],  # a field count no record has
+        _row_record().replace(b"INFO", b"NOPE"),
+        encode_dead_letter(2, "raw", "why")[:-2],
+    ],
+)
+def test_corrupt_tuples_are_named(payload: bytes) -> None:
+    with pytest.raises(CorruptRecord):
+        scan(payload)
+
+
+def test_records_of_the_earlier_json_format_are_still_read() -> None:
+    entries = [
+        entry_from_event({"message": f"m{i}"}, APP, now=NOW + timedelta(microseconds=i)).entry
+        for i in range(2)
+    ]
+    legacy_dead_letter = b'{"source_id": 2, "raw": "raw", "reason": "why"}'
+    rows, dead = decode_records(b"\n".join([*map(encode_entry, entries), legacy_dead_letter]))
+    assert [r.message for r in rows] == ["m0", "m1"]
+    assert [r.timestamp for r in rows] == [e.timestamp for e in entries]
+    assert [(d.source_id, d.raw, d.reason) for d in dead] == [(2, "raw", "why")]
 
 
 @pytest.mark.parametrize(
@@ -232,8 +296,9 @@ def test_numbers_of_an_ndjson_line_an_array_and_a_text_line_are_stored_exactly()
 
 def test_the_stream_record_carries_the_numbers_exactly() -> None:
     line = b'{"message": "m", "metadata": ' + NUMBERS + b"}"
-    entry = entry_from_event(parse_json_line(line.decode()), APP, now=NOW).entry
-    rows, _ = decode_records(encode_entry(entry) + b"\n" + encode_entry(entry))
+    record = entry_from_event(parse_json_line(line.decode()), APP, now=NOW).record
+    payload = record + record
+    rows = [decode_row(payload, at) for at in scan(payload).starts]
     assert [r.metadata_json for r in rows] == [STORED, STORED]
     assert rows[0].metadata["neg"] == -(2**63) - 1
     assert rows[0].copy_record()[4] == STORED

@@ -133,8 +133,9 @@ if n_buckets > 0 then redis.call('PEXPIRE', KEYS[4], bucket_ttl) end
 
 local id = ''
 if #kept > 0 then
-  local payload = table.concat(kept, '\\n')
-  id = redis.call('XADD', KEYS[1], '*', 'n', #kept, 'e', payload)
+  -- COPY tuples carry their own lengths: joined with nothing between (stream_rows.py).
+  local payload = table.concat(kept)
+  id = redis.call('XADD', KEYS[1], '*', 'n', #kept, 'c', payload)
   redis.call('INCRBY', KEYS[2], #payload)
 end
 if idem_ttl > 0 and #kept + #dups > 0 then

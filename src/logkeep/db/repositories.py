@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,8 +28,10 @@ from logkeep.db.queries import q
 from logkeep.db.replicas import ReadSource
 from logkeep.db.types import Conn
 from logkeep.domain.entry import DEFAULT_LIMITS, EntryLimits, InvalidLogEntry, Level, LogEntry
-from logkeep.domain.rollup import Countable, as_columns, minute_counts
+from logkeep.domain.rollup import Countable, MinuteKey, as_columns, minute_counts
 from logkeep.domain.sources import parse_source_ref
+from logkeep.domain.stream_rows import COPY_COLUMNS as ROW_COLUMNS
+from logkeep.domain.stream_rows import RollupKey, copy_data, minute_of
 
 ENTRY_FIELDS = frozenset({"message", "source_id", "level", "metadata", "timestamp"})
 COPY_COLUMNS = ["id", "source_id", "timestamp", "level", "message", "metadata"]
@@ -115,6 +118,24 @@ async def copy_entries(conn: Conn, entries: Sequence[Row]) -> Stored:
     )
     await conn.execute(q("add_minute_counts"), *as_columns(minute_counts(entries)))
     return Stored(ids, allocated["ingested_at"])
+
+
+async def copy_encoded_rows(
+    conn: Conn, runs: Sequence[memoryview | bytes], counts: Counter[RollupKey]
+) -> None:
+    """COPY rows the API encoded as COPY tuples (domain/stream_rows.py) as they are, ids
+    from the column's default, and add their rollups; the caller owns the transaction."""
+    await conn.copy_to_table(
+        "log_entries",
+        # A buffer (bytes would be taken for a file name); the stub omits buffers.
+        source=memoryview(copy_data(runs)),  # type: ignore[arg-type]
+        columns=ROW_COLUMNS,
+        format="binary",
+    )
+    minutes: Counter[MinuteKey] = Counter()
+    for (source_id, minute_us, level), count in counts.items():
+        minutes[(source_id, minute_of(minute_us), level)] += count
+    await conn.execute(q("add_minute_counts"), *as_columns(minutes))
 
 
 def entry_items(

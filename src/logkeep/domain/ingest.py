@@ -12,7 +12,7 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 
-from logkeep.domain import exactjson
+from logkeep.domain import exactjson, stream_rows
 from logkeep.domain.entry import (
     DEFAULT_LIMITS,
     MAX_SOURCE_ID,
@@ -22,6 +22,9 @@ from logkeep.domain.entry import (
     LogEntry,
 )
 from logkeep.domain.parsers import LineParseError, LineParser, ParsedLine
+from logkeep.domain.stream_rows import CorruptRecord, DeadLetter, StreamRow, encode_row
+
+__all__ = ["CorruptRecord", "DeadLetter", "StreamRow"]  # the stream's types, read here too
 
 EVENT_FIELDS = frozenset({"source", "message", "timestamp", "level", "metadata", "event_id"})
 MAX_EVENT_ID_CHARS = 256
@@ -188,13 +191,19 @@ def read_json_lines(
 
 
 def fingerprint(
-    source_id: int, event_id: str | None, entry: LogEntry | None, *, ts_us: int | None = None
+    source_id: int,
+    event_id: str | None,
+    entry: LogEntry | None,
+    *,
+    ts_us: int | None = None,
+    message: bytes | None = None,
 ) -> bytes:
     """8 bytes naming an event for dedup: its source and event id, else its whole
     content (source, timestamp, level, message and metadata: two requests to one URL in
     one second from two clients are two events). 64 bits: at a million events in the
     window the chance that any two distinct events collide is about 3 in 100 million.
-    `ts_us`: the entry's timestamp_us, when the caller has it already."""
+    `ts_us` and `message`: the entry's timestamp_us and UTF-8 message, when the caller
+    has them already."""
     if event_id is not None:
         parts: tuple[bytes, ...] = (
             source_id.to_bytes(4, "big"),
@@ -211,7 +220,7 @@ def fingerprint(
             ),
             _LEVEL_BYTES[entry.level],
             len(entry.message).to_bytes(4, "big"),
-            entry.message.encode("utf-8"),
+            entry.message.encode("utf-8") if message is None else message,
             entry.metadata_json,
         )
     # One call on the joined parts: the same digest as an update per part, for less.
@@ -228,6 +237,7 @@ def dedup_fingerprint(
     entry: LogEntry,
     *,
     ts_us: int | None = None,
+    message: bytes | None = None,
 ) -> bytes | None:
     """The fingerprint dedup compares, or None when the event cannot have one: without
     an id or a time of its own, a repeat cannot be told from a new event. A source's
@@ -236,18 +246,20 @@ def dedup_fingerprint(
         return None
     if event_id is None and not has_timestamp:
         return None
-    return fingerprint(source.id, event_id, entry, ts_us=ts_us)
+    return fingerprint(source.id, event_id, entry, ts_us=ts_us, message=message)
 
 
 def prepared(
     entry: LogEntry, source: SourceRules, event_id: str | None, has_timestamp: bool
 ) -> Prepared:
-    """The entry with its stream record and fingerprint (its time converted once)."""
+    """The entry with its stream record (its COPY tuple) and fingerprint; its time
+    converted and its message encoded once for both."""
     ts_us = timestamp_us(entry.timestamp)
+    message = entry.message.encode()  # valid UTF-8: LogEntry checked it
     return Prepared(
         entry,
-        dedup_fingerprint(source, event_id, has_timestamp, entry, ts_us=ts_us),
-        encode_entry(entry, ts_us=ts_us),
+        dedup_fingerprint(source, event_id, has_timestamp, entry, ts_us=ts_us, message=message),
+        encode_row(entry.source_id, ts_us, entry.level, message, entry.metadata_json),
     )
 
 
@@ -363,9 +375,9 @@ def entry_from_event(
 
 
 # -- stream records ------------------------------------------------------------------------
-# One stream entry carries a request's accepted events as newline-separated JSON arrays
-# (orjson never writes a raw newline inside a value), so the ingest script can drop
-# duplicates by position and join the rest without parsing JSON.
+# Stream entries carry a request's accepted events as COPY tuples (domain/stream_rows.py),
+# joined by the ingest script without parsing them. Entries written before that carried
+# newline-separated JSON arrays (encode_entry): decode_records still reads those.
 
 
 _MICROSECOND = timedelta(microseconds=1)
@@ -399,51 +411,9 @@ def printable(text: str, limit: int = MAX_DEAD_LETTER_CHARS) -> str:
 
 
 def encode_dead_letter(source_id: int | None, raw: str, reason: str) -> bytes:
-    """A line that could not become an entry, kept for the dead-letter table."""
-    return orjson.dumps({"source_id": source_id, "raw": printable(raw), "reason": reason})
-
-
-@dataclass(frozen=True, slots=True)
-class StreamRow:
-    """An entry read back from the stream, ready for COPY."""
-
-    source_id: int
-    timestamp: datetime
-    level: str
-    message: str
-    metadata_json: bytes  # as the API encoded it: COPYed as it is
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        """Read when needed (live tail), not for every row written."""
-        value: dict[str, Any] = exactjson.loads(self.metadata_json)
-        return value
-
-    def copy_record(self) -> tuple[int, datetime, str, str, bytes]:
-        return (self.source_id, self.timestamp, self.level, self.message, self.metadata_json)
-
-    def record_json(self) -> str:
-        """The whole row as JSON text, for a dead letter."""
-        return orjson.dumps(
-            [
-                self.source_id,
-                self.timestamp.isoformat(),
-                self.level,
-                self.message,
-                orjson.Fragment(self.metadata_json),
-            ]
-        ).decode()
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    source_id: int | None
-    raw: str
-    reason: str
-
-
-class CorruptRecord(ValueError):
-    """A stream entry that is not what the ingest script writes."""
+    """A line that could not become an entry, as a stream record for the dead-letter
+    table (domain/stream_rows.py)."""
+    return stream_rows.encode_dead_letter(source_id, printable(raw), printable(reason))
 
 
 def _row(item: Any, payload: bytes, start: int, end: int) -> StreamRow:

@@ -14,6 +14,7 @@ import contextlib
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,9 +30,18 @@ from logkeep.cache.shards import IngestShards
 from logkeep.config import Settings
 from logkeep.db.database import PG_TRANSIENT_ERRORS, Database
 from logkeep.db.queries import q
-from logkeep.db.repositories import Stored, copy_entries, entry_items
+from logkeep.db.repositories import Stored, copy_encoded_rows, copy_entries, entry_items
 from logkeep.db.types import Conn
-from logkeep.domain.ingest import CorruptRecord, DeadLetter, StreamRow, decode_records, printable
+from logkeep.domain.ingest import decode_records, printable
+from logkeep.domain.stream_rows import (
+    CorruptRecord,
+    DeadLetter,
+    RollupKey,
+    Scanned,
+    StreamRow,
+    decode_row,
+    scan,
+)
 from logkeep.ingest.catalog import SourceCatalog
 
 log = structlog.get_logger(__name__)
@@ -57,7 +67,10 @@ def is_about_the_data(exc: asyncpg.PostgresError) -> bool:
 class StreamEntry:
     entry_id: str  # its ledger id (cache/shards.py): the stream id when there is one shard
     payload: bytes
-    rows: list[StreamRow] = field(default_factory=list)
+    # Its rows: COPY tuples as the API encoded them (field "c"), walked once...
+    scanned: Scanned | None = None
+    # ...or, in entries of the earlier JSON record format (field "e"), read into rows.
+    legacy_rows: list[StreamRow] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     shard: int = 0
     stream_id: str = ""  # the id in its shard's stream
@@ -72,22 +85,62 @@ class StreamEntry:
     ) -> StreamEntry:
         stream_id = as_text(entry_id)
         ledger_id = shards.ledger_id(shard, stream_id) if shards is not None else stream_id
-        entry = cls(ledger_id, (fields or {}).get(b"e", b""), shard=shard, stream_id=stream_id)
+        fields = fields or {}
+        tuples = fields.get(b"c")
+        entry = cls(
+            ledger_id,
+            fields.get(b"e", b"") if tuples is None else tuples,
+            shard=shard,
+            stream_id=stream_id,
+        )
         try:
-            entry.rows, entry.dead = decode_records(entry.payload)
+            if tuples is None:
+                entry.legacy_rows, entry.dead = decode_records(entry.payload)
+            else:
+                entry.scanned = scan(tuples)
+                entry.dead = entry.scanned.dead
         except CorruptRecord as exc:
             # Kept whole as one dead letter: never dropped without a trace.
+            entry.scanned, entry.legacy_rows = None, []
             entry.dead = [DeadLetter(None, printable(_text_lossy(entry.payload)), str(exc))]
         return entry
 
     @property
+    def rows(self) -> int:
+        return len(self.legacy_rows) + (self.scanned.rows if self.scanned else 0)
+
+    @property
     def events(self) -> int:
-        return len(self.rows) + len(self.dead)
+        return self.rows + len(self.dead)
+
+    def decoded_rows(self) -> list[StreamRow]:
+        """Its rows as Python values (live tail, dead letters): what the COPY path skips."""
+        if self.scanned is None:
+            return self.legacy_rows
+        return [decode_row(self.payload, at) for at in self.scanned.starts]
+
+    def refuse(self, reason: str) -> None:
+        """PostgreSQL refused the entry: keep all of it as dead letters instead."""
+        rows = self.decoded_rows()
+        if not rows and not self.dead:
+            self.dead = [DeadLetter(None, _text_lossy(self.payload), reason)]
+        self.dead = [*self.dead, *(DeadLetter(r.source_id, r.record_json(), reason) for r in rows)]
+        self.scanned, self.legacy_rows = None, []
 
     @property
     def accepted_at(self) -> float:
         """When the API appended it (the stream id's milliseconds), epoch seconds."""
         return int((self.stream_id or self.entry_id).split("-")[0]) / 1000
+
+
+@dataclass
+class Committed:
+    """What a batch's transaction stored: the sources it wrote to, its rows with their
+    ids when a live tail listens (None otherwise: the rows went to COPY undecoded)."""
+
+    rows: int
+    source_ids: list[int]
+    tail: tuple[list[StreamRow], Stored] | None = None
 
 
 def _text_lossy(data: bytes) -> str:
@@ -304,9 +357,11 @@ class Worker:
         """Commit the batch (retrying while PostgreSQL is away), then acknowledge it."""
         delay = 0.1
         give_up_at: float | None = None
+        # Rows are decoded (and given ids up front) only for a live tail's items.
+        with_items = await self._db.tail.has_listeners()
         while True:
             try:
-                rows, stored = await self._commit_once(entries)
+                committed = await self._commit_once(entries, with_items=with_items)
                 break
             except TRANSIENT_PG_ERRORS as exc:
                 metrics.WORKER_RETRIES.inc()
@@ -339,19 +394,18 @@ class Worker:
                 reason = f"PostgreSQL refused the entry: {type(exc).__name__}: {exc}"[:1000]
                 if not entry.rows:
                     # Even the dead letters were refused: keep the payload as one.
-                    entry.dead = [DeadLetter(None, _text_lossy(entry.payload), reason)]
-                entry.dead += [DeadLetter(r.source_id, r.record_json(), reason) for r in entry.rows]
-                entry.rows = []
+                    entry.dead = []
+                entry.refuse(reason)
                 await asyncio.sleep(delay)
                 delay = min(MAX_BACKOFF_S, delay * 2)
         try:
-            await self._after_commit(entries, rows, stored)
+            await self._after_commit(entries, committed)
         except Exception as exc:  # noqa: BLE001 - committed already; the rest is best effort
             log.warning("worker_after_commit_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def _commit_once(
-        self, entries: Sequence[StreamEntry]
-    ) -> tuple[list[StreamRow], Stored | None]:
+        self, entries: Sequence[StreamEntry], *, with_items: bool = False
+    ) -> Committed:
         started = time.perf_counter()
         async with self._db.pool.acquire() as conn, conn.transaction():
             claimed = {
@@ -363,15 +417,37 @@ class Worker:
                 )
             }
             mine = [e for e in entries if e.entry_id in claimed]
-            rows = [row for e in mine for row in e.rows]
-            stored = await copy_entries(conn, rows) if rows else None
+            committed = await self._copy(conn, mine, with_items=with_items)
             await self._store_dead_letters(conn, mine)
         metrics.WORKER_COPY_SECONDS.observe(time.perf_counter() - started)
-        metrics.WORKER_BATCH_EVENTS.observe(len(rows))
+        metrics.WORKER_BATCH_EVENTS.observe(committed.rows)
         skipped = len(entries) - len(mine)
         if skipped:
             log.info("worker_skipped_committed", entries=skipped)
-        return rows, stored
+        return committed
+
+    @staticmethod
+    async def _copy(conn: Conn, entries: Sequence[StreamEntry], *, with_items: bool) -> Committed:
+        """COPY the entries' rows: as the API encoded them, or decoded with ids allocated
+        when a live tail needs them as items."""
+        if with_items:
+            rows = [row for e in entries for row in e.decoded_rows()]
+            if not rows:
+                return Committed(0, [])
+            stored = await copy_entries(conn, rows)
+            return Committed(len(rows), sorted({r.source_id for r in rows}), (rows, stored))
+        legacy = [row for e in entries for row in e.legacy_rows]
+        if legacy:
+            await copy_entries(conn, legacy)
+        runs = [run for e in entries if e.scanned is not None for run in e.scanned.runs]
+        counts: Counter[RollupKey] = Counter()
+        for e in entries:
+            if e.scanned is not None:
+                counts.update(e.scanned.counts)
+        if runs:
+            await copy_encoded_rows(conn, runs, counts)
+        sources = {r.source_id for r in legacy} | {source_id for source_id, _, _ in counts}
+        return Committed(sum(e.rows for e in entries), sorted(sources))
 
     async def _store_dead_letters(self, conn: Conn, entries: Sequence[StreamEntry]) -> None:
         dead = [(e.entry_id, d) for e in entries for d in e.dead]
@@ -387,13 +463,11 @@ class Worker:
         for _, d in dead:
             metrics.INGEST_DEAD_LETTERS.labels(str(d.source_id)).inc()
 
-    async def _after_commit(
-        self, entries: Sequence[StreamEntry], rows: list[StreamRow], stored: Stored | None
-    ) -> None:
+    async def _after_commit(self, entries: Sequence[StreamEntry], committed: Committed) -> None:
         now = time.time()
         for entry in entries:
             metrics.INGEST_LAG_SECONDS.observe(max(0.0, now - entry.accepted_at))
-        source_ids = sorted({r.source_id for r in rows}) if stored is not None else []
+        source_ids = committed.source_ids
         # Cache generations first: a durable request is answered once its entry left the
         # stream, and a read after that answer must not find a result cached before.
         if source_ids:
@@ -408,11 +482,10 @@ class Worker:
                 # Committed but not acknowledged: redelivered later, skipped by the ledger.
                 log.warning("worker_ack_failed", error=str(exc), shard=shard)
                 self._db.cache.redis_failed()
-        self.committed_events += len(rows)
-        if stored is None or not source_ids:
+        self.committed_events += committed.rows
+        if committed.tail is None:
             return
-        if not await self._db.tail.has_listeners():
-            return
+        rows, stored = committed.tail
         names: dict[int, str] = {}
         for source_id in source_ids:
             source = await self._catalog.get(source_id)
