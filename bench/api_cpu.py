@@ -16,9 +16,10 @@ importing logkeep from DIR (another checkout's `src`, e.g. `git archive COMMIT s
 -x -C /tmp/before`) and once from this tree; it prints both figures and their ratio.
 (The stores, the events and the machine are the same: only the code differs.)
 
-`--profile DIR`: py-spy samples the API while each mode runs (on-CPU samples only,
-aggregated by function) into DIR/<mode>.txt and prints the functions with the most
-samples, by their own time and including what they call. Profiled runs are slower, so
+`--profile DIR`: py-spy samples the API and the worker while each mode runs (on-CPU
+samples only, aggregated by function) into DIR/<mode>.txt and DIR/<mode>.worker.txt and
+prints the functions with the most samples, by their own time and including what they
+call. Profiled runs are slower, so
 their CPU figures are not the ones to compare: measure without `--profile`.
 """
 
@@ -112,41 +113,53 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _ready_api(deadline_s: float = START_DEADLINE_S) -> int:
-    """The pid of the `logkeep serve` this process started (bench.ingest starts it as a
-    child), once it answers /readyz: its start-up is not what is measured."""
+def _ready_api(deadline_s: float = START_DEADLINE_S) -> tuple[int, int]:
+    """The pids of the `logkeep serve` and `logkeep worker` this process started
+    (bench.ingest starts them as children), once the API answers /readyz: their start-up
+    is not what is measured."""
     deadline = time.monotonic() + deadline_s
+    api = worker = None
     while time.monotonic() < deadline:
         for child in _children(os.getpid()):
             with contextlib.suppress(OSError):
                 argv = (Path("/proc") / str(child) / "cmdline").read_bytes().split(b"\0")
-                if b"serve" in argv:
+                if b"worker" in argv:
+                    worker = child
+                if b"serve" in argv and api is None:
                     port = argv[argv.index(b"--port") + 1].decode()
                     with contextlib.suppress(httpx.TransportError):
                         if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                            return child
+                            api = child
+        if api is not None and worker is not None:
+            return api, worker
         time.sleep(0.05)
-    raise RuntimeError("no `logkeep serve` child became ready")
+    raise RuntimeError("no `logkeep serve` and `logkeep worker` children became ready")
+
+
+def worker_profile(output: Path) -> Path:
+    return output.with_name(f"{output.stem}.worker{output.suffix}")
 
 
 @contextlib.contextmanager
 def profiled(output: Path | None) -> Iterator[None]:
-    """py-spy recording the API started inside the block, until it exits."""
+    """py-spy recording the API started inside the block into `output`, and its worker
+    into `output` with `.worker` before the suffix, until they exit."""
     if output is None:
         yield
         return
     recorder: list[subprocess.Popen[bytes]] = []
 
     def attach() -> None:
-        pid = _ready_api()
-        recorder.append(
-            subprocess.Popen(
-                [PY_SPY, "record", "--pid", str(pid), "--rate", "200", "--function",
-                 "--format", "raw", "--output", str(output)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )  # fmt: skip
+        api, worker = _ready_api()
+        for pid, into in ((api, output), (worker, worker_profile(output))):
+            recorder.append(
+                subprocess.Popen(
+                    [PY_SPY, "record", "--pid", str(pid), "--rate", "200", "--function",
+                     "--format", "raw", "--output", str(into)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )  # fmt: skip
 
     thread = threading.Thread(target=attach, daemon=True)
     thread.start()
@@ -180,9 +193,9 @@ def top_functions(raw: Path, count: int) -> tuple[int, list[tuple[str, int, int]
     return samples, [(name, n, total[name]) for name, n in own.most_common(count)]
 
 
-def print_profile(raw: Path, count: int) -> None:
+def print_profile(raw: Path, count: int, process: str = "API") -> None:
     samples, rows = top_functions(raw, count)
-    print(f"  py-spy: {samples} on-CPU samples of the API; top {count} by own time:")
+    print(f"  py-spy: {samples} on-CPU samples of the {process}; top {count} by own time:")
     print(f"  {'own %':>6} {'total %':>8}  function")
     for name, own, total in rows:
         print(f"  {own / samples:>6.1%} {total / samples:>8.1%}  {name[:150]}")
@@ -286,6 +299,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> None:
                 output = args.profile / f"{mode}.txt"
                 await measure(settings, admin, template, way, chosen, profile=output)
                 print_profile(output, args.top)
+                print_profile(worker_profile(output), args.top, "worker")
     finally:
         await admin.execute(f"DROP DATABASE IF EXISTS {_ident(template)} WITH (FORCE)")
         await admin.close()
