@@ -6,10 +6,11 @@ over both storage tiers (db/tiers.py), each answer in one snapshot.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from logkeep.cache.query_cache import QueryCache
 from logkeep.db import tiers
@@ -31,15 +32,17 @@ class CountTooSlow(Exception):
     """Counting the matches took longer than COUNT_TIMEOUT_MS."""
 
 
-def bucket_key(interval: timedelta) -> Any:
-    """(bucket start, level) of an event, as date_bin(interval, timestamp, EPOCH) bins."""
+def in_buckets(minutes: Counter[tuple[int, str]], interval: timedelta) -> list[BucketCount]:
+    """Counts per (minute, level) summed into buckets of `interval` (whole minutes), as
+    date_bin(interval, timestamp, EPOCH) bins."""
     step = interval // _MICROSECOND
-
-    def key(event: ChunkEvent) -> tuple[datetime, str]:
-        at = micros(event.timestamp)
-        return (EPOCH + timedelta(microseconds=at - at % step), event.level)
-
-    return key
+    buckets: Counter[tuple[int, str]] = Counter()
+    for (minute, level), n in minutes.items():
+        buckets[(minute - minute % step, level)] += n
+    return [
+        BucketCount(EPOCH + timedelta(microseconds=start), level, n)
+        for (start, level), n in buckets.items()
+    ]
 
 
 def match_histogram_statement(
@@ -79,16 +82,12 @@ class ExploreRepository:
                     conn.transaction(readonly=True, isolation="repeatable_read"),
                 ):
                     await conn.execute(PLANNER_SETTINGS)
-                    counts = await asyncio.wait_for(
-                        tiers.aggregate(conn, flt, bucket_key(plan.interval), reads_metadata=False),
-                        COUNT_TIMEOUT_MS / 1000,
+                    minutes = await asyncio.wait_for(
+                        tiers.counts_per_minute(conn, flt), COUNT_TIMEOUT_MS / 1000
                     )
             except TimeoutError:
                 raise CountTooSlow from None
-            keyed = cast(dict[tuple[datetime, str], int], counts)
-            return histogram_result(
-                plan, (BucketCount(start, level, n) for (start, level), n in keyed.items())
-            )
+            return histogram_result(plan, in_buckets(minutes, plan.interval))
 
         params = {
             **query.cache_params(source_ids),

@@ -18,7 +18,9 @@ No SQL text comes from input: fragments are constants, values are parameters.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -318,15 +320,28 @@ class ChunkMatcher:
         if not self.flt.text.empty:
             self.text = self.flt.text.matcher()
 
+    def span(self, chunk: DecodedChunk, after: Key | None, descending: bool) -> tuple[int, int]:
+        """The positions [lo, hi) of the chunk's events in the window and beyond `after`
+        in the scan's direction: events are in (timestamp, id) order, so two bisections."""
+        stamps = chunk.timestamps
+        lo = bisect_left(stamps, micros(self.flt.window.start))
+        hi = bisect_left(stamps, micros(self.flt.window.end), lo)
+        if after is None or lo >= hi:
+            return lo, hi
+        at, ident = after
+        ids = chunk.ids
+        # The first position whose (timestamp, id) is not below `after`...
+        cut = bisect_left(stamps, at, lo, hi)
+        while cut < hi and stamps[cut] == at and ids[cut] < ident:
+            cut += 1
+        if descending:  # ...ends the events before it
+            return lo, cut
+        if cut < hi and stamps[cut] == at and ids[cut] == ident:
+            cut += 1  # ...and, past `after` itself, starts the events after it
+        return max(lo, cut), hi
+
     def indices(self, chunk: DecodedChunk, after: Key | None, descending: bool) -> list[int]:
-        start, end = micros(self.flt.window.start), micros(self.flt.window.end)
-        stamps, ids = chunk.timestamps, chunk.ids
-        chosen = [i for i, t in enumerate(stamps) if start <= t < end]
-        if after is not None:
-            if descending:
-                chosen = [i for i in chosen if (stamps[i], ids[i]) < after]
-            else:
-                chosen = [i for i in chosen if (stamps[i], ids[i]) > after]
+        chosen: list[int] = list(range(*self.span(chunk, after, descending)))
         if self.flt.levels is not None:
             levels = chunk.levels
             wanted = set(self.flt.levels)
@@ -536,6 +551,67 @@ async def _unordered(
     finally:
         await hot.aclose()
         await headers.aclose()
+
+
+# ---------------------------------------------------------------------------------------
+# Counts per minute (the match histogram)
+
+MINUTE_US = 60_000_000
+CHUNK_ALL = """
+SELECT c.id, c.source_id, c.min_ts, c.max_ts, c.payload
+FROM log_chunks c
+WHERE {conditions}
+"""
+CHUNK_FETCH_ROWS = 16  # payloads per round trip: about 1 MB
+
+
+async def counts_per_minute(conn: Conn, flt: EventFilter) -> Counter[tuple[int, str]]:
+    """Matching events of both tiers per (minute start in microseconds since the epoch,
+    level). Chunks are counted from their timestamp and level columns (no event is
+    built), and the next batch of payloads is on its way while one is decoded."""
+    counts: Counter[tuple[int, str]] = Counter()
+    hot = hot_scan(conn, flt, descending=False)
+    try:
+        async for event in hot:
+            at = micros(event.timestamp)
+            counts[(at - at % MINUTE_US, event.level)] += 1
+    finally:
+        await hot.aclose()
+    matcher = ChunkMatcher(flt)
+    async for header in chunk_batches(conn, flt):
+        chunk = decode_chunk(header.source_id, header.payload)
+        stamps, levels = chunk.timestamps, chunk.levels
+        for index in matcher.indices(chunk, None, False):
+            at = stamps[index]
+            counts[(at - at % MINUTE_US, levels[index])] += 1
+    return counts
+
+
+async def chunk_batches(conn: Conn, flt: EventFilter) -> AsyncGenerator[_Header, None]:
+    """Every chunk that may hold matches, unordered, through one cursor (inside the
+    caller's transaction): each batch is asked for before the caller decodes the last,
+    so PostgreSQL reads and sends payloads while Python decodes."""
+    args = _Args()
+    sql = CHUNK_ALL.format(conditions=" AND ".join(chunk_conditions(flt, args)))
+    cursor = await conn.cursor(sql, *args.values)
+    pending = asyncio.ensure_future(cursor.fetch(CHUNK_FETCH_ROWS))
+    try:
+        while True:
+            rows = await pending
+            if len(rows) == CHUNK_FETCH_ROWS:
+                pending = asyncio.ensure_future(cursor.fetch(CHUNK_FETCH_ROWS))
+                await asyncio.sleep(0)  # let it send the request before decoding starts
+            for row in rows:
+                yield _Header(
+                    row["id"], row["source_id"], row["min_ts"], row["max_ts"], row["payload"]
+                )
+            if len(rows) < CHUNK_FETCH_ROWS:
+                return
+    finally:
+        if not pending.done():  # a connection cannot leave a reply half read
+            await asyncio.wait({pending})
+        if not pending.cancelled():
+            pending.exception()  # retrieved: whatever ends the scan early is raised already
 
 
 ENTRY_HOT = """
