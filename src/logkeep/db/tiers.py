@@ -216,11 +216,17 @@ def hot_statement(
 
 
 async def hot_scan(
-    conn: Conn, flt: EventFilter, *, descending: bool, after: Key | None = None
+    conn: Conn,
+    flt: EventFilter,
+    *,
+    descending: bool,
+    after: Key | None = None,
+    first_batch: int = HOT_BATCH,
 ) -> AsyncGenerator[ChunkEvent, None]:
-    """The hot tier's matching events in (timestamp, id) order, in keyset batches."""
+    """The hot tier's matching events in (timestamp, id) order, in keyset batches (the
+    first of `first_batch` rows: a page wants no more, and each row's metadata is parsed)."""
     matcher = None if flt.text.empty else flt.text.matcher()
-    batch = HOT_BATCH
+    batch = max(1, first_batch)
     while True:
         sql, args = hot_statement(flt, after, descending, batch)
         rows = await conn.fetch(sql, *args)
@@ -484,7 +490,9 @@ async def first(
     (usually none: the newest page is read without opening a chunk)."""
     if limit <= 0:
         return []
-    hot = await _take(hot_scan(conn, flt, descending=descending, after=after), limit)
+    hot = await _take(
+        hot_scan(conn, flt, descending=descending, after=after, first_batch=limit), limit
+    )
     if len(hot) == limit:
         flt = replace(flt, window=_up_to(flt.window, hot[-1].timestamp, descending))
         if flt.window.start >= flt.window.end:
