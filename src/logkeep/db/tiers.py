@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -44,6 +44,7 @@ from logkeep.domain.matching import TextCondition, TextMatcher, contains, metada
 from logkeep.domain.search import SearchQuery
 from logkeep.domain.timerange import TimeRange
 
+T = TypeVar("T")
 Key = tuple[int, int]  # (timestamp in microseconds, id)
 # Held (shared) by a reader that cannot use one REPEATABLE READ snapshot, and
 # (exclusive) by each compaction transaction: such a reader then sees no slice move
@@ -384,18 +385,36 @@ class ChunkMatcher:
         return chosen
 
 
+# A chunk's event by its place: (timestamp in microseconds, id, the chunk, its index).
+# Merges order these and build events only for what they hand on (ChunkEvent.metadata
+# parses every metadata column of the chunk).
+ChunkPosition = tuple[int, int, DecodedChunk, int]
+
+
 async def chunk_scan(
     conn: Conn, flt: EventFilter, *, descending: bool, after: Key | None = None
 ) -> AsyncGenerator[ChunkEvent, None]:
     """The compressed tier's matching events in (timestamp, id) order: chunks are opened
     as long as one may hold an event ahead of the best one in hand."""
+    positions = chunk_positions(conn, flt, descending=descending, after=after)
+    try:
+        async for _, _, chunk, index in positions:
+            yield chunk.event(index)
+    finally:
+        await positions.aclose()
+
+
+async def chunk_positions(
+    conn: Conn, flt: EventFilter, *, descending: bool, after: Key | None = None
+) -> AsyncGenerator[ChunkPosition, None]:
+    """chunk_scan's events as positions, not yet built."""
     matcher = ChunkMatcher(flt)
     headers = chunk_headers(conn, flt, descending=descending, after=after)
     pending: _Header | None = await anext(headers, None)
     merged = _merge_chunks(headers, pending, matcher, after, descending)
     try:
-        async for event in merged:
-            yield event
+        async for position in merged:
+            yield position
     finally:
         await merged.aclose()
         await headers.aclose()
@@ -407,38 +426,37 @@ async def _merge_chunks(
     matcher: ChunkMatcher,
     after: Key | None,
     descending: bool,
-) -> AsyncGenerator[ChunkEvent, None]:
+) -> AsyncGenerator[ChunkPosition, None]:
     sign = -1 if descending else 1
-    # (ordering key, tie-breaker, the chunk's next event, the rest of that chunk)
-    heap: list[tuple[int, int, int, ChunkEvent, Iterator[ChunkEvent]]] = []
+    # (ordering key, tie-breaker, the chunk's next position, the rest of that chunk)
+    heap: list[tuple[int, int, int, ChunkPosition, Iterator[ChunkPosition]]] = []
     counter = 0
 
     def bound(header: _Header) -> int:
         return micros(header.max_ts if descending else header.min_ts)
 
-    def push(event: ChunkEvent | None, rest: Iterator[ChunkEvent], number: int) -> None:
-        if event is not None:
-            heapq.heappush(
-                heap, (sign * micros(event.timestamp), sign * event.id, number, event, rest)
-            )
+    def push(position: ChunkPosition | None, rest: Iterator[ChunkPosition], number: int) -> None:
+        if position is not None:
+            heapq.heappush(heap, (sign * position[0], sign * position[1], number, position, rest))
 
     while True:
         while pending is not None and (not heap or sign * bound(pending) <= heap[0][0]):
             chunk = decode_chunk(pending.source_id, pending.payload)
-            opened = _events_of(chunk, matcher.indices(chunk, after, descending))
+            opened = _positions_of(chunk, matcher.indices(chunk, after, descending))
             counter += 1
             push(next(opened, None), opened, counter)
             pending = await anext(headers, None)
         if not heap:
             return
-        _, _, number, event, rest = heapq.heappop(heap)
-        yield event
+        _, _, number, position, rest = heapq.heappop(heap)
+        yield position
         push(next(rest, None), rest, number)
 
 
-def _events_of(chunk: DecodedChunk, indices: list[int]) -> Iterator[ChunkEvent]:
+def _positions_of(chunk: DecodedChunk, indices: list[int]) -> Iterator[ChunkPosition]:
+    stamps, ids = chunk.timestamps, chunk.ids
     for index in indices:
-        yield chunk.event(index)
+        yield (stamps[index], ids[index], chunk, index)
 
 
 # ---------------------------------------------------------------------------------------
@@ -497,9 +515,17 @@ async def first(
         flt = replace(flt, window=_up_to(flt.window, hot[-1].timestamp, descending))
         if flt.window.start >= flt.window.end:
             return hot
-    cold = await _take(chunk_scan(conn, flt, descending=descending, after=after), limit)
-    merged = sorted(hot + cold, key=key_of, reverse=descending)
-    return merged[:limit]
+    cold = await _take(chunk_positions(conn, flt, descending=descending, after=after), limit)
+    # Both tiers by key; only the chunk events that make the page are built.
+    merged: list[tuple[int, int, ChunkEvent | ChunkPosition]] = [
+        (*key_of(event), event) for event in hot
+    ]
+    merged += [(position[0], position[1], position) for position in cold]
+    merged.sort(key=lambda entry: (entry[0], entry[1]), reverse=descending)
+    return [
+        found if isinstance(found, ChunkEvent) else found[2].event(found[3])
+        for _, _, found in merged[:limit]
+    ]
 
 
 def _up_to(window: TimeRange, edge: datetime, descending: bool) -> TimeRange:
@@ -509,8 +535,8 @@ def _up_to(window: TimeRange, edge: datetime, descending: bool) -> TimeRange:
     return TimeRange(window.start, min(window.end, edge + timedelta(microseconds=1)))
 
 
-async def _take(events: AsyncGenerator[ChunkEvent, None], limit: int) -> list[ChunkEvent]:
-    taken: list[ChunkEvent] = []
+async def _take(events: AsyncGenerator[T, None], limit: int) -> list[T]:
+    taken: list[T] = []
     try:
         async for event in events:
             taken.append(event)
