@@ -315,6 +315,43 @@ async def test_dedup_drops_events_seen_within_the_window(
     assert await count_rows(db, "message LIKE $1", f"% {tag}") == 5
 
 
+async def test_duplicates_between_new_events_leave_the_new_ones_whole(
+    api: httpx.AsyncClient, db: Database, settings: Settings
+) -> None:
+    """The ingest script cuts duplicates out of the request's joined records: what is
+    left around them is stored exactly, in order."""
+    tag = uuid.uuid4().hex
+    old = [
+        {"source": "app_errors", "message": f"old {i} {tag}", "event_id": f"{tag}-{i}"}
+        for i in range(2)
+    ]
+    await api.post("/api/v1/ingest", content=ndjson(old), headers=NDJSON)
+    mixed = [
+        {"source": "app_errors", "message": f"new 0 {tag} \u00e9", "metadata": {"k": [1]}},
+        old[0],
+        {"source": "app_errors", "message": f"new 1 {tag}", "event_id": f"{tag}-n"},
+        old[1],
+        {"source": "app_errors", "message": f"new 2 {tag}", "level": "ERROR"},
+    ]
+    answer = await api.post("/api/v1/ingest", content=ndjson(mixed), headers=NDJSON)
+    assert (answer.json()["accepted"], answer.json()["duplicates"]) == (3, 2)
+    await drain(db, settings)
+    async with db.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT message, level::text, metadata FROM log_entries WHERE message LIKE $1 "
+            "ORDER BY id",
+            f"% {tag}%",
+        )
+    assert [(r["message"], r["level"]) for r in rows] == [
+        (f"old 0 {tag}", "INFO"),
+        (f"old 1 {tag}", "INFO"),
+        (f"new 0 {tag} \u00e9", "INFO"),
+        (f"new 1 {tag}", "INFO"),
+        (f"new 2 {tag}", "ERROR"),
+    ]
+    assert rows[2]["metadata"] == {"k": [1]}
+
+
 async def test_idempotency_key_replays_the_first_answer(
     api: httpx.AsyncClient, db: Database, settings: Settings
 ) -> None:
