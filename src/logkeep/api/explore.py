@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,6 +25,7 @@ from logkeep.api.problems import answers
 from logkeep.api.responses import ExactJSONResponse
 from logkeep.api.search import OPENAPI_PARAMETERS, encoded, query_items, started
 from logkeep.config import Settings
+from logkeep.db.chunk_counts import ChunkCounts
 from logkeep.db.explore import (
     COUNT_TIMEOUT_MS,
     CountTooSlow,
@@ -54,9 +55,22 @@ MAX_ENTRY_ID = 2**63 - 1
 MAX_SAMPLE_LINE = 256 * 1024
 
 
+def chunk_counts(app: FastAPI) -> ChunkCounts:
+    """The app's memory of what each chunk holds for a filter (db/chunk_counts.py)."""
+    known: ChunkCounts | None = getattr(app.state, "chunk_counts", None)
+    if known is None:
+        known = app.state.chunk_counts = ChunkCounts()
+    return known
+
+
 async def get_explore(request: Request) -> ExploreRepository:
     db, settings = await get_db(request), await get_settings(request)
-    return ExploreRepository(db.reads, db.cache, ttl_s=settings.cache_ttl_search_s)
+    return ExploreRepository(
+        db.reads,
+        db.cache,
+        ttl_s=settings.cache_ttl_search_s,
+        chunk_counts=chunk_counts(request.app),
+    )
 
 
 def _search_query(

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from logkeep.cache.query_cache import QueryCache
 from logkeep.db import tiers
+from logkeep.db.chunk_counts import ChunkCounts
 from logkeep.db.replicas import ReadSource
 from logkeep.db.repositories import timed
 from logkeep.db.search import PLANNER_SETTINGS, item, source_names
@@ -32,7 +33,7 @@ class CountTooSlow(Exception):
     """Counting the matches took longer than COUNT_TIMEOUT_MS."""
 
 
-def in_buckets(minutes: Counter[tuple[int, str]], interval: timedelta) -> list[BucketCount]:
+def in_buckets(minutes: Mapping[tuple[int, str], int], interval: timedelta) -> list[BucketCount]:
     """Counts per (minute, level) summed into buckets of `interval` (whole minutes), as
     date_bin(interval, timestamp, EPOCH) bins."""
     step = interval // _MICROSECOND
@@ -63,10 +64,18 @@ class EntryKey:
 
 
 class ExploreRepository:
-    def __init__(self, pool: ReadSource, cache: QueryCache, *, ttl_s: int) -> None:
+    def __init__(
+        self,
+        pool: ReadSource,
+        cache: QueryCache,
+        *,
+        ttl_s: int,
+        chunk_counts: ChunkCounts | None = None,
+    ) -> None:
         self._pool = pool
         self._cache = cache
         self._ttl_s = ttl_s
+        self._chunk_counts = chunk_counts
 
     async def match_histogram(
         self, query: SearchQuery, plan: HistogramQuery, source_ids: Sequence[int] | None
@@ -83,7 +92,8 @@ class ExploreRepository:
                 ):
                     await conn.execute(PLANNER_SETTINGS)
                     minutes = await asyncio.wait_for(
-                        tiers.counts_per_minute(conn, flt), COUNT_TIMEOUT_MS / 1000
+                        tiers.counts_per_minute(conn, flt, self._chunk_counts),
+                        COUNT_TIMEOUT_MS / 1000,
                     )
             except TimeoutError:
                 raise CountTooSlow from None

@@ -29,7 +29,9 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from logkeep.db.chunk_counts import MINUTE_US, ChunkCounts, ChunkIdentity, add_counts, minute_counts
 from logkeep.db.types import Conn
+from logkeep.domain import exactjson
 from logkeep.domain.chunks import (
     LEVEL_CODE,
     MISSING,
@@ -590,44 +592,104 @@ async def _unordered(
 # ---------------------------------------------------------------------------------------
 # Counts per minute (the match histogram)
 
-MINUTE_US = 60_000_000
 CHUNK_ALL = """
-SELECT c.id, c.source_id, c.min_ts, c.max_ts, c.payload
+SELECT c.id, c.source_id, c.min_ts, c.compacted_at, c.payload
 FROM log_chunks c
 WHERE {conditions}
+"""
+CHUNK_IDENTITIES = """
+SELECT c.id, c.source_id, c.min_ts, c.compacted_at
+FROM log_chunks c
+WHERE {conditions}
+"""
+# Chunks by primary key (the days they start on bound the partitions probed).
+CHUNKS_BY_KEY = """
+SELECT c.id, c.source_id, c.min_ts, c.compacted_at, c.payload
+FROM log_chunks c
+JOIN unnest($1::integer[], $2::timestamptz[], $3::bigint[]) AS k(source_id, min_ts, id)
+    ON c.source_id = k.source_id AND c.min_ts = k.min_ts AND c.id = k.id
+WHERE c.min_ts >= $4 AND c.min_ts <= $5
 """
 CHUNK_FETCH_ROWS = 16  # payloads per round trip: about 1 MB
 
 
-async def counts_per_minute(conn: Conn, flt: EventFilter) -> Counter[tuple[int, str]]:
+def _identity(row: asyncpg.Record) -> ChunkIdentity:
+    return (row["id"], row["source_id"], row["min_ts"], row["compacted_at"])
+
+
+def _whole_minutes(window: TimeRange) -> bool:
+    return micros(window.start) % MINUTE_US == 0 and micros(window.end) % MINUTE_US == 0
+
+
+async def counts_per_minute(
+    conn: Conn, flt: EventFilter, known: ChunkCounts | None = None
+) -> dict[tuple[int, str], int]:
     """Matching events of both tiers per (minute start in microseconds since the epoch,
     level). Chunks are counted from their timestamp and level columns (no event is
-    built), and the next batch of payloads is on its way while one is decoded."""
-    counts: Counter[tuple[int, str]] = Counter()
+    built), while the next batch of payloads is on its way. With `known` (and a window of
+    whole minutes), chunks counted before for the same filter are not read again."""
+    counts: dict[tuple[int, str], int] = {}
     hot = hot_scan(conn, flt, descending=False)
     try:
         async for event in hot:
             at = micros(event.timestamp)
-            counts[(at - at % MINUTE_US, event.level)] += 1
+            key = (at - at % MINUTE_US, event.level)
+            counts[key] = counts.get(key, 0) + 1
     finally:
         await hot.aclose()
-    matcher = ChunkMatcher(flt)
-    async for header in chunk_batches(conn, flt):
-        chunk = decode_chunk(header.source_id, header.payload)
-        stamps, levels = chunk.timestamps, chunk.levels
-        for index in matcher.indices(chunk, None, False):
-            at = stamps[index]
-            counts[(at - at % MINUTE_US, levels[index])] += 1
+    args = _Args()
+    conditions = " AND ".join(chunk_conditions(flt, args))
+    if known is None or not _whole_minutes(flt.window):
+        matcher = ChunkMatcher(flt)
+        async for row in _in_batches(conn, CHUNK_ALL.format(conditions=conditions), args.values):
+            chunk = decode_chunk(row["source_id"], row["payload"])
+            stamps, levels = chunk.timestamps, chunk.levels
+            for index in matcher.indices(chunk, None, False):
+                at = stamps[index]
+                key = (at - at % MINUTE_US, levels[index])
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+    # Each chunk's counts cover all its events and levels; the window and levels are
+    # applied when adding them up.
+    condition = (
+        flt.text,
+        None if flt.metadata is None else exactjson.dumps(flt.metadata),
+        tuple(exactjson.dumps(document) for document in flt.excluded),
+    )
+    start_us, end_us = micros(flt.window.start), micros(flt.window.end)
+    wanted = None if flt.levels is None else frozenset(LEVEL_CODE[lv] for lv in flt.levels)
+    missing: list[ChunkIdentity] = []
+    for row in await conn.fetch(CHUNK_IDENTITIES.format(conditions=conditions), *args.values):
+        found = known.get(_identity(row), condition)
+        if found is None:
+            missing.append(_identity(row))
+        else:
+            add_counts(counts, found, start_us, end_us, wanted)
+    if not missing:
+        return counts
+    matcher = ChunkMatcher(replace(flt, window=EVERY_INSTANT, levels=None))
+    keys = [
+        [m[1] for m in missing],
+        [m[2] for m in missing],
+        [m[0] for m in missing],
+        min(m[2] for m in missing),
+        max(m[2] for m in missing),
+    ]
+    async for row in _in_batches(conn, CHUNKS_BY_KEY, keys):
+        chunk = decode_chunk(row["source_id"], row["payload"])
+        found = minute_counts(chunk.timestamps, chunk.levels, matcher.indices(chunk, None, False))
+        known.put(_identity(row), condition, found)
+        add_counts(counts, found, start_us, end_us, wanted)
     return counts
 
 
-async def chunk_batches(conn: Conn, flt: EventFilter) -> AsyncGenerator[_Header, None]:
-    """Every chunk that may hold matches, unordered, through one cursor (inside the
-    caller's transaction): each batch is asked for before the caller decodes the last,
+async def _in_batches(
+    conn: Conn, sql: str, values: Sequence[Any]
+) -> AsyncGenerator[asyncpg.Record, None]:
+    """The statement's rows through one cursor (inside the caller's transaction), in
+    batches of CHUNK_FETCH_ROWS: each is asked for before the caller handles the last,
     so PostgreSQL reads and sends payloads while Python decodes."""
-    args = _Args()
-    sql = CHUNK_ALL.format(conditions=" AND ".join(chunk_conditions(flt, args)))
-    cursor = await conn.cursor(sql, *args.values)
+    cursor = await conn.cursor(sql, *values)
     pending = asyncio.ensure_future(cursor.fetch(CHUNK_FETCH_ROWS))
     try:
         while True:
@@ -636,9 +698,7 @@ async def chunk_batches(conn: Conn, flt: EventFilter) -> AsyncGenerator[_Header,
                 pending = asyncio.ensure_future(cursor.fetch(CHUNK_FETCH_ROWS))
                 await asyncio.sleep(0)  # let it send the request before decoding starts
             for row in rows:
-                yield _Header(
-                    row["id"], row["source_id"], row["min_ts"], row["max_ts"], row["payload"]
-                )
+                yield row
             if len(rows) < CHUNK_FETCH_ROWS:
                 return
     finally:
