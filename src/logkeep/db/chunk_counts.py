@@ -9,8 +9,10 @@ is decided in its own snapshot every time, and the hot tier is counted every tim
 
 Counts cover every matching event of the chunk, whatever the window and the levels
 asked: a histogram's window and buckets are whole minutes, so any window and interval
-sum them exactly, and the levels are chosen when summing. An entry is a few hundred
-bytes (a chunk spans about 15 minutes); MAX_ENTRIES of them, least recently used out.
+sum them exactly, and the levels are chosen when summing. An entry takes about 1.5 KB
+(measured with tracemalloc over 920 entries of three words, a broad one included: a chunk
+spans about 15 minutes), so MAX_ENTRIES of them hold about 30 MB at most, least recently
+used out: about ten words over a day of 10 million events a week.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import TypeAlias
 from logkeep.domain.chunks import LEVEL_CODE, LEVELS
 
 MINUTE_US = 60_000_000
-MAX_ENTRIES = 50_000
+MAX_ENTRIES = 20_000
 
 # (id, source id, min_ts, compacted_at): ids come from a sequence and are never reused in
 # one database; the time it was written tells apart chunks of two databases (tests).
