@@ -15,19 +15,28 @@ from hypothesis import strategies as st
 
 from logkeep.domain import exactjson
 from logkeep.domain.chunks import (
+    BLOOM_BITS_PER_TERM,
+    BLOOM_HASHES,
+    BLOOM_MIN_BITS,
     ChunkEvent,
     CorruptChunk,
+    EventColumns,
     decode_chunk,
     encode_chunk,
+    encode_columns,
     index_terms,
     may_hold,
+    term_hashes,
 )
 from logkeep.domain.matching import (
     FOLD_EXCEPTIONS,
     TextCondition,
+    column_terms,
     contains,
     fold,
     metadata_terms,
+    word_bytes,
+    word_set,
     words,
 )
 
@@ -92,6 +101,77 @@ def test_the_bloom_filter_holds_every_index_term_and_few_others() -> None:
     assert all(may_hold(encoded.bloom, t) for t in terms)
     strangers = [f"never-{n}" for n in range(2000)]
     assert sum(may_hold(encoded.bloom, t) for t in strangers) < 2000 * 0.03
+
+
+def reference_bloom(terms: set[str]) -> bytes:
+    """The filter as log_chunk_may_hold reads it, one probe at a time."""
+    bits = BLOOM_MIN_BITS
+    while bits < len(terms) * BLOOM_BITS_PER_TERM:
+        bits *= 2
+    filled = bytearray(bits // 8)
+    for term in terms:
+        h1, h2 = term_hashes(term)
+        for i in range(BLOOM_HASHES):
+            position = (h1 + i * h2) % bits
+            filled[position >> 3] |= 1 << (position & 7)
+    return bytes(filled)
+
+
+@pytest.mark.parametrize("count", [1, 300, 1000])
+def test_the_bloom_filter_is_the_one_its_terms_probe(count: int) -> None:
+    given = events(count)
+    encoded = encode_chunk(given)
+    terms = index_terms([e.message for e in given], (e.metadata for e in given))
+    assert encoded.terms == len(terms)
+    assert encoded.bloom == reference_bloom(terms)
+
+
+def test_chunks_encode_the_same_from_columns_and_from_events() -> None:
+    given = sorted(events(200), key=lambda e: (e.timestamp, e.id))
+    from_events = encode_chunk(given, ordered=True)
+    columns = EventColumns.of_events(given)
+    assert encode_columns(columns) == from_events
+    shuffled = columns.part(100) + columns.part(0, 100)
+    assert shuffled.in_order() == columns
+    assert decode_chunk(4, from_events.payload).columns() == columns
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    texts=st.lists(
+        st.text(alphabet=st.characters(codec="utf-8"))
+        | st.text(alphabet=st.sampled_from("aAzZ09 .-_/\u03a3\u03c2\u0130\u212a\u00e9\u0301\n")),
+        max_size=6,
+    )
+)
+def test_the_words_indexed_as_bytes_are_the_words_of_the_text(texts: list[str]) -> None:
+    joined = "\x00".join(texts)
+    assert word_bytes(joined, joined.encode()) == {w.encode() for w in word_set(texts)}
+
+
+_SCALARS = (
+    st.integers(-(10**20), 10**20)
+    | st.sampled_from([0, 10, -10, 200, 10**19, 2**64])
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from([1.0, -0.0, 2636.0, 1e22, 0.5])
+    | st.text(max_size=3)
+    | st.booleans()
+    | st.none()
+    | st.decimals(allow_nan=False, allow_infinity=False, places=2)
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    values=st.lists(_SCALARS, min_size=1, max_size=8)
+    | st.lists(st.integers(-1000, 1000), min_size=1)
+    | st.lists(st.floats(-1e6, 1e6).map(lambda f: round(f, 1)), min_size=1)
+)
+def test_a_columns_terms_are_its_values_terms(values: list[Any]) -> None:
+    expected: set[str] = set()
+    for value in values:
+        expected.update(metadata_terms({"k": value}))
+    assert column_terms("k", values) == expected
 
 
 @pytest.mark.parametrize(

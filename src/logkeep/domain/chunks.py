@@ -24,19 +24,22 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import sys
 from array import array
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property, lru_cache
-from itertools import accumulate
+from itertools import accumulate, chain
+from operator import add, itemgetter, sub
 from typing import Any
 
 import cramjam
 import orjson
 
 from logkeep.domain import exactjson
-from logkeep.domain.matching import column_terms, metadata_terms, word_set
+from logkeep.domain.matching import column_terms, metadata_terms, word_bytes, word_set
 
 CHUNK_EVENTS = 1000
 ZSTD_LEVEL = 3
@@ -100,13 +103,80 @@ class EncodedChunk:
     plain_bytes: int  # the columns before compression
 
 
+@dataclass(frozen=True)
+class EventColumns:
+    """Events of one source as the columns a chunk holds: what compaction reads from the
+    hot tier and encodes without building an object per event."""
+
+    source_id: int
+    ids: list[int]
+    timestamps: list[int]  # microseconds since the epoch
+    ingested: list[int]
+    levels: bytes  # a LEVEL_CODE each
+    messages: list[str]
+    metadata: list[dict[str, Any]]
+
+    @classmethod
+    def of_events(cls, events: Sequence[ChunkEvent]) -> EventColumns:
+        source_id = events[0].source_id
+        if any(e.source_id != source_id for e in events):
+            raise ValueError("a chunk holds the events of one source")
+        return cls(
+            source_id,
+            [e.id for e in events],
+            [micros(e.timestamp) for e in events],
+            [micros(e.ingested_at) for e in events],
+            bytes(LEVEL_CODE[e.level] for e in events),
+            [e.message for e in events],
+            [e.metadata for e in events],
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def part(self, start: int, stop: int | None = None) -> EventColumns:
+        return EventColumns(
+            self.source_id,
+            self.ids[start:stop],
+            self.timestamps[start:stop],
+            self.ingested[start:stop],
+            self.levels[start:stop],
+            self.messages[start:stop],
+            self.metadata[start:stop],
+        )
+
+    def __add__(self, other: EventColumns) -> EventColumns:
+        if other.source_id != self.source_id:
+            raise ValueError("a chunk holds the events of one source")
+        return EventColumns(
+            self.source_id,
+            self.ids + other.ids,
+            self.timestamps + other.timestamps,
+            self.ingested + other.ingested,
+            self.levels + other.levels,
+            self.messages + other.messages,
+            self.metadata + other.metadata,
+        )
+
+    def in_order(self) -> EventColumns:
+        """The same events ordered by (timestamp, id) (itself when they are already)."""
+        keys = list(zip(self.timestamps, self.ids, strict=True))
+        if all(map(tuple.__lt__, keys, keys[1:])):
+            return self
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        return EventColumns(
+            self.source_id,
+            [self.ids[i] for i in order],
+            [self.timestamps[i] for i in order],
+            [self.ingested[i] for i in order],
+            bytes(self.levels[i] for i in order),
+            [self.messages[i] for i in order],
+            [self.metadata[i] for i in order],
+        )
+
+
 def _deltas(values: Sequence[int]) -> bytes:
-    previous = 0
-    out = array("q")
-    for value in values:
-        out.append(value - previous)
-        previous = value
-    return out.tobytes()
+    return array("q", map(sub, values, chain((0,), values))).tobytes()
 
 
 def _undeltas(data: bytes) -> list[int]:
@@ -122,31 +192,33 @@ def _jsonb_key_order(key: str) -> tuple[int, bytes]:
     return (len(encoded), encoded)
 
 
-def _metadata_columns(objects: Sequence[dict[str, Any]]) -> list[tuple[str, list[int], list[Any]]]:
-    """(key, indices of the events that have it, their values) per key, in jsonb order."""
-    keys: dict[str, list[int]] = {}
-    for index, obj in enumerate(objects):
-        for key in obj:
-            keys.setdefault(key, []).append(index)
-    return [
-        (key, keys[key], [objects[i][key] for i in keys[key]])
-        for key in sorted(keys, key=_jsonb_key_order)
-    ]
+def _metadata_columns(
+    objects: Sequence[dict[str, Any]],
+) -> list[tuple[str, list[int] | None, list[Any]]]:
+    """(key, indices of the events that have it or None for all, their values) per key,
+    in jsonb order. A key every event has (most of them: one source, one shape) is read
+    with one itemgetter pass in C."""
+    counts = Counter(chain.from_iterable(objects))
+    columns: list[tuple[str, list[int] | None, list[Any]]] = []
+    for key in sorted(counts, key=_jsonb_key_order):
+        if counts[key] == len(objects):
+            columns.append((key, None, list(map(itemgetter(key), objects))))
+        else:
+            present = [i for i, obj in enumerate(objects) if key in obj]
+            columns.append((key, present, [objects[i][key] for i in present]))
+    return columns
 
 
 def _key(event: ChunkEvent) -> tuple[datetime, int]:
     return (event.timestamp, event.id)
 
 
-def _metadata_section(columns: list[tuple[str, list[int], list[Any]]], events: int) -> bytes:
+def _metadata_section(columns: list[tuple[str, list[int] | None, list[Any]]]) -> bytes:
     """A JSON index [[key, present indices or null for all, byte length], ...], then each
     key's values as one JSON array: a filter on one key parses only that key's bytes."""
     blobs = [exactjson.dumps(values) for _, _, values in columns]
     index = exactjson.dumps(
-        [
-            [key, None if len(present) == events else present, len(blob)]
-            for (key, present, _), blob in zip(columns, blobs, strict=True)
-        ]
+        [[key, present, len(blob)] for (key, present, _), blob in zip(columns, blobs, strict=True)]
     )
     return struct.pack("<I", len(index)) + index + b"".join(blobs)
 
@@ -156,43 +228,53 @@ def encode_chunk(events: Sequence[ChunkEvent], *, ordered: bool = False) -> Enco
     caller says they are)."""
     if not events:
         raise ValueError("a chunk holds at least one event")
-    return _encode(list(events) if ordered else sorted(events, key=_key))
+    return encode_columns(EventColumns.of_events(events if ordered else sorted(events, key=_key)))
 
 
-def _encode(ordered: list[ChunkEvent]) -> EncodedChunk:
-    source_id = ordered[0].source_id
-    if any(e.source_id != source_id for e in ordered):
-        raise ValueError("a chunk holds the events of one source")
-    messages = [e.message for e in ordered]
-    joined = "\x00".join(messages)
-    if joined.count("\x00") != len(messages) - 1:
+def _encoded_terms(terms: set[str]) -> Iterable[bytes]:
+    try:
+        return list(map(str.encode, terms))
+    except UnicodeEncodeError:  # a lone surrogate: hashed as term_hashes hashes it
+        return [t.encode("utf-8", "surrogatepass") for t in terms]
+
+
+def encode_columns(columns: EventColumns) -> EncodedChunk:
+    """The chunk of events given as columns, in (timestamp, id) order."""
+    count = len(columns)
+    if not count:
+        raise ValueError("a chunk holds at least one event")
+    joined = "\x00".join(columns.messages)
+    if joined.count("\x00") != count - 1:
         raise ValueError("a message holds a NUL character")
-    level_codes = bytes(LEVEL_CODE[e.level] for e in ordered)
-    columns = _metadata_columns([e.metadata for e in ordered])
+    messages = joined.encode("utf-8")
+    level_codes = columns.levels
+    metadata = _metadata_columns(columns.metadata)
     sections = [
-        _deltas([e.id for e in ordered]),
-        _deltas([micros(e.timestamp) for e in ordered]),
-        _deltas([micros(e.ingested_at) for e in ordered]),
+        _deltas(columns.ids),
+        _deltas(columns.timestamps),
+        _deltas(columns.ingested),
         level_codes,
-        joined.encode("utf-8"),
-        _metadata_section(columns, len(ordered)),
+        messages,
+        _metadata_section(metadata),
     ]
     body = b"".join(struct.pack("<I", len(s)) + s for s in sections)
     payload = bytes([FORMAT_VERSION]) + bytes(cramjam.zstd.compress(body, level=ZSTD_LEVEL))
-    terms = word_set(messages)
-    for key, _, values in columns:
-        terms.update(column_terms(key, values))
-    counts = [0] * len(LEVELS)
-    for code in level_codes:
-        counts[code] += 1
+    # The index terms as UTF-8, as term_hashes hashes them: message words straight from
+    # the encoded messages (NUL separates words like any other non-word character).
+    terms = word_bytes(joined, messages)
+    for key, _, values in metadata:
+        terms.update(_encoded_terms(column_terms(key, values)))
+    counts = [level_codes.count(code) for code in range(len(LEVELS))]
+    if sum(counts) != count:
+        raise ValueError("a level code is not one of LEVELS")
     return EncodedChunk(
-        source_id=source_id,
-        events=len(ordered),
-        min_ts=ordered[0].timestamp,
-        max_ts=ordered[-1].timestamp,
+        source_id=columns.source_id,
+        events=count,
+        min_ts=from_micros(columns.timestamps[0]),
+        max_ts=from_micros(columns.timestamps[-1]),
         level_counts=counts,
         payload=payload,
-        bloom=bloom_filter(terms),
+        bloom=_bloom_of_encoded(terms),
         terms=len(terms),
         plain_bytes=len(body),
     )
@@ -220,22 +302,43 @@ def term_hashes(term: str) -> tuple[int, int]:
 
 
 def bloom_filter(terms: Iterable[str]) -> bytes:
-    hashed = [term_hashes(t) for t in terms]
+    return _bloom_of_encoded({t.encode("utf-8", "surrogatepass") for t in terms})
+
+
+# One byte per bit, as the ASCII digits of a binary number ("0" for an unset bit).
+_AS_BINARY_DIGITS = b"0" + b"1" * 255
+assert array("I").itemsize == 4  # the digest read as two 32-bit halves
+
+
+def _bloom_of_encoded(terms: Collection[bytes]) -> bytes:
+    """The filter of distinct terms given as UTF-8: the bits term_hashes' probes set,
+    with the work in C where it can be.
+
+    A probe is (h1 + i*h2) % bits with h1 and h2 the digest's halves less their top bit;
+    `bits` is a power of two up to 2**31, so the top bits never matter and
+    (low half + i*(high half | 1)) masked is the same probe."""
     bits = BLOOM_MIN_BITS
-    while bits < len(hashed) * BLOOM_BITS_PER_TERM:
+    while bits < len(terms) * BLOOM_BITS_PER_TERM:
         bits *= 2
-    mask = bits - 1  # a power of two: modulo is a mask
-    filled = bytearray(bits // 8)
-    for h1, h2 in hashed:  # BLOOM_HASHES probes, unrolled
-        p = h1 & mask
-        filled[p >> 3] |= 1 << (p & 7)
-        p = (h1 + h2) & mask
-        filled[p >> 3] |= 1 << (p & 7)
-        p = (h1 + 2 * h2) & mask
-        filled[p >> 3] |= 1 << (p & 7)
-        p = (h1 + 3 * h2) & mask
-        filled[p >> 3] |= 1 << (p & 7)
-    return bytes(filled)
+    if bits > 2**31:
+        raise ValueError(f"a chunk of {len(terms)} index terms is too large for a filter")
+    mask = bits - 1
+    # A cache of digests saved nothing: a third of a chunk's terms were seen in the chunks
+    # before, and a look-up costs a third of a digest.
+    halves = array("I", b"".join([hashlib.blake2b(t, digest_size=8).digest() for t in terms]))
+    if sys.byteorder == "big":  # the digest's halves are little-endian (term_hashes)
+        halves.byteswap()
+    probes = halves[0::2].tolist()
+    steps = [high | 1 for high in halves[1::2]]
+    filled = bytearray(bits)  # a byte per bit, packed below
+    for i in range(BLOOM_HASHES):
+        if i:
+            probes = list(map(add, probes, steps))
+        for probe in probes:
+            filled[probe & mask] = 1
+    # get_bit numbering: bit n is bit n % 8 of byte n // 8, so the bytes reversed are the
+    # filter as one binary number, most significant bit first.
+    return int(filled.translate(_AS_BINARY_DIGITS)[::-1], 2).to_bytes(bits // 8, "little")
 
 
 def may_hold(bloom: bytes, term: str) -> bool:
@@ -354,6 +457,17 @@ class DecodedChunk:
 
     def events(self) -> list[ChunkEvent]:
         return [self.event(i) for i in range(len(self))]
+
+    def columns(self) -> EventColumns:
+        return EventColumns(
+            self.source_id,
+            self.ids,
+            self.timestamps,
+            self.ingested,
+            self._sections[3],
+            self.messages,
+            self.metadata,
+        )
 
 
 def decode_chunk(source_id: int, payload: bytes) -> DecodedChunk:

@@ -70,6 +70,21 @@ def word_set(texts: Iterable[str]) -> set[str]:
     return set(_WORD.findall(joined))
 
 
+# ASCII bytes: letters lower-cased, digits kept, every other byte a space (ASCII text
+# folds by lower-casing, and its word characters are its letters and digits).
+_ASCII_WORD_BYTES = bytes(
+    ord(chr(c).lower()) if chr(c).isalnum() else 0x20 for c in range(128)
+) + bytes(128)
+
+
+def word_bytes(text: str, encoded: bytes) -> set[bytes]:
+    """`word_set([text])` as UTF-8 (`encoded` is `text` as UTF-8): what a chunk's Bloom
+    filter hashes. ASCII text is split as bytes in C, without decoding or folding it."""
+    if encoded.isascii():
+        return set(encoded.translate(_ASCII_WORD_BYTES).split())
+    return {word.encode("utf-8", "surrogatepass") for word in word_set([text])}
+
+
 def is_word_char(char: str) -> bool:
     return bool(_WORD_CHAR.match(char))
 
@@ -186,9 +201,20 @@ def column_terms(key: str, values: Sequence[Any]) -> set[str]:
     """The terms of one top-level key's values (metadata_terms, a column at a time)."""
     kinds = set(map(type, values))
     if kinds == {str}:  # the common columns: hosts, paths, ids
-        return {f"{key}=${value}" for value in set(values)}
-    if kinds == {int}:
-        return {f"{key}={scalar_term(value)}" for value in set(values)}
+        return set(map(f"{key}=$".__add__, set(values)))
+    if kinds == {int}:  # statuses, sizes: scalar_term's common case written here
+        prefix = f"{key}=#"
+        return {
+            prefix + str(value) if value % 10 else f"{key}={scalar_term(value)}"
+            for value in set(values)
+        }
+    if kinds == {float}:  # durations: nearly all fractional, so not indexed (a float that
+        # `indexed` takes is whole; is_integer says so without building a Decimal)
+        return {
+            f"{key}={scalar_term(value)}"
+            for value in set(values)
+            if value.is_integer() and indexed(value)
+        }
     terms: set[str] = set()
     for value in values:
         if isinstance(value, dict):
