@@ -326,7 +326,7 @@ async def test_duplicates_between_new_events_leave_the_new_ones_whole(
         for i in range(2)
     ]
     await api.post("/api/v1/ingest", content=ndjson(old), headers=NDJSON)
-    mixed = [
+    mixed: list[dict[str, Any]] = [
         {"source": "app_errors", "message": f"new 0 {tag} \u00e9", "metadata": {"k": [1]}},
         old[0],
         {"source": "app_errors", "message": f"new 1 {tag}", "event_id": f"{tag}-n"},
