@@ -170,10 +170,12 @@ def read_json_lines(
     for number, raw in lines:
         if number not in careful and len(raw) <= max_bytes:
             try:
-                append((number, loads(raw.decode().removeprefix("\ufeff"))))
+                # The bytes as they are: orjson checks UTF-8 itself, without the copy a
+                # decode makes (a third of this loop's time).
+                append((number, loads(raw)))
                 continue
-            except (UnicodeDecodeError, orjson.JSONDecodeError):
-                pass  # not UTF-8, NaN, 1e999, an escaped lone surrogate or no JSON: below
+            except orjson.JSONDecodeError:
+                pass  # not UTF-8, a BOM, NaN, 1e999, an escaped lone surrogate or no JSON: below
         try:
             text = decode_line(raw, max_bytes)
             if number in careful:  # what exactjson.loads does with it, without looking again
