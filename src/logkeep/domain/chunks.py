@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property, lru_cache
 from itertools import accumulate, chain
-from operator import add, itemgetter, sub
+from operator import itemgetter, sub
 from typing import Any
 
 import cramjam
@@ -341,14 +341,17 @@ def _bloom_of_encoded(terms: Collection[bytes]) -> bytes:
     halves = array("I", _digests(terms))
     if sys.byteorder == "big":  # the digest's halves are little-endian (term_hashes)
         halves.byteswap()
-    probes = halves[0::2].tolist()
-    steps = [high | 1 for high in halves[1::2]]
     filled = bytearray(bits)  # a byte per bit, packed below
-    for i in range(BLOOM_HASHES):
-        if i:
-            probes = list(map(add, probes, steps))
-        for probe in probes:
-            filled[probe & mask] = 1
+    # BLOOM_HASHES probes, unrolled (one loop over the terms, not one per probe)
+    for probe, step in zip(halves[0::2], halves[1::2], strict=True):
+        step |= 1
+        filled[probe & mask] = 1
+        probe += step
+        filled[probe & mask] = 1
+        probe += step
+        filled[probe & mask] = 1
+        probe += step
+        filled[probe & mask] = 1
     # get_bit numbering: bit n is bit n % 8 of byte n // 8, so the bytes reversed are the
     # filter as one binary number, most significant bit first.
     return int(filled.translate(_AS_BINARY_DIGITS)[::-1], 2).to_bytes(bits // 8, "little")
