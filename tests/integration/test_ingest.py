@@ -18,6 +18,8 @@ import pytest
 from logkeep.config import Settings
 from logkeep.db.database import Database
 from logkeep.db.repositories import SourceRepository
+from logkeep.domain.entry import Level
+from logkeep.domain.stream_rows import encode_row
 from logkeep.ingest.worker import Worker
 from tests.conftest import make_settings, running_app
 
@@ -555,6 +557,42 @@ async def test_corrupt_stream_entry_goes_to_dead_letters(settings: Settings, db:
     assert "not the ingest record format" in rows[0]["reason"]
     assert "not a record" in rows[0]["raw"]
     assert await db.redis.xlen(db.keys.ingest_stream()) == 0
+
+
+async def test_an_entry_postgresql_refuses_becomes_dead_letters_and_the_rest_lands(
+    settings: Settings, db: Database
+) -> None:
+    """COPY tuples are stored undecoded: one PostgreSQL refuses (metadata that is not
+    JSON, which the API never writes) turns its entry's events into dead letters, whole,
+    and the other entries of the batch are committed."""
+    worker = Worker(db, settings, name="refused")
+    await worker.ensure_group()
+    found = await SourceRepository(db.pool).get_by_name("app_errors")
+    assert found is not None
+    ts_us = int(datetime.now(UTC).timestamp() * 1e6)
+    tag = uuid.uuid4().hex
+
+    def row(message: str, metadata: bytes) -> bytes:
+        return encode_row(found["id"], ts_us, Level.WARN, message.encode(), metadata)
+
+    stream = db.keys.ingest_stream()
+    bad = row(f"bad neighbour {tag}", b"{}") + row(f"refused {tag}", b"{not json")
+    await db.redis.xadd(stream, {"n": 2, "c": bad})
+    await db.redis.xadd(stream, {"n": 1, "c": row(f"good {tag}", b'{"k":1}')})
+    assert await worker.drain() == 1
+    async with db.pool.acquire() as conn:
+        stored = await conn.fetch(
+            "SELECT message, metadata FROM log_entries WHERE message LIKE $1", f"% {tag}"
+        )
+        dead = await conn.fetch("SELECT source_id, reason, raw FROM ingest_dead_letters")
+    assert [(r["message"], r["metadata"]) for r in stored] == [(f"good {tag}", {"k": 1})]
+    assert len(dead) == 2
+    assert all(d["source_id"] == found["id"] for d in dead)
+    assert all(d["reason"].startswith("PostgreSQL refused the entry") for d in dead)
+    raws = sorted(d["raw"] for d in dead)  # each row as JSON text, its metadata as it came
+    assert f'"bad neighbour {tag}",{{}}]' in raws[0]
+    assert f'"refused {tag}",{{not json]' in raws[1]
+    assert await db.redis.xlen(stream) == 0
 
 
 async def test_stream_entries_of_the_earlier_json_format_are_committed(
