@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from logkeep.db import tiers
-from logkeep.db.chunk_counts import ChunkCounts
+from logkeep.db.chunk_counts import ChunkCounts, minute_counts
 from logkeep.db.database import Database
 from logkeep.db.repositories import LogRepository
 from logkeep.domain.matching import TextCondition
@@ -42,6 +42,8 @@ def filters(now: datetime) -> list[tiers.EventFilter]:
         tiers.EventFilter(day, metadata={"status": 503}),
         tiers.EventFilter(narrow, metadata={"host": "web-1"}, excluded=({"status": 404},)),
         tiers.EventFilter(day, text=declined, excluded=({"host": "web-2"},)),
+        # One event: most chunks are ruled out by their Bloom filters, and remembered so.
+        tiers.EventFilter(day, text=TextCondition(("ORD-000033",), None)),
     ]
 
 
@@ -73,7 +75,7 @@ async def test_remembered_counts_are_bounded() -> None:
     known = ChunkCounts(max_entries=3)
     at = datetime(2026, 3, 1, tzinfo=UTC)
     for n in range(5):
-        known.put((n, 1, at, at), "q", tiers.minute_counts([0], ["INFO"], [0]))
+        known.put((n, 1, at, at), "q", minute_counts([0], ["INFO"], [0]))
     assert len(known) == 3
     assert known.get((0, 1, at, at), "q") is None
     assert known.get((4, 1, at, at), "q") is not None

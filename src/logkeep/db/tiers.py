@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+from array import array
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Hashable, Iterator, Sequence
@@ -29,7 +30,14 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from logkeep.db.chunk_counts import MINUTE_US, ChunkCounts, ChunkIdentity, add_counts, minute_counts
+from logkeep.db.chunk_counts import (
+    MINUTE_US,
+    ChunkCounts,
+    ChunkIdentity,
+    Counts,
+    add_counts,
+    minute_counts,
+)
 from logkeep.db.types import Conn
 from logkeep.domain import exactjson
 from logkeep.domain.chunks import (
@@ -255,7 +263,10 @@ LIMIT {limit}
 """
 
 
-def chunk_conditions(flt: EventFilter, args: _Args) -> list[str]:
+BLOOM = "log_chunk_may_hold(c.bloom, {}::bigint[], {}::bigint[])"
+
+
+def chunk_conditions(flt: EventFilter, args: _Args, *, with_bloom: bool = True) -> list[str]:
     start, end = flt.window.start, flt.window.end
     # A chunk never spans a UTC day: one that reaches the window starts on its first
     # day or later, which prunes the older days' partitions.
@@ -270,10 +281,10 @@ def chunk_conditions(flt: EventFilter, args: _Args) -> list[str]:
     if flt.levels is not None:
         mask = sum(1 << LEVEL_CODE[level] for level in flt.levels)
         conditions.append(f"c.level_mask & {args.add(mask)}::smallint <> 0")
-    hashes = flt.bloom_hashes()
+    hashes = flt.bloom_hashes() if with_bloom else None
     if hashes is not None:
         h1, h2 = args.add(hashes[0]), args.add(hashes[1])
-        conditions.append(f"log_chunk_may_hold(c.bloom, {h1}::bigint[], {h2}::bigint[])")
+        conditions.append(BLOOM.format(h1, h2))
     return conditions
 
 
@@ -610,6 +621,7 @@ JOIN unnest($1::integer[], $2::timestamptz[], $3::bigint[]) AS k(source_id, min_
     ON c.source_id = k.source_id AND c.min_ts = k.min_ts AND c.id = k.id
 WHERE c.min_ts >= $4 AND c.min_ts <= $5
 """
+NOTHING: Counts = array("q")  # what a chunk holds for a filter its Bloom filter rules out
 CHUNK_FETCH_ROWS = 16  # payloads per round trip: about 1 MB
 
 
@@ -637,9 +649,9 @@ async def counts_per_minute(
             counts[key] = counts.get(key, 0) + 1
     finally:
         await hot.aclose()
-    args = _Args()
-    conditions = " AND ".join(chunk_conditions(flt, args))
     if known is None or not _whole_minutes(flt.window):
+        args = _Args()
+        conditions = " AND ".join(chunk_conditions(flt, args))
         matcher = ChunkMatcher(flt)
         async for row in _in_batches(conn, CHUNK_ALL.format(conditions=conditions), args.values):
             chunk = decode_chunk(row["source_id"], row["payload"])
@@ -658,6 +670,11 @@ async def counts_per_minute(
     )
     start_us, end_us = micros(flt.window.start), micros(flt.window.end)
     wanted = None if flt.levels is None else frozenset(LEVEL_CODE[lv] for lv in flt.levels)
+    # The window's chunks without their Bloom filters (testing them in SQL costs more
+    # than the rest of a repeated count): those counted before are summed, the filters
+    # of the others tested once and remembered, the ones that pass read.
+    args = _Args()
+    conditions = " AND ".join(chunk_conditions(flt, args, with_bloom=False))
     missing: list[ChunkIdentity] = []
     for row in await conn.fetch(CHUNK_IDENTITIES.format(conditions=conditions), *args.values):
         found = known.get(_identity(row), condition)
@@ -668,18 +685,27 @@ async def counts_per_minute(
     if not missing:
         return counts
     matcher = ChunkMatcher(replace(flt, window=EVERY_INSTANT, levels=None))
-    keys = [
+    values: list[Any] = [
         [m[1] for m in missing],
         [m[2] for m in missing],
         [m[0] for m in missing],
         min(m[2] for m in missing),
         max(m[2] for m in missing),
     ]
-    async for row in _in_batches(conn, CHUNKS_BY_KEY, keys):
+    sql = CHUNKS_BY_KEY
+    hashes = flt.bloom_hashes()
+    if hashes is not None:
+        sql += " AND " + BLOOM.format("$6", "$7")
+        values += hashes
+    unread = set(missing)
+    async for row in _in_batches(conn, sql, values):
         chunk = decode_chunk(row["source_id"], row["payload"])
         found = minute_counts(chunk.timestamps, chunk.levels, matcher.indices(chunk, None, False))
         known.put(_identity(row), condition, found)
+        unread.discard(_identity(row))
         add_counts(counts, found, start_us, end_us, wanted)
+    for identity in unread:  # ruled out by its Bloom filter
+        known.put(identity, condition, NOTHING)
     return counts
 
 
