@@ -516,9 +516,11 @@ async def first(
     descending: bool = True,
     after: Key | None = None,
 ) -> list[ChunkEvent]:
-    """The first `limit` events of `scan`: each tier is asked for at most `limit`. When
-    the hot tier fills the page, only chunks reaching past its last event can change it
-    (usually none: the newest page is read without opening a chunk)."""
+    """The first `limit` events of `scan`. The hot tier is asked for at most `limit`;
+    chunks are then merged with it only until the page is full, so a chunk is opened only
+    when the page needs its events (the hot tier's 80 and a chunk's newest 21, not 101
+    from chunks). When the hot tier fills the page, only chunks reaching past its last
+    event can change it (usually none: the newest page is read without opening a chunk)."""
     if limit <= 0:
         return []
     hot = await _take(
@@ -528,17 +530,34 @@ async def first(
         flt = replace(flt, window=_up_to(flt.window, hot[-1].timestamp, descending))
         if flt.window.start >= flt.window.end:
             return hot
-    cold = await _take(chunk_positions(conn, flt, descending=descending, after=after), limit)
-    # Both tiers by key; only the chunk events that make the page are built.
-    merged: list[tuple[int, int, ChunkEvent | ChunkPosition]] = [
-        (*key_of(event), event) for event in hot
-    ]
-    merged += [(position[0], position[1], position) for position in cold]
-    merged.sort(key=lambda entry: (entry[0], entry[1]), reverse=descending)
-    return [
-        found if isinstance(found, ChunkEvent) else found[2].event(found[3])
-        for _, _, found in merged[:limit]
-    ]
+    sign = -1 if descending else 1
+    page: list[ChunkEvent] = []
+    cold = chunk_positions(conn, flt, descending=descending, after=after)
+    try:
+        position: ChunkPosition | None = None
+        exhausted = False
+        taken = 0  # of the hot events
+        while len(page) < limit:
+            if position is None and not exhausted:  # the next chunk event, when needed
+                position = await anext(cold, None)
+                exhausted = position is None
+            event = hot[taken] if taken < len(hot) else None
+            if position is None and event is None:
+                break
+            if position is None or (
+                event is not None
+                and (sign * micros(event.timestamp), sign * event.id)
+                < (sign * position[0], sign * position[1])
+            ):
+                assert event is not None
+                page.append(event)
+                taken += 1
+            else:
+                page.append(position[2].event(position[3]))  # only these are built
+                position = None
+    finally:
+        await cold.aclose()
+    return page
 
 
 def _up_to(window: TimeRange, edge: datetime, descending: bool) -> TimeRange:
