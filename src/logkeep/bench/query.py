@@ -177,8 +177,9 @@ async def rare_words(
         flt = tiers.EventFilter(TimeRange(*cold), text=TextCondition(("declined",), None))
         async with conn.transaction(isolation="repeatable_read"):
             found = await tiers.first(conn, flt, 500)
-    cold_word = next(e.message for e in found[250:] if "ORD-" in e.message)
-    cold_word = "ORD-" + cold_word.split("ORD-")[1][:6]
+    # Past the newest 250 where there are that many (a small data set may have fewer).
+    message = next((e.message for e in found[len(found) // 2 :] if "ORD-" in e.message), "")
+    cold_word = "ORD-" + message.split("ORD-")[1][:6] if message else "ORD-000000"
     return hot or "ORD-000000", cold_word
 
 
@@ -190,6 +191,9 @@ async def load_as_live(db: Database, settings: Settings, rows: int) -> None:
     console.print(f"loaded {rows:,} rows at {rate:,.0f} rows/s (binary COPY)")
     started = time.perf_counter()
     async with db.pool.acquire() as conn:
+        # A whole week compacts at once here: one statement over 10M hot rows can pass the
+        # API's statement timeout on a busy machine (it did at 10M, load average 5).
+        await conn.execute("SET statement_timeout = 0")
         report = await compact(
             conn,
             slice_length=timedelta(seconds=settings.compaction_slice_s),
