@@ -551,7 +551,7 @@ async def _check_count(conn: Conn, expected: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# The row store (today's path before issue 13) and what compaction costs
+# The row store (the path before the storage tiers) and what compaction costs
 
 # The indexes the hot tier no longer has (0001 and 0002, dropped by 0006): with them,
 # log_entries is the row store that kept every event with full-text search before.
