@@ -20,6 +20,7 @@ import pytest
 
 from logkeep.config import Settings
 from logkeep.db.database import Database
+from logkeep.ingest.checkpoint import CheckpointStore
 from logkeep.ingest.worker import Worker
 from tests.conftest import served
 from tests.integration.test_cli import LOGKEEP, Result, clean_env
@@ -163,9 +164,10 @@ async def checkpointed_to(home: Path, offset: int, deadline_s: float = 20) -> No
     deadline = time.monotonic() + deadline_s
     while True:
         for path in (home / "logkeep" / "checkpoints").glob("app.log-*.json"):
-            with contextlib.suppress(OSError, ValueError):
-                if orjson.loads(path.read_bytes())["offset"] == offset:
-                    return
+            # Saved atomically (CheckpointStore.save): a read finds the old one or the new.
+            checkpoint = CheckpointStore(path).load()
+            if checkpoint is not None and checkpoint.offset == offset:
+                return
         assert time.monotonic() < deadline, f"the checkpoint never reached {offset}"
         await asyncio.sleep(0.1)
 
