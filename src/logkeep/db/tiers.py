@@ -50,6 +50,7 @@ from logkeep.domain.chunks import (
     micros,
     term_hashes,
 )
+from logkeep.domain.histogram import whole_minutes
 from logkeep.domain.matching import TextCondition, TextMatcher, contains, metadata_terms
 from logkeep.domain.search import SearchQuery
 from logkeep.domain.timerange import TimeRange
@@ -648,10 +649,6 @@ def _identity(row: asyncpg.Record) -> ChunkIdentity:
     return (row["id"], row["source_id"], row["min_ts"], row["compacted_at"])
 
 
-def _whole_minutes(window: TimeRange) -> bool:
-    return micros(window.start) % MINUTE_US == 0 and micros(window.end) % MINUTE_US == 0
-
-
 async def counts_per_minute(
     conn: Conn, flt: EventFilter, known: ChunkCounts | None = None
 ) -> dict[tuple[int, str], int]:
@@ -668,7 +665,7 @@ async def counts_per_minute(
             counts[key] = counts.get(key, 0) + 1
     finally:
         await hot.aclose()
-    if known is None or not _whole_minutes(flt.window):
+    if known is None or whole_minutes(flt.window) != flt.window:
         args = _Args()
         conditions = " AND ".join(chunk_conditions(flt, args))
         matcher = ChunkMatcher(flt)
