@@ -301,10 +301,6 @@ def term_hashes(term: str) -> tuple[int, int]:
     return h1 & 0x7FFFFFFF, (h2 & 0x7FFFFFFF) | 1
 
 
-def bloom_filter(terms: Iterable[str]) -> bytes:
-    return _bloom_of_encoded({t.encode("utf-8", "surrogatepass") for t in terms})
-
-
 # One byte per bit, as the ASCII digits of a binary number ("0" for an unset bit).
 _AS_BINARY_DIGITS = b"0" + b"1" * 255
 assert array("I").itemsize == 4  # the digest read as two 32-bit halves
