@@ -34,14 +34,25 @@ ChunkIdentity = tuple[int, int, datetime, datetime]
 Counts: TypeAlias = "array[int]"  # (minute, level code, events) triples, flat
 
 
+def count_minutes(
+    into: dict[tuple[int, str], int],
+    stamps: list[int],
+    levels: list[str],
+    indices: Iterable[int],
+) -> None:
+    """Add the events at `indices` to `into`, keyed (minute start in microseconds, level
+    name)."""
+    for index in indices:
+        at = stamps[index]
+        key = (at - at % MINUTE_US, levels[index])
+        into[key] = into.get(key, 0) + 1
+
+
 def minute_counts(stamps: list[int], levels: list[str], indices: Iterable[int]) -> Counts:
     """(minute start in microseconds, level code, events) triples of the events at
     `indices`, flat: what one chunk holds for one filter."""
     found: dict[tuple[int, str], int] = {}
-    for index in indices:
-        at = stamps[index]
-        key = (at - at % MINUTE_US, levels[index])
-        found[key] = found.get(key, 0) + 1
+    count_minutes(found, stamps, levels, indices)
     flat = array("q")
     for (minute, level), n in found.items():
         flat.extend((minute, LEVEL_CODE[level], n))

@@ -36,6 +36,7 @@ from logkeep.db.chunk_counts import (
     ChunkIdentity,
     Counts,
     add_counts,
+    count_minutes,
     minute_counts,
 )
 from logkeep.db.types import Conn
@@ -671,11 +672,9 @@ async def counts_per_minute(
         matcher = ChunkMatcher(flt)
         async for row in _in_batches(conn, CHUNK_ALL.format(conditions=conditions), args.values):
             chunk = decode_chunk(row["source_id"], row["payload"])
-            stamps, levels = chunk.timestamps, chunk.levels
-            for index in matcher.indices(chunk, None, False):
-                at = stamps[index]
-                key = (at - at % MINUTE_US, levels[index])
-                counts[key] = counts.get(key, 0) + 1
+            count_minutes(
+                counts, chunk.timestamps, chunk.levels, matcher.indices(chunk, None, False)
+            )
         return counts
     # Each chunk's counts cover all its events and levels; the window and levels are
     # applied when adding them up.
