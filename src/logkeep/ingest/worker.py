@@ -101,7 +101,6 @@ class StreamEntry:
                 entry.dead = entry.scanned.dead
         except CorruptRecord as exc:
             # Kept whole as one dead letter: never dropped without a trace.
-            entry.scanned, entry.legacy_rows = None, []
             entry.dead = [DeadLetter(None, printable(_text_lossy(entry.payload)), str(exc))]
         return entry
 
@@ -122,7 +121,8 @@ class StreamEntry:
     def refuse(self, reason: str) -> None:
         """PostgreSQL refused the entry: keep all of it as dead letters instead."""
         rows = self.decoded_rows()
-        if not rows and not self.dead:
+        if not rows:
+            # Even the dead letters were refused: keep the payload as one.
             self.dead = [DeadLetter(None, _text_lossy(self.payload), reason)]
         self.dead = [*self.dead, *(DeadLetter(r.source_id, r.record_json(), reason) for r in rows)]
         self.scanned, self.legacy_rows = None, []
@@ -392,9 +392,6 @@ class Worker:
                 # Kept as dead letters instead, whole, in the next attempt's transaction.
                 entry = entries[0]
                 reason = f"PostgreSQL refused the entry: {type(exc).__name__}: {exc}"[:1000]
-                if not entry.rows:
-                    # Even the dead letters were refused: keep the payload as one.
-                    entry.dead = []
                 entry.refuse(reason)
                 await asyncio.sleep(delay)
                 delay = min(MAX_BACKOFF_S, delay * 2)
