@@ -59,8 +59,8 @@ class SourceRules:
 
 
 class Prepared(NamedTuple):  # a tuple: made for every event, faster than a dataclass
-    """A validated entry, its stream record (encode_entry) and its dedup fingerprint
-    when it can have one."""
+    """A validated entry, its stream record (its COPY tuple: stream_rows.encode_row)
+    and its dedup fingerprint when it can have one."""
 
     entry: LogEntry
     fingerprint: bytes | None
