@@ -23,7 +23,8 @@ import asyncio
 import sys
 import time
 from array import array
-from collections.abc import AsyncIterator, Sequence
+from bisect import bisect_left
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,13 +41,12 @@ from logkeep.domain import exactjson
 from logkeep.domain.chunks import (
     CHUNK_EVENTS,
     LEVELS,
-    ChunkEvent,
     EncodedChunk,
     EventColumns,
     decode_chunk,
-    encode_chunk,
     encode_columns,
     from_micros,
+    micros,
 )
 
 log = structlog.get_logger(__name__)
@@ -221,17 +221,6 @@ async def write_columns(conn: Conn, columns: EventColumns) -> int:
     return written
 
 
-async def write_chunks(conn: Conn, events: Sequence[ChunkEvent]) -> int:
-    """Chunks of CHUNK_EVENTS events (the last one shorter) of events in (timestamp, id)
-    order; how many were written."""
-    written = 0
-    for offset in range(0, len(events), CHUNK_EVENTS):
-        group = events[offset : offset + CHUNK_EVENTS]
-        await _insert(conn, encode_chunk(group, ordered=True))
-        written += 1
-    return written
-
-
 async def compact_slice(
     conn: Conn, source_id: int, start: datetime, end: datetime
 ) -> tuple[int, int, int]:
@@ -352,11 +341,11 @@ async def expire_source(conn: Conn, source_id: int, cutoff: datetime) -> int:
             if row["max_ts"] < cutoff:
                 removed += row["events"]
                 continue
-            kept = [
-                e for e in decode_chunk(source_id, row["payload"]).events() if e.timestamp >= cutoff
-            ]
+            columns = decode_chunk(source_id, row["payload"]).columns()
+            # A chunk's events are in (timestamp, id) order: the kept ones are its end.
+            kept = columns.part(bisect_left(columns.timestamps, micros(cutoff)))
             removed += row["events"] - len(kept)
-            await write_chunks(conn, kept)
+            await write_columns(conn, kept)
         status = await conn.execute(DELETE_OLD_HOT, source_id, cutoff)
         removed += int(status.split()[-1])
         await conn.execute(DELETE_OLD_ROLLUPS, source_id, cutoff)
