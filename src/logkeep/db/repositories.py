@@ -27,11 +27,12 @@ from logkeep.cache.tail import TailBuffer
 from logkeep.db.queries import q
 from logkeep.db.replicas import ReadSource
 from logkeep.db.types import Conn
+from logkeep.domain.chunks import from_micros
 from logkeep.domain.entry import DEFAULT_LIMITS, EntryLimits, InvalidLogEntry, Level, LogEntry
 from logkeep.domain.rollup import Countable, MinuteKey, as_columns, minute_counts
 from logkeep.domain.sources import parse_source_ref
 from logkeep.domain.stream_rows import COPY_COLUMNS as ROW_COLUMNS
-from logkeep.domain.stream_rows import RollupKey, copy_data, minute_of
+from logkeep.domain.stream_rows import RollupKey, copy_data
 
 ENTRY_FIELDS = frozenset({"message", "source_id", "level", "metadata", "timestamp"})
 COPY_COLUMNS = ["id", "source_id", "timestamp", "level", "message", "metadata"]
@@ -132,9 +133,9 @@ async def copy_encoded_rows(
         columns=ROW_COLUMNS,
         format="binary",
     )
-    minutes: Counter[MinuteKey] = Counter()
-    for (source_id, minute_us, level), count in counts.items():
-        minutes[(source_id, minute_of(minute_us), level)] += count
+    minutes: Counter[MinuteKey] = Counter(
+        {(source, from_micros(minute), level): n for (source, minute, level), n in counts.items()}
+    )
     await conn.execute(q("add_minute_counts"), *as_columns(minutes))
 
 

@@ -236,7 +236,3 @@ def decode_row(payload: bytes, at: int) -> StreamRow:
         message.decode("utf-8", "backslashreplace"),
         metadata[1:],
     )
-
-
-def minute_of(minute_us: int) -> datetime:
-    return datetime.fromtimestamp(minute_us / 1e6, tz=UTC)
