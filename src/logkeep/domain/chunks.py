@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import cached_property, lru_cache
+from functools import cached_property
 from itertools import accumulate, chain
 from operator import itemgetter, sub
 from typing import Any
@@ -293,7 +293,6 @@ def index_terms(messages: Sequence[str], metadata: Iterable[dict[str, Any]]) -> 
 # Bloom filters
 
 
-@lru_cache(maxsize=200_000)  # words, hosts and statuses repeat from chunk to chunk
 def term_hashes(term: str) -> tuple[int, int]:
     """The two 31-bit hashes whose combinations h1 + i*h2 are a term's probes."""
     digest = hashlib.blake2b(term.encode("utf-8", "surrogatepass"), digest_size=8).digest()
