@@ -14,7 +14,6 @@ from logkeep.domain.entry import InvalidLogEntry, Level
 from logkeep.domain.ingest import (
     PARSE_ERROR_KEY,
     BodyError,
-    CorruptRecord,
     SourceRules,
     decode_line,
     decode_records,
@@ -31,7 +30,7 @@ from logkeep.domain.ingest import (
     timestamp_us,
 )
 from logkeep.domain.parsers import compile_parser
-from logkeep.domain.stream_rows import decode_row, scan
+from logkeep.domain.stream_rows import CorruptRecord, decode_row, scan
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 APP = SourceRules(

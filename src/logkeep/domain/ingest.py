@@ -25,8 +25,6 @@ from logkeep.domain.entry import (
 from logkeep.domain.parsers import LineParseError, LineParser, ParsedLine
 from logkeep.domain.stream_rows import CorruptRecord, DeadLetter, StreamRow, encode_row
 
-__all__ = ["CorruptRecord", "DeadLetter", "StreamRow"]  # the stream's types, read here too
-
 EVENT_FIELDS = frozenset({"source", "message", "timestamp", "level", "metadata", "event_id"})
 MAX_EVENT_ID_CHARS = 256
 PARSE_ERROR_KEY = "_parse_error"
