@@ -19,6 +19,8 @@ from logkeep.db.database import Database
 from logkeep.db.partitions import ensure_partitions
 from logkeep.db.repositories import LogRepository
 from logkeep.domain.alert_rules import GroupBy
+from logkeep.domain.bloom import filter_one_by_one
+from logkeep.domain.chunks import decode_chunk, index_terms
 from logkeep.domain.search import parse_search
 from logkeep.domain.timerange import TimeRange, parse_duration
 
@@ -109,6 +111,51 @@ async def test_words_are_found_alike_in_both_tiers(
     assert hot == 0 and cold > 0
     after = {q: await found(q) for _, q, _ in WORD_CASES}
     assert after == before
+
+
+async def test_chunks_with_filters_of_the_first_version_are_still_found(
+    client: httpx.AsyncClient, db: Database, log_repo: LogRepository, day_partitions: datetime
+) -> None:
+    """Chunks compacted before migration 0007 keep blake2b filters (version 1): searches
+    probe them with those hashes, so words and metadata are found as in any chunk."""
+    now = day_partitions
+    messages = sorted({m for m, _, _ in WORD_CASES})
+    await log_repo.save_many(
+        {
+            "source_id": 1,
+            "message": m,
+            "timestamp": now - timedelta(hours=2, seconds=n),
+            "metadata": {"n": n},
+        }
+        for n, m in enumerate(messages)
+    )
+    assert await compact_all(db) >= len(messages)
+    async with db.pool.acquire() as conn:
+        rows = await conn.fetch("SELECT id, source_id, min_ts, bloom, payload FROM log_chunks")
+        for row in rows:
+            chunk = decode_chunk(row["source_id"], row["payload"])
+            terms = index_terms(chunk.messages, chunk.metadata)
+            first = filter_one_by_one(terms, len(row["bloom"]) * 8, version=1)
+            assert first != row["bloom"]
+            await conn.execute(
+                "UPDATE log_chunks SET bloom = $1, filter_version = 1"
+                " WHERE source_id = $2 AND min_ts = $3 AND id = $4",
+                first,
+                row["source_id"],
+                row["min_ts"],
+                row["id"],
+            )
+    await db.cache.invalidate_sources([1])
+
+    async def found(params: Params) -> set[str]:
+        response = await client.get("/api/v1/logs", params=[("since", "6h"), *params])
+        assert response.status_code == 200, response.text
+        return {i["message"] for i in response.json()["items"]}
+
+    for message, q, expected in WORD_CASES:
+        assert (message in await found([("q", q)])) is expected, (message, q)
+    assert await found([("metadata.n", "3")]) == {messages[3]}
+    assert await found([("metadata.n", "3"), ("q", "zebra42")]) == set()
 
 
 async def seed_varied(log_repo: LogRepository, now: datetime, count: int = 1500) -> None:

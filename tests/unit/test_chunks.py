@@ -13,11 +13,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logkeep.domain import exactjson
-from logkeep.domain.chunks import (
+from logkeep.domain import bloom, exactjson
+from logkeep.domain.bloom import (
     BLOOM_BITS_PER_TERM,
-    BLOOM_HASHES,
     BLOOM_MIN_BITS,
+    filter_of,
+    filter_one_by_one,
+    hashes_of_each,
+    hashes_of_terms,
+    may_hold,
+    term_hashes,
+)
+from logkeep.domain.chunks import (
     ChunkEvent,
     CorruptChunk,
     EventColumns,
@@ -25,8 +32,6 @@ from logkeep.domain.chunks import (
     encode_chunk,
     encode_columns,
     index_terms,
-    may_hold,
-    term_hashes,
 )
 from logkeep.domain.matching import (
     FOLD_EXCEPTIONS,
@@ -35,8 +40,8 @@ from logkeep.domain.matching import (
     contains,
     fold,
     metadata_terms,
-    word_bytes,
     word_set,
+    word_text,
     words,
 )
 
@@ -103,27 +108,61 @@ def test_the_bloom_filter_holds_every_index_term_and_few_others() -> None:
     assert sum(may_hold(encoded.bloom, t) for t in strangers) < 2000 * 0.03
 
 
-def reference_bloom(terms: set[str]) -> bytes:
-    """The filter as log_chunk_may_hold reads it, one probe at a time."""
-    bits = BLOOM_MIN_BITS
-    while bits < len(terms) * BLOOM_BITS_PER_TERM:
-        bits *= 2
-    filled = bytearray(bits // 8)
-    for term in terms:
-        h1, h2 = term_hashes(term)
-        for i in range(BLOOM_HASHES):
-            position = (h1 + i * h2) % bits
-            filled[position >> 3] |= 1 << (position & 7)
-    return bytes(filled)
-
-
 @pytest.mark.parametrize("count", [1, 300, 1000])
-def test_the_bloom_filter_is_the_one_its_terms_probe(count: int) -> None:
+def test_the_bloom_filter_is_the_one_its_terms_probe_one_by_one(count: int) -> None:
     given = events(count)
     encoded = encode_chunk(given)
     terms = index_terms([e.message for e in given], (e.metadata for e in given))
-    assert encoded.terms == len(terms)
-    assert encoded.bloom == reference_bloom(terms)
+    # Sized for an estimate of the distinct terms, within 2 % of their number.
+    assert abs(encoded.terms - len(terms)) <= 2 + len(terms) // 50
+    bits = len(encoded.bloom) * 8
+    assert bits == BLOOM_MIN_BITS or bits // 2 < encoded.terms * BLOOM_BITS_PER_TERM <= bits
+    assert encoded.bloom == filter_one_by_one(terms, bits)
+
+
+def test_a_filter_of_the_first_version_is_still_probed_with_its_own_hashes() -> None:
+    terms = {f"word{n}" for n in range(100)}
+    old = filter_one_by_one(terms, 2048, version=1)
+    assert all(may_hold(old, t, version=1) for t in terms)
+    assert sum(may_hold(old, t, version=2) for t in terms) < 10  # other hashes, other bits
+    assert term_hashes("zebra42", 1) != term_hashes("zebra42", 2)
+    with pytest.raises(ValueError, match="version 3"):
+        term_hashes("zebra42", 3)
+
+
+def hash_each(terms: list[bytes]) -> list[int]:
+    return [int(h) for h in hashes_of_each(terms)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(terms=st.lists(st.binary(min_size=1, max_size=40).filter(lambda b: 0x20 not in b)))
+def test_hashing_every_term_at_once_is_hashing_each(terms: list[bytes]) -> None:
+    joined = b"  ".join(terms) + (b" " if terms else b"")
+    assert [int(h) for h in hashes_of_terms(joined, 0x20)] == hash_each(terms)
+
+
+def test_terms_are_hashed_alike_across_pieces_and_past_any_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bloom, "_PIECE", 64)  # cut into pieces of about 64 bytes
+    terms = [bytes([97 + n % 26]) * (n % 90 + 1) for n in range(300)]
+    terms += [b"z" * 5000]  # one term far longer than a piece: the tables grow
+    joined = b"\x00".join(terms)
+    assert [int(h) for h in hashes_of_terms(joined, 0)] == hash_each(terms)
+    monkeypatch.setattr(bloom, "_DEDUPLICATE_PAST", 100)  # repeats dropped on the way
+    kept = [int(h) for h in hashes_of_terms((joined + b"\x00") * 3, 0)]
+    assert set(kept) == set(hash_each(terms))
+    assert len(kept) < 2 * len(terms)
+
+
+def test_a_filter_counts_distinct_terms_not_their_repeats() -> None:
+    terms = [f"t{n}".encode() for n in range(5000)]
+    repeated = hashes_of_terms(b" ".join(terms * 7), 0x20)
+    assert len(repeated) == 35000
+    encoded, estimate = filter_of(repeated)
+    assert abs(estimate - 5000) < 100
+    assert encoded == filter_one_by_one({t.decode() for t in terms}, len(encoded) * 8)
+    assert filter_of(hashes_of_terms(b"", 0x20)) == (bytes(BLOOM_MIN_BITS // 8), 0)
 
 
 def test_chunks_encode_the_same_from_columns_and_from_events() -> None:
@@ -144,9 +183,9 @@ def test_chunks_encode_the_same_from_columns_and_from_events() -> None:
         max_size=6,
     )
 )
-def test_the_words_indexed_as_bytes_are_the_words_of_the_text(texts: list[str]) -> None:
+def test_the_words_hashed_as_bytes_are_the_words_of_the_text(texts: list[str]) -> None:
     joined = "\x00".join(texts)
-    assert word_bytes(joined, joined.encode()) == {w.encode() for w in word_set(texts)}
+    assert set(word_text(joined, joined.encode()).split()) == {w.encode() for w in word_set(texts)}
 
 
 _SCALARS = (

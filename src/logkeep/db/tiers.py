@@ -41,6 +41,7 @@ from logkeep.db.chunk_counts import (
 )
 from logkeep.db.types import Conn
 from logkeep.domain import exactjson
+from logkeep.domain.bloom import term_hashes
 from logkeep.domain.chunks import (
     LEVEL_CODE,
     MISSING,
@@ -49,7 +50,6 @@ from logkeep.domain.chunks import (
     decode_chunk,
     from_micros,
     micros,
-    term_hashes,
 )
 from logkeep.domain.histogram import whole_minutes
 from logkeep.domain.matching import TextCondition, TextMatcher, contains, metadata_terms
@@ -102,14 +102,19 @@ class EventFilter:
         """Whether more than time, source and level decide (words, substrings, metadata)."""
         return not self.text.empty or self.metadata is not None or bool(self.excluded)
 
-    def bloom_hashes(self) -> tuple[list[int], list[int]] | None:
+    def bloom_hashes(self) -> list[list[int]] | None:
+        """h1 and h2 of every term a matching chunk must hold, as filter versions 1 and
+        2 hash them (the BLOOM condition's four arrays)."""
         terms = self.text.required_words()
         if self.metadata is not None:
             terms += list(metadata_terms(self.metadata))
         if not terms:
             return None
-        pairs = [term_hashes(t) for t in terms]
-        return [a for a, _ in pairs], [b for _, b in pairs]
+        arrays: list[list[int]] = []
+        for version in (1, 2):
+            pairs = [term_hashes(t, version) for t in terms]
+            arrays += [[a for a, _ in pairs], [b for _, b in pairs]]
+        return arrays
 
 
 async def hold_still(conn: Conn) -> None:
@@ -265,7 +270,14 @@ LIMIT {limit}
 """
 
 
-BLOOM = "log_chunk_may_hold(c.bloom, {}::bigint[], {}::bigint[])"
+# Each chunk is probed with the hashes of its own filter version (domain/bloom.py); a
+# version this code does not know is read and checked.
+BLOOM = (
+    "CASE c.filter_version"
+    " WHEN 1 THEN log_chunk_may_hold(c.bloom, {}::bigint[], {}::bigint[])"
+    " WHEN 2 THEN log_chunk_may_hold(c.bloom, {}::bigint[], {}::bigint[])"
+    " ELSE true END"
+)
 
 
 def chunk_conditions(flt: EventFilter, args: _Args, *, with_bloom: bool = True) -> list[str]:
@@ -285,8 +297,7 @@ def chunk_conditions(flt: EventFilter, args: _Args, *, with_bloom: bool = True) 
         conditions.append(f"c.level_mask & {args.add(mask)}::smallint <> 0")
     hashes = flt.bloom_hashes() if with_bloom else None
     if hashes is not None:
-        h1, h2 = args.add(hashes[0]), args.add(hashes[1])
-        conditions.append(BLOOM.format(h1, h2))
+        conditions.append(BLOOM.format(*map(args.add, hashes)))
     return conditions
 
 
@@ -710,7 +721,7 @@ async def counts_per_minute(
     sql = CHUNKS_BY_KEY
     hashes = flt.bloom_hashes()
     if hashes is not None:
-        sql += " AND " + BLOOM.format("$6", "$7")
+        sql += " AND " + BLOOM.format("$6", "$7", "$8", "$9")
         values += hashes
     unread = set(missing)
     async for row in _in_batches(conn, sql, values):

@@ -22,12 +22,10 @@ the filter for every word and metadata value it needs; PostgreSQL tests the bits
 
 from __future__ import annotations
 
-import hashlib
 import struct
-import sys
 from array import array
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -36,23 +34,18 @@ from operator import itemgetter, sub
 from typing import Any
 
 import cramjam
+import numpy as np
 import orjson
 
 from logkeep.domain import exactjson
-from logkeep.domain.matching import column_terms, metadata_terms, word_bytes, word_set
+from logkeep.domain.bloom import Hashes, filter_of, hashes_of_each, hashes_of_terms
+from logkeep.domain.matching import column_terms, metadata_terms, word_set, word_text
 
 CHUNK_EVENTS = 1000
 ZSTD_LEVEL = 3
 FORMAT_VERSION = 1
 LEVELS = ("DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 LEVEL_CODE = {name: index for index, name in enumerate(LEVELS)}
-# Bloom filters: at least BLOOM_BITS_PER_TERM bits a term (sizes are powers of two) and
-# BLOOM_HASHES probes: under 0.7 % false positives, with half the work of the 7 probes
-# that 10 bits would want. The schema's log_chunk_may_hold probes 4 bits too: change
-# both together.
-BLOOM_BITS_PER_TERM = 12
-BLOOM_HASHES = 4
-BLOOM_MIN_BITS = 256
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 _SECTIONS = 6  # ids, timestamps, ingested_at, levels, messages, metadata
@@ -231,11 +224,22 @@ def encode_chunk(events: Sequence[ChunkEvent], *, ordered: bool = False) -> Enco
     return encode_columns(EventColumns.of_events(events if ordered else sorted(events, key=_key)))
 
 
-def _encoded_terms(terms: set[str]) -> Iterable[bytes]:
-    try:
-        return list(map(str.encode, terms))
-    except UnicodeEncodeError:  # a lone surrogate: hashed as term_hashes hashes it
-        return [t.encode("utf-8", "surrogatepass") for t in terms]
+def _word_hashes(joined: str, encoded: bytes) -> Hashes:
+    """The hash of every word of the messages (`encoded` is `joined` as UTF-8)."""
+    return hashes_of_terms(word_text(joined, encoded), 0x20)
+
+
+def _metadata_hashes(
+    columns: list[tuple[str, list[int] | None, list[Any]]],
+) -> Iterator[Hashes]:
+    terms = [term for key, _, values in columns for term in column_terms(key, values)]
+    if not terms:
+        return
+    text = "\x00".join(terms)
+    if text.count("\x00") == len(terms) - 1:  # one pass over them all, NUL between
+        yield hashes_of_terms(text.encode("utf-8", "surrogatepass"), 0)
+    else:  # some term holds a NUL (not from jsonb, which refuses it)
+        yield hashes_of_each([t.encode("utf-8", "surrogatepass") for t in terms])
 
 
 def encode_columns(columns: EventColumns) -> EncodedChunk:
@@ -259,11 +263,9 @@ def encode_columns(columns: EventColumns) -> EncodedChunk:
     ]
     body = b"".join(struct.pack("<I", len(s)) + s for s in sections)
     payload = bytes([FORMAT_VERSION]) + bytes(cramjam.zstd.compress(body, level=ZSTD_LEVEL))
-    # The index terms as UTF-8, as term_hashes hashes them: message words straight from
-    # the encoded messages (NUL separates words like any other non-word character).
-    terms = word_bytes(joined, messages)
-    for key, _, values in metadata:
-        terms.update(_encoded_terms(column_terms(key, values)))
+    bloom, terms = filter_of(
+        np.concatenate([_word_hashes(joined, messages), *_metadata_hashes(metadata)])
+    )
     counts = [level_codes.count(code) for code in range(len(LEVELS))]
     if sum(counts) != count:
         raise ValueError("a level code is not one of LEVELS")
@@ -274,8 +276,8 @@ def encode_columns(columns: EventColumns) -> EncodedChunk:
         max_ts=from_micros(columns.timestamps[-1]),
         level_counts=counts,
         payload=payload,
-        bloom=_bloom_of_encoded(terms),
-        terms=len(terms),
+        bloom=bloom,
+        terms=terms,
         plain_bytes=len(body),
     )
 
@@ -287,80 +289,6 @@ def index_terms(messages: Sequence[str], metadata: Iterable[dict[str, Any]]) -> 
     for obj in metadata:
         terms.update(metadata_terms(obj))
     return terms
-
-
-# ---------------------------------------------------------------------------------------
-# Bloom filters
-
-
-def term_hashes(term: str) -> tuple[int, int]:
-    """The two 31-bit hashes whose combinations h1 + i*h2 are a term's probes."""
-    digest = hashlib.blake2b(term.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    h1, h2 = struct.unpack("<II", digest)
-    return h1 & 0x7FFFFFFF, (h2 & 0x7FFFFFFF) | 1
-
-
-# One byte per bit, as the ASCII digits of a binary number ("0" for an unset bit).
-_AS_BINARY_DIGITS = b"0" + b"1" * 255
-assert array("I").itemsize == 4  # the digest read as two 32-bit halves
-
-
-_DIGEST = hashlib.blake2b(digest_size=8)
-
-
-def _digests(terms: Iterable[bytes]) -> bytes:
-    """term_hashes' digests of the terms, one after the other. (A copy of a hash object
-    made once is a third cheaper than a new one; a cache of digests saved nothing: a
-    chunk's terms are mostly seen in no other chunk.)"""
-    found = []
-    for term in terms:
-        digest = _DIGEST.copy()
-        digest.update(term)
-        found.append(digest.digest())
-    return b"".join(found)
-
-
-def _bloom_of_encoded(terms: Collection[bytes]) -> bytes:
-    """The filter of distinct terms given as UTF-8: the bits term_hashes' probes set,
-    with the work in C where it can be.
-
-    A probe is (h1 + i*h2) % bits with h1 and h2 the digest's halves less their top bit;
-    `bits` is a power of two up to 2**31, so the top bits never matter and
-    (low half + i*(high half | 1)) masked is the same probe."""
-    bits = BLOOM_MIN_BITS
-    while bits < len(terms) * BLOOM_BITS_PER_TERM:
-        bits *= 2
-    if bits > 2**31:
-        raise ValueError(f"a chunk of {len(terms)} index terms is too large for a filter")
-    mask = bits - 1
-    halves = array("I", _digests(terms))
-    if sys.byteorder == "big":  # the digest's halves are little-endian (term_hashes)
-        halves.byteswap()
-    filled = bytearray(bits)  # a byte per bit, packed below
-    # BLOOM_HASHES probes, unrolled (one loop over the terms, not one per probe)
-    for probe, step in zip(halves[0::2], halves[1::2], strict=True):
-        step |= 1
-        filled[probe & mask] = 1
-        probe += step
-        filled[probe & mask] = 1
-        probe += step
-        filled[probe & mask] = 1
-        probe += step
-        filled[probe & mask] = 1
-    # get_bit numbering: bit n is bit n % 8 of byte n // 8, so the bytes reversed are the
-    # filter as one binary number, most significant bit first.
-    return int(filled.translate(_AS_BINARY_DIGITS)[::-1], 2).to_bytes(bits // 8, "little")
-
-
-def may_hold(bloom: bytes, term: str) -> bool:
-    """What the schema's log_chunk_may_hold answers, for one term (tests compare them)."""
-    bits = len(bloom) * 8
-    h1, h2 = term_hashes(term)
-    for i in range(BLOOM_HASHES):
-        position = (h1 + i * h2) % bits
-        if not bloom[position >> 3] & (1 << (position & 7)):
-            return False
-    return True
 
 
 # ---------------------------------------------------------------------------------------

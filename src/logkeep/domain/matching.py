@@ -77,12 +77,13 @@ _ASCII_WORD_BYTES = bytes(
 ) + bytes(128)
 
 
-def word_bytes(text: str, encoded: bytes) -> set[bytes]:
-    """`word_set([text])` as UTF-8 (`encoded` is `text` as UTF-8): what a chunk's Bloom
-    filter hashes. ASCII text is split as bytes in C, without decoding or folding it."""
+def word_text(text: str, encoded: bytes) -> bytes:
+    """The words of `text` (`encoded` is `text` as UTF-8), folded, as UTF-8 with spaces
+    between them: what a chunk's Bloom filter hashes. ASCII text becomes that in one
+    pass in C (repeats kept), without decoding or folding it."""
     if encoded.isascii():
-        return set(encoded.translate(_ASCII_WORD_BYTES).split())
-    return {word.encode("utf-8", "surrogatepass") for word in word_set([text])}
+        return encoded.translate(_ASCII_WORD_BYTES)
+    return b" ".join(word.encode("utf-8", "surrogatepass") for word in word_set([text]))
 
 
 def is_word_char(char: str) -> bool:
