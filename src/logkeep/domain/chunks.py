@@ -25,7 +25,7 @@ from __future__ import annotations
 import struct
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -106,7 +106,7 @@ class EventColumns:
     timestamps: list[int]  # microseconds since the epoch
     ingested: list[int]
     levels: bytes  # a LEVEL_CODE each
-    messages: list[str]
+    messages: list[bytes]  # UTF-8
     metadata: list[dict[str, Any]]
 
     @classmethod
@@ -120,7 +120,7 @@ class EventColumns:
             [micros(e.timestamp) for e in events],
             [micros(e.ingested_at) for e in events],
             bytes(LEVEL_CODE[e.level] for e in events),
-            [e.message for e in events],
+            [e.message.encode("utf-8") for e in events],
             [e.metadata for e in events],
         )
 
@@ -191,7 +191,11 @@ def _metadata_columns(
     """(key, indices of the events that have it or None for all, their values) per key,
     in jsonb order. A key every event has (most of them: one source, one shape) is read
     with one itemgetter pass in C."""
-    counts = Counter(chain.from_iterable(objects))
+    shape = objects[0].keys()
+    if all(map(shape.__eq__, map(dict.keys, objects))):  # one shape: no counting
+        counts = dict.fromkeys(shape, len(objects))
+    else:
+        counts = Counter(chain.from_iterable(objects))
     columns: list[tuple[str, list[int] | None, list[Any]]] = []
     for key in sorted(counts, key=_jsonb_key_order):
         if counts[key] == len(objects):
@@ -224,22 +228,32 @@ def encode_chunk(events: Sequence[ChunkEvent], *, ordered: bool = False) -> Enco
     return encode_columns(EventColumns.of_events(events if ordered else sorted(events, key=_key)))
 
 
-def _word_hashes(joined: str, encoded: bytes) -> Hashes:
-    """The hash of every word of the messages (`encoded` is `joined` as UTF-8)."""
-    return hashes_of_terms(word_text(joined, encoded), 0x20)
+def _word_hashes(messages: bytes) -> Hashes:
+    """The hash of every word of the messages (UTF-8)."""
+    return hashes_of_terms(word_text(messages), 0x20)
 
 
-def _metadata_hashes(
-    columns: list[tuple[str, list[int] | None, list[Any]]],
-) -> Iterator[Hashes]:
-    terms = [term for key, _, values in columns for term in column_terms(key, values)]
+def _metadata_hashes(columns: list[tuple[str, list[int] | None, list[Any]]]) -> Hashes:
+    """The hash of every metadata term (matching.column_terms), repeats kept."""
+    texts: list[str] = []
+    terms = 0
+    for key, _, values in columns:
+        if set(map(type, values)) == {str}:  # `key=$value` for every distinct value
+            distinct = set(values)
+            texts.append(f"{key}=$" + f"\x00{key}=$".join(distinct))
+            terms += len(distinct)
+        else:
+            found = column_terms(key, values)
+            texts += found
+            terms += len(found)
     if not terms:
-        return
-    text = "\x00".join(terms)
-    if text.count("\x00") == len(terms) - 1:  # one pass over them all, NUL between
-        yield hashes_of_terms(text.encode("utf-8", "surrogatepass"), 0)
-    else:  # some term holds a NUL (not from jsonb, which refuses it)
-        yield hashes_of_each([t.encode("utf-8", "surrogatepass") for t in terms])
+        return hashes_of_each([])
+    text = "\x00".join(texts)
+    if text.count("\x00") == terms - 1:  # one pass over them all, NUL between
+        return hashes_of_terms(text.encode("utf-8", "surrogatepass"), 0)
+    # some term holds a NUL (not from jsonb, which refuses it)
+    found_terms = set().union(*(column_terms(key, values) for key, _, values in columns))
+    return hashes_of_each([t.encode("utf-8", "surrogatepass") for t in found_terms])
 
 
 def encode_columns(columns: EventColumns) -> EncodedChunk:
@@ -247,10 +261,9 @@ def encode_columns(columns: EventColumns) -> EncodedChunk:
     count = len(columns)
     if not count:
         raise ValueError("a chunk holds at least one event")
-    joined = "\x00".join(columns.messages)
-    if joined.count("\x00") != count - 1:
+    messages = b"\x00".join(columns.messages)
+    if messages.count(0) != count - 1:
         raise ValueError("a message holds a NUL character")
-    messages = joined.encode("utf-8")
     level_codes = columns.levels
     metadata = _metadata_columns(columns.metadata)
     sections = [
@@ -263,9 +276,7 @@ def encode_columns(columns: EventColumns) -> EncodedChunk:
     ]
     body = b"".join(struct.pack("<I", len(s)) + s for s in sections)
     payload = bytes([FORMAT_VERSION]) + bytes(cramjam.zstd.compress(body, level=ZSTD_LEVEL))
-    bloom, terms = filter_of(
-        np.concatenate([_word_hashes(joined, messages), *_metadata_hashes(metadata)])
-    )
+    bloom, terms = filter_of(np.concatenate([_word_hashes(messages), _metadata_hashes(metadata)]))
     counts = [level_codes.count(code) for code in range(len(LEVELS))]
     if sum(counts) != count:
         raise ValueError("a level code is not one of LEVELS")
@@ -404,7 +415,7 @@ class DecodedChunk:
             self.timestamps,
             self.ingested,
             self._sections[3],
-            self.messages,
+            self._sections[4].split(b"\x00"),
             self.metadata,
         )
 

@@ -77,12 +77,13 @@ _ASCII_WORD_BYTES = bytes(
 ) + bytes(128)
 
 
-def word_text(text: str, encoded: bytes) -> bytes:
-    """The words of `text` (`encoded` is `text` as UTF-8), folded, as UTF-8 with spaces
-    between them: what a chunk's Bloom filter hashes. ASCII text becomes that in one
-    pass in C (repeats kept), without decoding or folding it."""
+def word_text(encoded: bytes) -> bytes:
+    """The words of UTF-8 text, folded, as UTF-8 with spaces between them: what a
+    chunk's Bloom filter hashes. ASCII text becomes that in one pass in C (repeats
+    kept), without decoding or folding it."""
     if encoded.isascii():
         return encoded.translate(_ASCII_WORD_BYTES)
+    text = encoded.decode("utf-8", "surrogatepass")
     return b" ".join(word.encode("utf-8", "surrogatepass") for word in word_set([text]))
 
 
