@@ -40,6 +40,7 @@ from logkeep.domain.matching import (
     contains,
     fold,
     metadata_terms,
+    scalar_term,
     word_set,
     word_text,
     words,
@@ -212,6 +213,13 @@ def test_a_columns_terms_are_its_values_terms(values: list[Any]) -> None:
     for value in values:
         expected.update(metadata_terms({"k": value}))
     assert column_terms("k", values) == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=st.integers(-(10**40), 10**40).map(lambda n: n * 10 ** (1 + abs(n) % 30)))
+def test_a_whole_tens_term_is_its_normalized_decimal(value: int) -> None:
+    expected = "0" if value == 0 else f"#{Decimal(value).normalize()}"
+    assert scalar_term(value) == expected
 
 
 @pytest.mark.parametrize(

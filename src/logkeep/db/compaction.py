@@ -20,10 +20,7 @@ rollups before the cutoff go with them, so searches and aggregates keep agreeing
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
-from array import array
-from bisect import bisect_left
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -31,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import numpy as np
 import structlog
 
 from logkeep import metrics
@@ -43,6 +41,7 @@ from logkeep.domain.chunks import (
     LEVELS,
     EncodedChunk,
     EventColumns,
+    Int64s,
     decode_chunk,
     encode_columns,
     from_micros,
@@ -162,11 +161,10 @@ _LEVEL_OF_INITIAL = bytes(
 assert len({name[0] for name in LEVELS}) == len(LEVELS)  # levels are sent as initials
 
 
-def _int64s(sent: bytes) -> list[int]:
-    values = array("q", sent)  # int8send and timestamptz_send: big-endian
-    if sys.byteorder == "little":
-        values.byteswap()
-    return values.tolist()
+def _int64s(sent: bytes, offset: int = 0) -> Int64s:
+    # int8send and timestamptz_send: big-endian
+    values: Int64s = np.frombuffer(sent, ">i8").astype(np.int64)
+    return values + offset
 
 
 def _metadata_objects(joined: bytes) -> list[dict[str, Any]]:
@@ -184,8 +182,8 @@ def _batch_columns(source_id: int, row: asyncpg.Record) -> EventColumns:
     columns = EventColumns(
         source_id,
         _int64s(row["ids"]),
-        [_PG_EPOCH_US + t for t in _int64s(row["stamps"])],
-        [_PG_EPOCH_US + t for t in _int64s(row["ingested"])],
+        _int64s(row["stamps"], _PG_EPOCH_US),
+        _int64s(row["ingested"], _PG_EPOCH_US),
         levels,
         row["messages"].split(b"\x00"),
         _metadata_objects(row["metadata"]),
@@ -253,7 +251,7 @@ async def compact_slice(
             read += count
             if count:
                 batch = _batch_columns(source_id, row)
-                after = (from_micros(batch.timestamps[-1]), batch.ids[-1])
+                after = (from_micros(int(batch.timestamps[-1])), int(batch.ids[-1]))
                 pending = batch if pending is None else pending + batch
                 if merged:  # the merged chunk's events may come before or among the new rows
                     pending = pending.in_order()
@@ -344,7 +342,7 @@ async def expire_source(conn: Conn, source_id: int, cutoff: datetime) -> int:
                 continue
             columns = decode_chunk(source_id, row["payload"]).columns()
             # A chunk's events are in (timestamp, id) order: the kept ones are its end.
-            kept = columns.part(bisect_left(columns.timestamps, micros(cutoff)))
+            kept = columns.part(int(np.searchsorted(columns.timestamps, micros(cutoff))))
             removed += row["events"] - len(kept)
             await write_columns(conn, kept)
         status = await conn.execute(DELETE_OLD_HOT, source_id, cutoff)

@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from itertools import accumulate, chain
-from operator import itemgetter, sub
+from operator import itemgetter
 from typing import Any
 
 import cramjam
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from logkeep.domain import exactjson
@@ -49,6 +50,7 @@ LEVEL_CODE = {name: index for index, name in enumerate(LEVELS)}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 _SECTIONS = 6  # ids, timestamps, ingested_at, levels, messages, metadata
+Int64s = npt.NDArray[np.int64]
 
 
 MISSING: Any = object()  # a metadata key an event does not have (DecodedChunk.column)
@@ -99,12 +101,13 @@ class EncodedChunk:
 @dataclass(frozen=True)
 class EventColumns:
     """Events of one source as the columns a chunk holds: what compaction reads from the
-    hot tier and encodes without building an object per event."""
+    hot tier and encodes without building an object per event (ids and instants as
+    numpy arrays: one pass in C to read, check the order of and delta-encode them)."""
 
     source_id: int
-    ids: list[int]
-    timestamps: list[int]  # microseconds since the epoch
-    ingested: list[int]
+    ids: Int64s
+    timestamps: Int64s  # microseconds since the epoch
+    ingested: Int64s
     levels: bytes  # a LEVEL_CODE each
     messages: list[bytes]  # UTF-8
     metadata: list[dict[str, Any]]
@@ -116,9 +119,9 @@ class EventColumns:
             raise ValueError("a chunk holds the events of one source")
         return cls(
             source_id,
-            [e.id for e in events],
-            [micros(e.timestamp) for e in events],
-            [micros(e.ingested_at) for e in events],
+            np.array([e.id for e in events], np.int64),
+            np.array([micros(e.timestamp) for e in events], np.int64),
+            np.array([micros(e.ingested_at) for e in events], np.int64),
             bytes(LEVEL_CODE[e.level] for e in events),
             [e.message.encode("utf-8") for e in events],
             [e.metadata for e in events],
@@ -126,6 +129,25 @@ class EventColumns:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EventColumns):
+            return NotImplemented
+        return (
+            self.source_id == other.source_id
+            and all(
+                np.array_equal(a, b)
+                for a, b in zip(
+                    (self.ids, self.timestamps, self.ingested),
+                    (other.ids, other.timestamps, other.ingested),
+                    strict=True,
+                )
+            )
+            and (self.levels, self.messages, self.metadata)
+            == (other.levels, other.messages, other.metadata)
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable columns
 
     def part(self, start: int, stop: int | None = None) -> EventColumns:
         return EventColumns(
@@ -143,33 +165,37 @@ class EventColumns:
             raise ValueError("a chunk holds the events of one source")
         return EventColumns(
             self.source_id,
-            self.ids + other.ids,
-            self.timestamps + other.timestamps,
-            self.ingested + other.ingested,
+            np.concatenate((self.ids, other.ids)),
+            np.concatenate((self.timestamps, other.timestamps)),
+            np.concatenate((self.ingested, other.ingested)),
             self.levels + other.levels,
             self.messages + other.messages,
             self.metadata + other.metadata,
         )
 
     def in_order(self) -> EventColumns:
-        """The same events ordered by (timestamp, id) (itself when they are already)."""
-        keys = list(zip(self.timestamps, self.ids, strict=True))
-        if all(map(tuple.__lt__, keys, keys[1:])):
+        """The same events ordered by (timestamp, id) (itself when every key is greater
+        than the one before)."""
+        stamps, ids = self.timestamps, self.ids
+        later = stamps[1:] > stamps[:-1]
+        tied = (stamps[1:] == stamps[:-1]) & (ids[1:] > ids[:-1])
+        if bool(np.all(later | tied)):
             return self
-        order = sorted(range(len(keys)), key=keys.__getitem__)
+        order = np.lexsort((ids, stamps))  # stable: equal keys keep their order
+        positions = order.tolist()
         return EventColumns(
             self.source_id,
-            [self.ids[i] for i in order],
-            [self.timestamps[i] for i in order],
-            [self.ingested[i] for i in order],
-            bytes(self.levels[i] for i in order),
-            [self.messages[i] for i in order],
-            [self.metadata[i] for i in order],
+            ids[order],
+            stamps[order],
+            self.ingested[order],
+            np.frombuffer(self.levels, np.uint8)[order].tobytes(),
+            [self.messages[i] for i in positions],
+            [self.metadata[i] for i in positions],
         )
 
 
-def _deltas(values: Sequence[int]) -> bytes:
-    return array("q", map(sub, values, chain((0,), values))).tobytes()
+def _deltas(values: Int64s) -> bytes:
+    return np.diff(values, prepend=np.int64(0)).tobytes()
 
 
 def _undeltas(data: bytes) -> list[int]:
@@ -283,8 +309,8 @@ def encode_columns(columns: EventColumns) -> EncodedChunk:
     return EncodedChunk(
         source_id=columns.source_id,
         events=count,
-        min_ts=from_micros(columns.timestamps[0]),
-        max_ts=from_micros(columns.timestamps[-1]),
+        min_ts=from_micros(int(columns.timestamps[0])),
+        max_ts=from_micros(int(columns.timestamps[-1])),
         level_counts=counts,
         payload=payload,
         bloom=bloom,
@@ -411,9 +437,9 @@ class DecodedChunk:
     def columns(self) -> EventColumns:
         return EventColumns(
             self.source_id,
-            self.ids,
-            self.timestamps,
-            self.ingested,
+            np.cumsum(np.frombuffer(self._sections[0], np.int64)),
+            np.cumsum(np.frombuffer(self._sections[1], np.int64)),
+            np.cumsum(np.frombuffer(self._sections[2], np.int64)),
             self._sections[3],
             self._sections[4].split(b"\x00"),
             self.metadata,

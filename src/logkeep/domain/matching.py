@@ -169,10 +169,26 @@ def contains(container: Any, contained: Any) -> bool:
     return _scalar_equal(container, contained)
 
 
+def _whole_tens_term(value: int) -> str | None:
+    """What `#{Decimal(value).normalize()}` writes for a nonzero multiple of ten, without
+    the Decimal: `#2E+2`, `#-1.23E+3`; None past the 28 digits normalize rounds to."""
+    digits = str(abs(value))
+    significant = digits.rstrip("0")
+    if len(significant) > 28:
+        return None
+    point = "." if len(significant) > 1 else ""
+    sign = "-" if value < 0 else ""
+    return f"#{sign}{significant[0]}{point}{significant[1:]}E+{len(digits) - 1}"
+
+
 def scalar_term(value: Any) -> str:
     """A scalar as an index term: numbers by value (1, 1.0 and 1e0 alike), types apart."""
-    if type(value) is int and value % 10:
-        return f"#{value}"  # what Decimal(value).normalize() writes, without the Decimal
+    if type(value) is int and value:
+        if value % 10:
+            return f"#{value}"  # what Decimal(value).normalize() writes, without the Decimal
+        term = _whole_tens_term(value)
+        if term is not None:
+            return term
     number = _number(value)
     if number is not None:
         return "0" if number == 0 else f"#{number.normalize()}"
