@@ -19,7 +19,7 @@ from logkeep.db.database import Database
 from logkeep.db.partitions import ensure_partitions
 from logkeep.db.repositories import LogRepository
 from logkeep.domain.alert_rules import GroupBy
-from logkeep.domain.bloom import filter_one_by_one
+from logkeep.domain.bloom import filter_one_by_one, term_hashes
 from logkeep.domain.chunks import decode_chunk, index_terms
 from logkeep.domain.search import parse_search
 from logkeep.domain.timerange import TimeRange, parse_duration
@@ -138,7 +138,7 @@ async def test_chunks_with_filters_of_the_first_version_are_still_found(
             first = filter_one_by_one(terms, len(row["bloom"]) * 8, version=1)
             assert first != row["bloom"]
             await conn.execute(
-                "UPDATE log_chunks SET bloom = $1, filter_version = 1"
+                "UPDATE log_chunks SET bloom = $1, term_filter = NULL"
                 " WHERE source_id = $2 AND min_ts = $3 AND id = $4",
                 first,
                 row["source_id"],
@@ -156,6 +156,39 @@ async def test_chunks_with_filters_of_the_first_version_are_still_found(
         assert (message in await found([("q", q)])) is expected, (message, q)
     assert await found([("metadata.n", "3")]) == {messages[3]}
     assert await found([("metadata.n", "3"), ("q", "zebra42")]) == set()
+
+
+async def test_a_process_of_the_first_filter_version_reads_every_new_chunk(
+    db: Database, log_repo: LogRepository, day_partitions: datetime
+) -> None:
+    """During a rolling upgrade, processes of the earlier version probe `bloom` with
+    blake2b hashes: new chunks pass every such probe, so those processes read and check
+    them (slower, never wrong), while the new filter rules chunks out."""
+    now = day_partitions
+    await log_repo.save_many(
+        {"source_id": 1, "message": f"event {n}", "timestamp": now - timedelta(hours=2, seconds=n)}
+        for n in range(50)
+    )
+    await compact_all(db)
+    strangers = [f"zebra{n}never" for n in range(20)]
+    held = "SELECT count(*) FROM log_chunks c WHERE c.term_filter IS NOT NULL AND {}"
+    async with db.pool.acquire() as conn:
+        chunks = await conn.fetchval(held.format("true"))
+        for version, column in ((1, "c.bloom"), (2, "c.term_filter")):
+            pairs = [term_hashes(t, version) for t in strangers]
+            found = [
+                await conn.fetchval(
+                    held.format(f"log_chunk_may_hold({column}, $1::bigint[], $2::bigint[])"),
+                    [h1],
+                    [h2],
+                )
+                for h1, h2 in pairs
+            ]
+            if version == 1:
+                assert found == [chunks] * len(strangers)
+            else:  # under 1 % false positives
+                assert sum(found) <= len(strangers) * chunks * 0.05
+    assert chunks > 0
 
 
 async def seed_varied(log_repo: LogRepository, now: datetime, count: int = 1500) -> None:

@@ -35,7 +35,7 @@ from logkeep import metrics
 from logkeep.db.tiers import TIERS_LOCK_KEY
 from logkeep.db.types import Conn
 from logkeep.domain import exactjson
-from logkeep.domain.bloom import FILTER_VERSION
+from logkeep.domain.bloom import EVERY_TERM
 from logkeep.domain.chunks import (
     CHUNK_EVENTS,
     LEVELS,
@@ -116,7 +116,7 @@ ORDER BY c.max_ts DESC LIMIT 1
 DELETE_CHUNK = "DELETE FROM log_chunks WHERE source_id = $1 AND min_ts = $2 AND id = $3"
 INSERT_CHUNK = """
 INSERT INTO log_chunks (source_id, min_ts, max_ts, events, level_mask, level_counts,
-                        raw_bytes, bloom, filter_version, payload)
+                        raw_bytes, bloom, term_filter, payload)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 """
 
@@ -204,8 +204,8 @@ async def _insert(conn: Conn, chunk: EncodedChunk) -> None:
         mask,
         chunk.level_counts,
         chunk.plain_bytes,
+        EVERY_TERM,  # what processes of the earlier filter version probe (migration 0007)
         chunk.bloom,
-        FILTER_VERSION,  # encode_columns writes the current version only
         chunk.payload,
     )
 

@@ -340,7 +340,7 @@ CREATE TABLE log_chunks (
     bloom bytea NOT NULL,
     payload bytea NOT NULL,
     compacted_at timestamp with time zone NOT NULL DEFAULT now(),
-    filter_version smallint NOT NULL,
+    term_filter bytea,
     CONSTRAINT log_chunks_check CHECK ((max_ts >= min_ts)),
     CONSTRAINT log_chunks_events_check CHECK ((events > 0)),
     CONSTRAINT log_chunks_pkey PRIMARY KEY (source_id, min_ts, id)

@@ -160,7 +160,8 @@ GROUP BY s.name ORDER BY s.name
 """
 CHUNKS_BY_SOURCE = """
 SELECT s.name AS source, sum(c.events)::bigint AS events, count(*)::bigint AS chunks,
-       sum(octet_length(c.payload) + octet_length(c.bloom) + 80)::bigint AS bytes
+       sum(octet_length(c.payload) + octet_length(c.bloom)
+           + coalesce(octet_length(c.term_filter), 0) + 80)::bigint AS bytes
 FROM log_chunks c JOIN log_sources s ON s.id = c.source_id
 GROUP BY s.name ORDER BY s.name
 """

@@ -270,13 +270,13 @@ LIMIT {limit}
 """
 
 
-# Each chunk is probed with the hashes of its own filter version (domain/bloom.py); a
-# version this code does not know is read and checked.
+# Each chunk is probed with the hashes of its own filter version (domain/bloom.py):
+# version 1 in `bloom` for chunks written before migration 0007, version 2 in
+# `term_filter` since.
 BLOOM = (
-    "CASE c.filter_version"
-    " WHEN 1 THEN log_chunk_may_hold(c.bloom, {}::bigint[], {}::bigint[])"
-    " WHEN 2 THEN log_chunk_may_hold(c.bloom, {}::bigint[], {}::bigint[])"
-    " ELSE true END"
+    "CASE WHEN c.term_filter IS NULL"
+    " THEN log_chunk_may_hold(c.bloom, {}::bigint[], {}::bigint[])"
+    " ELSE log_chunk_may_hold(c.term_filter, {}::bigint[], {}::bigint[]) END"
 )
 
 

@@ -3,11 +3,13 @@ reading the chunk (`log_chunk_may_hold` in the schema). Pure, no I/O.
 
 A term's two 31-bit hashes h1, h2 give its BLOOM_HASHES probes h1 + i*h2 (i = 0..3)
 modulo the filter's bits, a power of two; bit n is bit n % 8 of byte n // 8, as get_bit
-numbers them. A chunk's `filter_version` says how its terms were hashed:
+numbers them. Two versions hash terms differently:
 
-1. blake2b of the term's UTF-8, 8 bytes read as two little-endian 32-bit halves (chunks
-   written before migration 0007). Searches still send these hashes for such chunks.
-2. (written now) a polynomial of the term's UTF-8 bytes, sum of b[j] * K**j modulo 2**64,
+1. blake2b of the term's UTF-8, 8 bytes read as two little-endian 32-bit halves: the
+   filters of chunks written before migration 0007, in `log_chunks.bloom`. Searches
+   still send these hashes for such chunks.
+2. (written now, in `log_chunks.term_filter`; such chunks' `bloom` is EVERY_TERM) a
+   polynomial of the term's UTF-8 bytes, sum of b[j] * K**j modulo 2**64,
    xor its length in bytes, through MurmurHash3's 64-bit finaliser; h1 is its low 31
    bits, h2 bits 32 to 62 with the lowest bit set. Compaction computes it for every word
    of a chunk at once with numpy, from prefix sums of the bytes times K**j, without a
@@ -32,6 +34,10 @@ FILTER_VERSION = 2
 BLOOM_BITS_PER_TERM = 12
 BLOOM_HASHES = 4
 BLOOM_MIN_BITS = 256
+
+# A version 1 filter that every probe passes: a process of the earlier version reads and
+# checks a chunk that has it instead of skipping the chunk.
+EVERY_TERM = b"\xff" * (BLOOM_MIN_BITS // 8)
 
 Hashes = npt.NDArray[np.uint64]
 
