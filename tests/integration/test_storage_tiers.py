@@ -131,12 +131,14 @@ async def test_chunks_with_filters_of_the_first_version_are_still_found(
     )
     assert await compact_all(db) >= len(messages)
     async with db.pool.acquire() as conn:
-        rows = await conn.fetch("SELECT id, source_id, min_ts, bloom, payload FROM log_chunks")
+        rows = await conn.fetch(
+            "SELECT id, source_id, min_ts, term_filter, payload FROM log_chunks"
+        )
         for row in rows:
             chunk = decode_chunk(row["source_id"], row["payload"])
             terms = index_terms(chunk.messages, chunk.metadata)
-            first = filter_one_by_one(terms, len(row["bloom"]) * 8, version=1)
-            assert first != row["bloom"]
+            first = filter_one_by_one(terms, len(row["term_filter"]) * 8, version=1)
+            assert first != row["term_filter"]
             await conn.execute(
                 "UPDATE log_chunks SET bloom = $1, term_filter = NULL"
                 " WHERE source_id = $2 AND min_ts = $3 AND id = $4",

@@ -105,9 +105,9 @@ def test_the_bloom_filter_holds_every_index_term_and_few_others() -> None:
     encoded = encode_chunk(given)
     terms = index_terms([e.message for e in given], (e.metadata for e in given))
     assert {"zeitüberschreitung", "status=#503", "status=$503", "host=$web-1"} <= terms
-    assert all(may_hold(encoded.bloom, t) for t in terms)
+    assert all(may_hold(encoded.term_filter, t) for t in terms)
     strangers = [f"never-{n}" for n in range(2000)]
-    assert sum(may_hold(encoded.bloom, t) for t in strangers) < 2000 * 0.03
+    assert sum(may_hold(encoded.term_filter, t) for t in strangers) < 2000 * 0.03
 
 
 @pytest.mark.parametrize("count", [1, 300, 1000])
@@ -117,9 +117,9 @@ def test_the_bloom_filter_is_the_one_its_terms_probe_one_by_one(count: int) -> N
     terms = index_terms([e.message for e in given], (e.metadata for e in given))
     # Sized for an estimate of the distinct terms, within 2 % of their number.
     assert abs(encoded.terms - len(terms)) <= 2 + len(terms) // 50
-    bits = len(encoded.bloom) * 8
+    bits = len(encoded.term_filter) * 8
     assert bits == BLOOM_MIN_BITS or bits // 2 < encoded.terms * BLOOM_BITS_PER_TERM <= bits
-    assert encoded.bloom == filter_one_by_one(terms, bits)
+    assert encoded.term_filter == filter_one_by_one(terms, bits)
 
 
 def test_a_filter_of_the_first_version_is_still_probed_with_its_own_hashes() -> None:

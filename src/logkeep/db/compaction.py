@@ -205,7 +205,7 @@ async def _insert(conn: Conn, chunk: EncodedChunk) -> None:
         chunk.level_counts,
         chunk.plain_bytes,
         EVERY_TERM,  # what processes of the earlier filter version probe (migration 0007)
-        chunk.bloom,
+        chunk.term_filter,
         chunk.payload,
     )
 

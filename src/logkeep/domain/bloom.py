@@ -13,8 +13,9 @@ numbers them. Two versions hash terms differently:
    xor its length in bytes, through MurmurHash3's 64-bit finaliser; h1 is its low 31
    bits, h2 bits 32 to 62 with the lowest bit set. Compaction computes it for every word
    of a chunk at once with numpy, from prefix sums of the bytes times K**j, without a
-   Python object per word: 1.3 us an event against 4.3 for splitting the words into a
-   set and hashing each with blake2b (docs/storage.md).
+   Python object per word (docs/storage.md, "What compaction costs"). Some long words
+   collide (polynomial hashes modulo 2**64 do, for Thue-Morse strings): in a filter that
+   only costs a false positive; do not use it to tell terms apart.
 """
 
 from __future__ import annotations
@@ -115,11 +116,15 @@ _inverses = _geometric(_INVERSE, 1)
 
 
 def _tables(length: int) -> tuple[Hashes, Hashes]:
+    """K**j and K**-j for j < length at least (the tables of the longest piece yet: up to
+    8 MB each after a message that is one word of 1 MB)."""
     global _powers, _inverses
-    if len(_powers) < length:
-        size = max(length, 2 * len(_powers), 2 * _PIECE)
-        _powers, _inverses = _geometric(_MULTIPLIER, size), _geometric(_INVERSE, size)
-    return _powers, _inverses
+    powers, inverses = _powers, _inverses
+    if len(powers) < length:
+        size = max(length, 2 * len(powers), 2 * _PIECE)
+        powers, inverses = _geometric(_MULTIPLIER, size), _geometric(_INVERSE, size)
+        _powers, _inverses = powers, inverses
+    return powers, inverses
 
 
 def _finalise(values: Hashes) -> Hashes:
@@ -157,6 +162,7 @@ def hashes_of_terms(joined: bytes, separator: int) -> Hashes:
     data = np.frombuffer(joined, np.uint8)
     found: list[Hashes] = []
     held = 0
+    limit = _DEDUPLICATE_PAST
     start = 0
     while start < len(joined):
         stop = start + _PIECE
@@ -165,9 +171,10 @@ def hashes_of_terms(joined: bytes, separator: int) -> Hashes:
             stop = len(joined) if cut < 0 else cut
         found.append(_hash_piece(data[start:stop], separator))
         held += len(found[-1])
-        if held > _DEDUPLICATE_PAST:
+        if held > limit:
             found = [np.unique(np.concatenate(found))]
             held = len(found[0])
+            limit = max(limit, 2 * held)  # many distinct terms: not again at every piece
         start = stop
     return np.concatenate(found) if found else np.zeros(0, np.uint64)
 
@@ -180,7 +187,7 @@ def hashes_of_each(terms: list[bytes]) -> Hashes:
 def _distinct_terms(h1: npt.NDArray[np.int64], hashes: Hashes) -> int:
     """How many distinct terms `hashes` holds (they repeat: a word per occurrence), by
     linear counting: from the share of a bitmap of 4 to 8 bits per hash left unset.
-    An estimate within about 1 %; it only sizes the filter."""
+    An estimate within a few percent; it only sizes the filter."""
     size = min(1 << max(8, (4 * len(h1)).bit_length()), _LINEAR_COUNTING_MAX_BITS)
     seen = np.zeros(size, np.bool_)
     seen[h1 & (size - 1)] = True

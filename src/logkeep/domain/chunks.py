@@ -93,12 +93,12 @@ class EncodedChunk:
     max_ts: datetime
     level_counts: list[int]  # per LEVELS
     payload: bytes
-    bloom: bytes
+    term_filter: bytes  # its Bloom filter, version 2 (domain/bloom.py)
     terms: int
     plain_bytes: int  # the columns before compression
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # __eq__ below: numpy arrays compare elementwise
 class EventColumns:
     """Events of one source as the columns a chunk holds: what compaction reads from the
     hot tier and encodes without building an object per event (ids and instants as
@@ -146,8 +146,6 @@ class EventColumns:
             and (self.levels, self.messages, self.metadata)
             == (other.levels, other.messages, other.metadata)
         )
-
-    __hash__ = None  # type: ignore[assignment]  # mutable columns
 
     def part(self, start: int, stop: int | None = None) -> EventColumns:
         return EventColumns(
@@ -302,7 +300,9 @@ def encode_columns(columns: EventColumns) -> EncodedChunk:
     ]
     body = b"".join(struct.pack("<I", len(s)) + s for s in sections)
     payload = bytes([FORMAT_VERSION]) + bytes(cramjam.zstd.compress(body, level=ZSTD_LEVEL))
-    bloom, terms = filter_of(np.concatenate([_word_hashes(messages), _metadata_hashes(metadata)]))
+    term_filter, terms = filter_of(
+        np.concatenate([_word_hashes(messages), _metadata_hashes(metadata)])
+    )
     counts = [level_codes.count(code) for code in range(len(LEVELS))]
     if sum(counts) != count:
         raise ValueError("a level code is not one of LEVELS")
@@ -313,7 +313,7 @@ def encode_columns(columns: EventColumns) -> EncodedChunk:
         max_ts=from_micros(int(columns.timestamps[-1])),
         level_counts=counts,
         payload=payload,
-        bloom=bloom,
+        term_filter=term_filter,
         terms=terms,
         plain_bytes=len(body),
     )

@@ -6,3 +6,5 @@
 -- before keep their version 1 filter in `bloom` and NULL here; searches send the hashes
 -- of both versions.
 ALTER TABLE log_chunks ADD COLUMN term_filter bytea;
+-- Bits do not compress: stored out of line as they are, like `bloom` (0006).
+ALTER TABLE log_chunks ALTER COLUMN term_filter SET STORAGE EXTERNAL;
