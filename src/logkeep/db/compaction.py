@@ -25,7 +25,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 import numpy as np
@@ -167,14 +166,6 @@ def _int64s(sent: bytes, offset: int = 0) -> Int64s:
     return values + offset
 
 
-def _metadata_objects(joined: bytes) -> list[dict[str, Any]]:
-    """The metadata objects (their texts joined by commas) parsed as the pool's jsonb
-    codec parses them (exactjson): in one orjson call, which reads every number exactly
-    nearly always."""
-    objects: list[dict[str, Any]] = exactjson.loads(b"[" + joined + b"]")
-    return objects
-
-
 def _batch_columns(source_id: int, row: asyncpg.Record) -> EventColumns:
     levels = row["levels"].encode("ascii").translate(_LEVEL_OF_INITIAL)
     if 0xFF in levels:
@@ -186,7 +177,8 @@ def _batch_columns(source_id: int, row: asyncpg.Record) -> EventColumns:
         _int64s(row["ingested"], _PG_EPOCH_US),
         levels,
         row["messages"].split(b"\x00"),
-        _metadata_objects(row["metadata"]),
+        # Parsed as the pool's jsonb codec parses them (exactjson), in one call.
+        exactjson.loads(b"[" + row["metadata"] + b"]"),
     )
     if len({len(levels), len(columns.ids), len(columns.metadata), len(columns.messages)}) != 1:
         raise RuntimeError("a slice's columns disagree in length")

@@ -23,13 +23,12 @@ the filter for every word and metadata value it needs; PostgreSQL tests the bits
 from __future__ import annotations
 
 import struct
-from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from itertools import accumulate, chain
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -196,10 +195,14 @@ def _deltas(values: Int64s) -> bytes:
     return np.diff(values, prepend=np.int64(0)).tobytes()
 
 
-def _undeltas(data: bytes) -> list[int]:
-    deltas = array("q")
-    deltas.frombytes(data)
-    return list(accumulate(deltas))
+def _undeltas(data: bytes) -> Int64s:
+    # Modulo 2**64 like _deltas, so every int64 column comes back as it was.
+    return np.cumsum(np.frombuffer(data, np.int64))
+
+
+def _undelta_list(data: bytes) -> list[int]:
+    values: list[int] = _undeltas(data).tolist()
+    return values
 
 
 def _jsonb_key_order(key: str) -> tuple[int, bytes]:
@@ -258,26 +261,13 @@ def _word_hashes(messages: bytes) -> Hashes:
 
 
 def _metadata_hashes(columns: list[tuple[str, list[int] | None, list[Any]]]) -> Hashes:
-    """The hash of every metadata term (matching.column_terms), repeats kept."""
-    texts: list[str] = []
-    terms = 0
-    for key, _, values in columns:
-        if set(map(type, values)) == {str}:  # `key=$value` for every distinct value
-            distinct = set(values)
-            texts.append(f"{key}=$" + f"\x00{key}=$".join(distinct))
-            terms += len(distinct)
-        else:
-            found = column_terms(key, values)
-            texts += found
-            terms += len(found)
-    if not terms:
-        return hashes_of_each([])
-    text = "\x00".join(texts)
-    if text.count("\x00") == terms - 1:  # one pass over them all, NUL between
+    """The hash of every metadata term (matching.column_terms)."""
+    terms = [term for key, _, values in columns for term in column_terms(key, values)]
+    text = "\x00".join(terms)
+    if text.count("\x00") == len(terms) - 1:  # one pass over them all, NUL between
         return hashes_of_terms(text.encode("utf-8", "surrogatepass"), 0)
-    # some term holds a NUL (not from jsonb, which refuses it)
-    found_terms = set().union(*(column_terms(key, values) for key, _, values in columns))
-    return hashes_of_each([t.encode("utf-8", "surrogatepass") for t in found_terms])
+    # no term, or a term holding a NUL (not from jsonb, which refuses it)
+    return hashes_of_each([term.encode("utf-8", "surrogatepass") for term in terms])
 
 
 def encode_columns(columns: EventColumns) -> EncodedChunk:
@@ -341,16 +331,16 @@ class DecodedChunk:
 
     @cached_property
     def ids(self) -> list[int]:
-        return _undeltas(self._sections[0])
+        return _undelta_list(self._sections[0])
 
     @cached_property
     def timestamps(self) -> list[int]:
         """Microseconds since the epoch."""
-        return _undeltas(self._sections[1])
+        return _undelta_list(self._sections[1])
 
     @cached_property
     def ingested(self) -> list[int]:
-        return _undeltas(self._sections[2])
+        return _undelta_list(self._sections[2])
 
     @cached_property
     def levels(self) -> list[str]:
@@ -437,9 +427,9 @@ class DecodedChunk:
     def columns(self) -> EventColumns:
         return EventColumns(
             self.source_id,
-            np.cumsum(np.frombuffer(self._sections[0], np.int64)),
-            np.cumsum(np.frombuffer(self._sections[1], np.int64)),
-            np.cumsum(np.frombuffer(self._sections[2], np.int64)),
+            _undeltas(self._sections[0]),
+            _undeltas(self._sections[1]),
+            _undeltas(self._sections[2]),
             self._sections[3],
             self._sections[4].split(b"\x00"),
             self.metadata,
