@@ -26,7 +26,7 @@ from logkeep.cache.topology import judge_shard_spread, servers_info, shard_place
 from logkeep.config import MIN_PROD_SECRET_LENGTH, PLACEHOLDER_SECRETS, Environment, Settings
 from logkeep.db import migrate
 from logkeep.db.compaction import CompactionStatus, compaction_status
-from logkeep.db.database import describe_pg_target, describe_redis_target
+from logkeep.db.database import describe_pg_target, describe_redis_target, session_settings
 from logkeep.db.partitions import existing_partition_days
 from logkeep.db.queries import q
 from logkeep.instance import running_instance
@@ -234,6 +234,7 @@ async def postgres_checks(settings: Settings, today: date) -> list[Check]:
             settings.database_url,
             timeout=min(CONNECT_TIMEOUT_S, settings.connect_deadline_s),
             command_timeout=QUERY_TIMEOUT_S,
+            server_settings=session_settings(settings),
         )
     except (
         OSError,

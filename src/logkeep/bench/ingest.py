@@ -43,7 +43,7 @@ from logkeep.bench.wire import Wire
 from logkeep.cache.keys import Keys
 from logkeep.cache.replies import as_text
 from logkeep.config import Settings
-from logkeep.db.database import _init_connection
+from logkeep.db.database import _init_connection, session_settings
 from logkeep.db.migrate import migrate
 from logkeep.db.partitions import ensure_partitions
 from logkeep.db.seed import seed_sources
@@ -573,12 +573,12 @@ async def make_row_store(database_url: str) -> None:
         await conn.close()
 
 
-async def compaction_cost(database_url: str) -> tuple[int, float]:
+async def compaction_cost(settings: Settings, database_url: str) -> tuple[int, float]:
     """Compact everything the run stored: (events, CPU seconds of this process and its
-    PostgreSQL backend)."""
+    PostgreSQL backend), on a session set up as logkeep's own are."""
     from logkeep.db.compaction import compact
 
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(database_url, server_settings=session_settings(settings))
     try:
         pid = await conn.fetchval("SELECT pg_backend_pid()")
         before = time.process_time() + cpu_seconds(pid)
@@ -693,7 +693,7 @@ async def run(settings: Settings, rows: int) -> str:
             )
             total = sum(run_cpu.values()) / max(1, events) * 1e6
             console.print(f"    CPU us/event, {label}: {parts}; all {total:.1f}")
-        compacted, compaction_cpu = await compaction_cost(url[e2e_db])
+        compacted, compaction_cpu = await compaction_cost(settings, url[e2e_db])
         per_event_us = compaction_cpu / max(1, compacted) * 1e6
         console.print(
             f"    compaction of those {compacted:,} events: {per_event_us:.1f} us CPU/event "

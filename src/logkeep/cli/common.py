@@ -17,7 +17,7 @@ from rich.console import Console
 from logkeep.client import LogkeepClient
 from logkeep.config import Settings, SettingsError
 from logkeep.db import migrate as migrations
-from logkeep.db.database import StoreUnavailable, describe_pg_target
+from logkeep.db.database import StoreUnavailable, describe_pg_target, session_settings
 from logkeep.db.types import Conn
 from logkeep.embedded import EmbeddedError, EmbeddedStack
 from logkeep.instance import with_running_instance
@@ -85,7 +85,9 @@ async def connect(settings: Settings) -> asyncpg.Connection:
     assert settings.database_url is not None
     try:
         conn: asyncpg.Connection = await asyncpg.connect(
-            settings.database_url, timeout=settings.connect_deadline_s
+            settings.database_url,
+            timeout=settings.connect_deadline_s,
+            server_settings=session_settings(settings),
         )
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise StoreUnavailable(
