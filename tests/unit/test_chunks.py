@@ -207,6 +207,10 @@ _SCALARS = (
     values=st.lists(_SCALARS, min_size=1, max_size=8)
     | st.lists(st.integers(-1000, 1000), min_size=1)
     | st.lists(st.floats(-1e6, 1e6).map(lambda f: round(f, 1)), min_size=1)
+    # durations written as 12 and 12.5 in one column; 1 and True and 1.0 (one set entry)
+    | st.lists(st.integers(-1000, 1000) | st.sampled_from([20.0, 0.5, -3.25]), min_size=1)
+    | st.lists(st.sampled_from([1, True, 1.0, 0, False, 0.0]), min_size=1)
+    | st.lists(st.sampled_from([{"a": 1}, [1, "x"], "x", 3]), min_size=1)
 )
 def test_a_columns_terms_are_its_values_terms(values: list[Any]) -> None:
     expected: set[str] = set()

@@ -69,6 +69,29 @@ def test_numbers_are_read_and_written_exactly(
     assert Decimal(exactjson.dumps(read["n"]).decode()) == Decimal(text)
 
 
+def test_texts_joined_by_nul_are_each_read_as_loads_reads_them() -> None:
+    """Compaction's one call for a batch: every exact number of the table, a hex id that
+    looks like a number out of range, and what orjson refuses, among plain texts."""
+    texts = [b'{"a": 1, "s": "x"}']
+    texts += [f'{{"n": {text}, "pad": {i}}}'.encode() for i, (text, _, _) in enumerate(EXACT)]
+    texts += [b'{"trace_id": "b0319866628211970e5582c3b0a55c3"}', b"{}", b'{"n": 1e999}']
+    texts += [b'{"b": [1, {"c": 2.5}]}']
+    read = exactjson.loads_joined(b"\x00".join(texts))
+    expected = [exactjson.loads(text) for text in texts]
+    assert read == expected
+    assert [list(map(type, r.values())) for r in read] == [
+        list(map(type, e.values())) for e in expected
+    ]
+    clean = [b'{"a": %d}' % i for i in range(5)]
+    assert exactjson.loads_joined(b"\x00".join(clean)) == [{"a": i} for i in range(5)]
+
+
+@given(st.lists(st.sampled_from(["1", "0.12345678901234567", "1e30", '"1970e5582"', "[]"])))
+def test_joined_texts_in_any_mix_read_as_one_by_one(values: list[str]) -> None:
+    texts = [f'{{"v": {value}}}'.encode() for value in values] or [b"{}"]
+    assert exactjson.loads_joined(b"\x00".join(texts)) == [exactjson.loads(t) for t in texts]
+
+
 @pytest.mark.parametrize(("text", "reason"), REFUSED)
 def test_numbers_beyond_a_double_and_nan_are_read_to_be_refused_by_name(
     text: str, reason: str

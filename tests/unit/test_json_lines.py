@@ -122,10 +122,17 @@ def test_inexact_numbers_in_order_and_nothing_for_exact_ones() -> None:
         body.index(b"1234"),
     ]  # 2**53 + 1 is an integer orjson holds
     assert list(exactjson.inexact_numbers(b'{"ts": 1700000000.1234567, "e": 1e-300}')) == []
-    # Text that looks like such a number may be pointed at: it is then only read exactly.
-    lookalike = b'{"x": "1e-999"}'
-    assert list(exactjson.inexact_numbers(lookalike)) == [7]
-    assert read(lookalike) == [(1, {"x": "1e-999"})]
+    # Text in a string that looks like such a number is not pointed at where a number
+    # cannot start (after a quote or a letter: hex ids), and may be elsewhere: it is then
+    # only read exactly.
+    for text in (b'{"x": "1e-999"}', b'{"trace": "b0319866628211970e5582c3b0a55c3"}'):
+        assert list(exactjson.inexact_numbers(text)) == []
+    lookalike = b'{"x": "a, 1e-999"}'
+    assert list(exactjson.inexact_numbers(lookalike)) == [10]
+    assert read(lookalike) == [(1, {"x": "a, 1e-999"})]
+    # Where a number can start: after [ , : (spaces and tabs aside), a line's start.
+    for text in (b"[1,\t12345678901234567890123]", b"1\n\n-1e-400", b"\xef\xbb\xbf1e-400"):
+        assert list(exactjson.inexact_numbers(text)), text
 
 
 def test_many_long_mantissas_before_exponents_are_found() -> None:

@@ -76,8 +76,8 @@ LIMIT 1
 """
 # The next rows of a slice after a (timestamp, id), in order, as one row of columns:
 # ids and instants as PostgreSQL's binary send format (big-endian 64-bit, instants in
-# microseconds since 2000), levels as their initials, messages as their UTF-8 joined by
-# NUL (which text cannot hold) and metadata as its text joined by commas, both as bytea.
+# microseconds since 2000), levels as their initials, and messages and metadata texts as
+# their UTF-8 joined by NUL (which neither text nor jsonb's text can hold), as bytea.
 # asyncpg builds no Record, datetime or string per event (10 us less CPU an event,
 # logkeep and PostgreSQL, than fetching the rows; text arrays cost 0.45 us more than
 # the joined bytes, on bench storage's events).
@@ -90,7 +90,7 @@ SELECT count(*) AS events,
        string_agg(timestamptz_send(s.ingested_at), '') AS ingested,
        string_agg(left(s.level::text, 1), '') AS levels,
        string_agg(textsend(s.message), '\\x00'::bytea) AS messages,
-       string_agg(textsend(s.metadata::text), '\\x2c'::bytea) AS metadata
+       string_agg(textsend(s.metadata::text), '\\x00'::bytea) AS metadata
 FROM (
     SELECT le.id, le."timestamp", le.level, le.message, le.metadata, le.ingested_at
     FROM log_entries le
@@ -177,8 +177,8 @@ def _batch_columns(source_id: int, row: asyncpg.Record) -> EventColumns:
         _int64s(row["ingested"], _PG_EPOCH_US),
         levels,
         row["messages"].split(b"\x00"),
-        # Parsed as the pool's jsonb codec parses them (exactjson), in one call.
-        exactjson.loads(b"[" + row["metadata"] + b"]"),
+        # Parsed as the pool's jsonb codec parses them (exactjson), in one orjson call.
+        exactjson.loads_joined(row["metadata"]),
     )
     if len({len(levels), len(columns.ids), len(columns.metadata), len(columns.messages)}) != 1:
         raise RuntimeError("a slice's columns disagree in length")

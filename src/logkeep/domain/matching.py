@@ -226,12 +226,13 @@ def column_terms(key: str, values: Sequence[Any]) -> set[str]:
             prefix + str(value) if value % 10 else f"{key}={scalar_term(value)}"
             for value in set(values)
         }
-    if kinds == {float}:  # durations: nearly all fractional, so not indexed (a float that
-        # `indexed` takes is whole; is_integer says so without building a Decimal)
+    if kinds <= {int, float}:  # durations (12 and 12.5 in one column too): fractional
+        # floats are not indexed, and a float that `indexed` takes is whole (is_integer
+        # says so without a Decimal); a set keeps one of 1 and 1.0, whose term is one
         return {
             f"{key}={scalar_term(value)}"
             for value in set(values)
-            if value.is_integer() and indexed(value)
+            if type(value) is int or (value.is_integer() and indexed(value))
         }
     terms: set[str] = set()
     for value in values:
