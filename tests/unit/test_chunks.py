@@ -13,17 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logkeep.domain import bloom, exactjson
+from logkeep.domain import bloom_build, exactjson
 from logkeep.domain.bloom import (
     BLOOM_BITS_PER_TERM,
     BLOOM_MIN_BITS,
-    filter_of,
     filter_one_by_one,
     hashes_of_each,
-    hashes_of_terms,
     may_hold,
     term_hashes,
 )
+from logkeep.domain.bloom_build import filter_of_terms
 from logkeep.domain.chunks import (
     ChunkEvent,
     CorruptChunk,
@@ -132,39 +131,54 @@ def test_a_filter_of_the_first_version_is_still_probed_with_its_own_hashes() -> 
         term_hashes("zebra42", 3)
 
 
-def hash_each(terms: list[bytes]) -> list[int]:
-    return [int(h) for h in hashes_of_each(terms)]
-
-
 @settings(max_examples=300, deadline=None)
-@given(terms=st.lists(st.binary(min_size=1, max_size=40).filter(lambda b: 0x20 not in b)))
-def test_hashing_every_term_at_once_is_hashing_each(terms: list[bytes]) -> None:
-    joined = b"  ".join(terms) + (b" " if terms else b"")
-    assert [int(h) for h in hashes_of_terms(joined, 0x20)] == hash_each(terms)
-
-
-def test_terms_are_hashed_alike_across_pieces_and_past_any_table(
-    monkeypatch: pytest.MonkeyPatch,
+@given(
+    terms=st.lists(st.binary(min_size=1, max_size=40).filter(lambda b: 0x20 not in b)),
+    separators=st.integers(1, 3),
+)
+def test_the_compiled_loop_hashes_every_term_as_python_hashes_each(
+    terms: list[bytes], separators: int
 ) -> None:
-    monkeypatch.setattr(bloom, "_PIECE", 64)  # cut into pieces of about 64 bytes
+    gap = b" " * separators
+    joined = gap + gap.join(terms) + (gap if terms else b"")  # runs of separators too
+    encoded, estimate = filter_of_terms([(joined, 0x20)])
+    assert encoded == filter_of_terms([], hashes_of_each(terms))[0]
+    assert abs(estimate - len(set(terms))) <= 2 + len(set(terms)) // 20
+    text = [term.decode("utf-8", "surrogateescape") for term in terms]
+    if all(t.encode("utf-8", "surrogatepass") == term for t, term in zip(text, terms, strict=True)):
+        assert encoded == filter_one_by_one(text, len(encoded) * 8)
+
+
+@pytest.fixture(params=["hashed once", "hashed for each pass"])
+def hashing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ways of filter_of_terms: texts over _HASHED_MAX_TERMS are hashed twice."""
+    if request.param == "hashed for each pass":
+        monkeypatch.setattr(bloom_build, "_HASHED_MAX_TERMS", 10)
+
+
+@pytest.mark.usefixtures("hashing")
+def test_long_terms_texts_and_hashes_go_into_one_filter() -> None:
     terms = [bytes([97 + n % 26]) * (n % 90 + 1) for n in range(300)]
-    terms += [b"z" * 5000]  # one term far longer than a piece: the tables grow
-    joined = b"\x00".join(terms)
-    assert [int(h) for h in hashes_of_terms(joined, 0)] == hash_each(terms)
-    monkeypatch.setattr(bloom, "_DEDUPLICATE_PAST", 100)  # repeats dropped on the way
-    kept = [int(h) for h in hashes_of_terms((joined + b"\x00") * 3, 0)]
-    assert set(kept) == set(hash_each(terms))
-    assert len(kept) < 2 * len(terms)
+    terms += [b"z" * 5000, "ünïcode €".encode()]  # far longer than any other; not ASCII
+    words = [b"one", b"two"]
+    with_nul = [b"a\x00b"]  # a term holding the NUL separator: hashed one by one
+    encoded, estimate = filter_of_terms(
+        [(b"\x00".join(terms) + b"\x00", 0), (b" ".join(words), 0x20)], hashes_of_each(with_nul)
+    )
+    expected = {t.decode() for t in terms + words} | {"a\x00b"}
+    assert abs(estimate - len(expected)) <= 8
+    assert encoded == filter_one_by_one(expected, len(encoded) * 8)
 
 
+@pytest.mark.usefixtures("hashing")
 def test_a_filter_counts_distinct_terms_not_their_repeats() -> None:
     terms = [f"t{n}".encode() for n in range(5000)]
-    repeated = hashes_of_terms(b" ".join(terms * 7), 0x20)
-    assert len(repeated) == 35000
-    encoded, estimate = filter_of(repeated)
+    encoded, estimate = filter_of_terms([(b" ".join(terms * 7), 0x20)])
     assert abs(estimate - 5000) < 100
     assert encoded == filter_one_by_one({t.decode() for t in terms}, len(encoded) * 8)
-    assert filter_of(hashes_of_terms(b"", 0x20)) == (bytes(BLOOM_MIN_BITS // 8), 0)
+    empty = (bytes(BLOOM_MIN_BITS // 8), 0)
+    assert filter_of_terms([(b"", 0x20), (b"   ", 0x20)]) == empty
+    assert filter_of_terms([]) == empty
 
 
 def test_chunks_encode_the_same_from_columns_and_from_events() -> None:

@@ -23,8 +23,9 @@ the filter for every word and metadata value it needs; PostgreSQL tests the bits
 from __future__ import annotations
 
 import struct
+import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -38,7 +39,7 @@ import numpy.typing as npt
 import orjson
 
 from logkeep.domain import exactjson
-from logkeep.domain.bloom import Hashes, filter_of, hashes_of_each, hashes_of_terms
+from logkeep.domain.bloom import Hashes, hashes_of_each
 from logkeep.domain.matching import column_terms, metadata_terms, word_set, word_text
 
 CHUNK_EVENTS = 1000
@@ -255,19 +256,38 @@ def encode_chunk(events: Sequence[ChunkEvent], *, ordered: bool = False) -> Enco
     return encode_columns(EventColumns.of_events(events if ordered else sorted(events, key=_key)))
 
 
-def _word_hashes(messages: bytes) -> Hashes:
-    """The hash of every word of the messages (UTF-8)."""
-    return hashes_of_terms(word_text(messages), 0x20)
-
-
-def _metadata_hashes(columns: list[tuple[str, list[int] | None, list[Any]]]) -> Hashes:
-    """The hash of every metadata term (matching.column_terms)."""
+def _metadata_terms(columns: list[tuple[str, list[int] | None, list[Any]]]) -> tuple[bytes, Hashes]:
+    """Every metadata term (matching.column_terms) as UTF-8 joined by NUL; or, when a term
+    holds a NUL (not from jsonb, which refuses it), their hashes one by one."""
     terms = [term for key, _, values in columns for term in column_terms(key, values)]
     text = "\x00".join(terms)
-    if text.count("\x00") == len(terms) - 1:  # one pass over them all, NUL between
-        return hashes_of_terms(text.encode("utf-8", "surrogatepass"), 0)
-    # no term, or a term holding a NUL (not from jsonb, which refuses it)
-    return hashes_of_each([term.encode("utf-8", "surrogatepass") for term in terms])
+    if text.count("\x00") == max(0, len(terms) - 1):
+        return text.encode("utf-8", "surrogatepass"), hashes_of_each([])
+    return b"", hashes_of_each([term.encode("utf-8", "surrogatepass") for term in terms])
+
+
+def _filter_builder() -> Callable[[list[tuple[bytes, int]], Hashes], tuple[bytes, int]]:
+    # numba takes half a second to load: only the processes that write chunks import it.
+    from logkeep.domain.bloom_build import filter_of_terms
+
+    return filter_of_terms
+
+
+def load_filter_builder() -> float:
+    """Load numba and the Bloom filter's compiled loops now, as the first chunk a process
+    writes does; the CPU seconds it took (benchmarks leave it out of per-event costs)."""
+    started = time.process_time()
+    _filter_builder()([(b"warm up", 0x20)], hashes_of_each([]))
+    return time.process_time() - started
+
+
+def _term_filter(
+    messages: bytes, metadata: list[tuple[str, list[int] | None, list[Any]]]
+) -> tuple[bytes, int]:
+    """The Bloom filter of every word of the messages and every metadata term, and how
+    many distinct terms it was sized for."""
+    text, hashes = _metadata_terms(metadata)
+    return _filter_builder()([(word_text(messages), 0x20), (text, 0)], hashes)
 
 
 def encode_columns(columns: EventColumns) -> EncodedChunk:
@@ -290,9 +310,7 @@ def encode_columns(columns: EventColumns) -> EncodedChunk:
     ]
     body = b"".join(struct.pack("<I", len(s)) + s for s in sections)
     payload = bytes([FORMAT_VERSION]) + bytes(cramjam.zstd.compress(body, level=ZSTD_LEVEL))
-    term_filter, terms = filter_of(
-        np.concatenate([_word_hashes(messages), _metadata_hashes(metadata)])
-    )
+    term_filter, terms = _term_filter(messages, metadata)
     counts = [level_codes.count(code) for code in range(len(LEVELS))]
     if sum(counts) != count:
         raise ValueError("a level code is not one of LEVELS")
