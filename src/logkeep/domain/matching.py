@@ -217,23 +217,30 @@ def metadata_terms(document: Mapping[str, Any], prefix: str = "") -> Iterator[st
 
 def column_terms(key: str, values: Sequence[Any]) -> set[str]:
     """The terms of one top-level key's values (metadata_terms, a column at a time)."""
-    kinds = set(map(type, values))
-    if kinds == {str}:  # the common columns: hosts, paths, ids
-        return set(map(f"{key}=$".__add__, set(values)))
-    if kinds == {int}:  # statuses, sizes: scalar_term's common case written here
-        prefix = f"{key}=#"
-        return {
-            prefix + str(value) if value % 10 else f"{key}={scalar_term(value)}"
-            for value in set(values)
-        }
-    if kinds <= {int, float}:  # durations (12 and 12.5 in one column too): fractional
-        # floats are not indexed, and a float that `indexed` takes is whole (is_integer
-        # says so without a Decimal); a set keeps one of 1 and 1.0, whose term is one
-        return {
-            f"{key}={scalar_term(value)}"
-            for value in set(values)
-            if type(value) is int or (value.is_integer() and indexed(value))
-        }
+    try:
+        distinct = set(values)
+    except TypeError:  # objects or arrays among them
+        distinct = None
+    if distinct is not None:
+        kinds = set(map(type, distinct))  # the distinct values' types are all the types,
+        if kinds <= {int, float} and (0 in distinct or 1 in distinct):
+            kinds = set(map(type, values))  # but for a boolean, which equals 0 or 1
+        if kinds == {str}:  # the common columns: hosts, paths, ids
+            return set(map(f"{key}=$".__add__, distinct))
+        if kinds == {int}:  # statuses, sizes: scalar_term's common case written here
+            prefix = f"{key}=#"
+            return {
+                prefix + str(value) if value % 10 else f"{key}={scalar_term(value)}"
+                for value in distinct
+            }
+        if kinds <= {int, float}:  # durations (12 and 12.5 in one column too): fractional
+            # floats are not indexed, and a float that `indexed` takes is whole (is_integer
+            # says so without a Decimal); a set keeps one of 1 and 1.0, whose term is one
+            return {
+                f"{key}={scalar_term(value)}"
+                for value in distinct
+                if type(value) is int or (value.is_integer() and indexed(value))
+            }
     terms: set[str] = set()
     for value in values:
         if isinstance(value, dict):
