@@ -52,7 +52,7 @@ FMIX2 = 0xC4CEB9FE1A85EC53
 
 
 def _hash64(data: bytes) -> int:
-    """Version 2's 64-bit hash of one term (what hashes_of_terms computes in bulk)."""
+    """Version 2's 64-bit hash of one term (what bloom_build computes in bulk)."""
     value = 0
     power = 1
     for byte in data:
