@@ -234,7 +234,7 @@ async def postgres_checks(settings: Settings, today: date) -> list[Check]:
             settings.database_url,
             timeout=min(CONNECT_TIMEOUT_S, settings.connect_deadline_s),
             command_timeout=QUERY_TIMEOUT_S,
-            server_settings=session_settings(settings),
+            server_settings=session_settings(settings, "doctor"),
         )
     except (
         OSError,

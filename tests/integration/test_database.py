@@ -50,11 +50,12 @@ async def test_cli_and_doctor_sessions_are_set_up_like_the_pool(
     """`logkeep db compact` runs on the CLI's session: with JIT on, PostgreSQL compiled
     each slice's lookup of the next slice for 15-20 ms (its estimate crosses
     jit_above_cost)."""
-    settings = make_settings(database_url_fixture, stores.redis_url, application_name="lk-cli")
+    settings = make_settings(database_url_fixture, stores.redis_url, application_name="lk")
     conn = await connect(settings)
     try:
         assert await conn.fetchval("SHOW jit") == "off"
         assert await conn.fetchval("SHOW TimeZone") == "UTC"
+        # named apart from the pools' sessions, which the doctor counts
         assert await conn.fetchval("SELECT current_setting('application_name')") == "lk-cli"
     finally:
         await conn.close()

@@ -225,6 +225,17 @@ _SCALARS = (
     | st.lists(st.integers(-1000, 1000) | st.sampled_from([20.0, 0.5, -3.25]), min_size=1)
     | st.lists(st.sampled_from([1, True, 1.0, 0, False, 0.0]), min_size=1)
     | st.lists(st.sampled_from([{"a": 1}, [1, "x"], "x", 3]), min_size=1)
+    # equal values of other types whose terms differ: past 2**53, past 28 digits
+    | st.lists(
+        st.sampled_from(
+            [
+                *(2**60, float(2**60), Decimal(2**60), 2**64, float(2**64)),
+                *(10**28 + 1, Decimal(10**28 + 1), Decimal("1152921504606846976.0")),
+                1.152921504606847e18,
+            ]
+        ),
+        min_size=1,
+    )
 )
 def test_a_columns_terms_are_its_values_terms(values: list[Any]) -> None:
     expected: set[str] = set()

@@ -84,6 +84,10 @@ def test_texts_joined_by_nul_are_each_read_as_loads_reads_them() -> None:
     ]
     clean = [b'{"a": %d}' % i for i in range(5)]
     assert exactjson.loads_joined(b"\x00".join(clean)) == [{"a": i} for i in range(5)]
+    # Not one JSON value between two NULs: an error, as loads of that text gives.
+    for bad in (b"1,2\x003", b"[1\x00 2]", b""):
+        with pytest.raises(exactjson.JSONDecodeError):
+            exactjson.loads_joined(bad)
 
 
 @given(st.lists(st.sampled_from(["1", "0.12345678901234567", "1e30", '"1970e5582"', "[]"])))

@@ -580,7 +580,7 @@ async def compaction_cost(settings: Settings, database_url: str) -> tuple[int, f
     from logkeep.db.compaction import compact
 
     loading = load_filter_builder()
-    conn = await asyncpg.connect(database_url, server_settings=session_settings(settings))
+    conn = await asyncpg.connect(database_url, server_settings=session_settings(settings, "bench"))
     try:
         pid = await conn.fetchval("SELECT pg_backend_pid()")
         before = time.process_time() + cpu_seconds(pid)

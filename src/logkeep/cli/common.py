@@ -87,7 +87,7 @@ async def connect(settings: Settings) -> asyncpg.Connection:
         conn: asyncpg.Connection = await asyncpg.connect(
             settings.database_url,
             timeout=settings.connect_deadline_s,
-            server_settings=session_settings(settings),
+            server_settings=session_settings(settings, "cli"),
         )
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         raise StoreUnavailable(

@@ -95,11 +95,14 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-def session_settings(settings: Settings) -> dict[str, str]:
-    """What every logkeep session to PostgreSQL runs with: the pools', the CLI's and the
-    doctor's connections alike."""
+def session_settings(settings: Settings, role: str = "") -> dict[str, str]:
+    """What every logkeep session to PostgreSQL runs with: the pools', and the CLI's and
+    the doctor's, which name their `role` after the application's name (so that the
+    doctor counts the pools' connections apart from its own)."""
     return {
-        "application_name": settings.application_name,
+        "application_name": f"{settings.application_name}-{role}"
+        if role
+        else settings.application_name,
         "timezone": "UTC",
         # JIT compiles for tens of milliseconds to save microseconds on our short,
         # index-driven queries (measured on search, and on compaction: 15-20 ms for each

@@ -42,6 +42,8 @@ EVERY_TERM = b"\xff" * (BLOOM_MIN_BITS // 8)
 Hashes = npt.NDArray[np.uint64]
 
 _MASK64 = 2**64 - 1
+# bloom_build's compiled loops freeze these into numba's cache, which is keyed on
+# bloom_build.py: change that file with them.
 POLYNOMIAL_BASE = 0x9E3779B97F4A7C15  # K: odd
 FMIX1 = 0xFF51AFD7ED558CCD  # MurmurHash3's 64-bit finaliser
 FMIX2 = 0xC4CEB9FE1A85EC53
@@ -102,7 +104,8 @@ def hashes_of_each(terms: list[bytes]) -> Hashes:
 
 def filter_one_by_one(terms: Iterable[str], bits: int, version: int = FILTER_VERSION) -> bytes:
     """The filter of `bits` bits holding `terms`, probe by probe as log_chunk_may_hold
-    reads it: what filter_of must equal for version 2, and how version 1 was written."""
+    reads it: what bloom_build's filters must equal for version 2, and how version 1 was
+    written."""
     filled = bytearray(bits // 8)
     for term in terms:
         h1, h2 = term_hashes(term, version)

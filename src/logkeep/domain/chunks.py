@@ -274,10 +274,12 @@ def _filter_builder() -> Callable[[list[tuple[bytes, int]], Hashes], tuple[bytes
 
 
 def load_filter_builder() -> float:
-    """Load numba and the Bloom filter's compiled loops now, as the first chunk a process
-    writes does; the CPU seconds it took (benchmarks leave it out of per-event costs)."""
+    """Load numba and the Bloom filter's compiled loops now, as the first chunks a process
+    writes would; the CPU seconds it took (benchmarks leave it out of per-event costs)."""
+    from logkeep.domain.bloom_build import warm_up
+
     started = time.process_time()
-    _filter_builder()([(b"warm up", 0x20)], hashes_of_each([]))
+    warm_up()
     return time.process_time() - started
 
 

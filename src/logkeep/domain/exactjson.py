@@ -222,7 +222,9 @@ def loads_joined(joined: bytes) -> list[Any]:
     try:
         values: list[Any] = orjson.loads(b"[" + joined.replace(b"\x00", b",") + b"]")
     except orjson.JSONDecodeError:
-        return [loads(text) for text in joined.split(b"\x00")]  # NaN, 1e999: text by text
+        values = []
+    if len(values) != joined.count(0) + 1:  # NaN, 1e999, a text that is not one value
+        return [loads(text) for text in joined.split(b"\x00")]  # their errors, text by text
     if careful:
         texts = joined.split(b"\x00")
         ends = list(accumulate(len(text) + 1 for text in texts))  # each text's end, past its NUL

@@ -217,30 +217,31 @@ def metadata_terms(document: Mapping[str, Any], prefix: str = "") -> Iterator[st
 
 def column_terms(key: str, values: Sequence[Any]) -> set[str]:
     """The terms of one top-level key's values (metadata_terms, a column at a time)."""
-    try:
-        distinct = set(values)
-    except TypeError:  # objects or arrays among them
-        distinct = None
-    if distinct is not None:
-        kinds = set(map(type, distinct))  # the distinct values' types are all the types,
-        if kinds <= {int, float} and (0 in distinct or 1 in distinct):
-            kinds = set(map(type, values))  # but for a boolean, which equals 0 or 1
-        if kinds == {str}:  # the common columns: hosts, paths, ids
+    if values and type(values[0]) is str:  # hosts, paths, ids: the common columns
+        try:
+            distinct = set(values)
+        except TypeError:  # an object or an array among them
+            distinct = set()
+        # No value of another type equals a str: the distinct values' types are all the
+        # types, without a pass over every value.
+        if distinct and set(map(type, distinct)) == {str}:
             return set(map(f"{key}=$".__add__, distinct))
-        if kinds == {int}:  # statuses, sizes: scalar_term's common case written here
-            prefix = f"{key}=#"
-            return {
-                prefix + str(value) if value % 10 else f"{key}={scalar_term(value)}"
-                for value in distinct
-            }
-        if kinds <= {int, float}:  # durations (12 and 12.5 in one column too): fractional
-            # floats are not indexed, and a float that `indexed` takes is whole (is_integer
-            # says so without a Decimal); a set keeps one of 1 and 1.0, whose term is one
-            return {
-                f"{key}={scalar_term(value)}"
-                for value in distinct
-                if type(value) is int or (value.is_integer() and indexed(value))
-            }
+    kinds = set(map(type, values))
+    if kinds == {int}:  # statuses, sizes: scalar_term's common case written here
+        prefix = f"{key}=#"
+        return {
+            prefix + str(value) if value % 10 else f"{key}={scalar_term(value)}"
+            for value in set(values)
+        }
+    if kinds <= {int, float}:  # durations, 12 and 12.5 in one column too: fractional
+        # floats are not indexed, and a float that `indexed` takes is whole (is_integer
+        # says so without a Decimal). An int and an equal float are kept apart: past
+        # 2**53 their terms differ.
+        return {
+            f"{key}={scalar_term(value)}"
+            for kind, value in set(zip(map(type, values), values, strict=True))
+            if kind is int or (value.is_integer() and indexed(value))
+        }
     terms: set[str] = set()
     for value in values:
         if isinstance(value, dict):
