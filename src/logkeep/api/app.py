@@ -95,14 +95,7 @@ async def maintenance_loop(db: Database, settings: Settings) -> None:
 async def compaction_loop(db: Database, settings: Settings) -> None:
     """Compact closed slices into chunks while the API runs (one process at a time)."""
     from logkeep.db.compaction import compact_in_background
-    from logkeep.domain.chunks import load_filter_builder
 
-    # numba's loading and compiling, in a thread: requests are served meanwhile.
-    try:
-        seconds = await asyncio.to_thread(load_filter_builder)
-        log.info("chunk_filter_builder_loaded", cpu_seconds=round(seconds, 2))
-    except Exception as exc:  # noqa: BLE001 - compaction reports it again at each round
-        log.error("chunk_filter_builder_failed", error=f"{type(exc).__name__}: {exc}")
     while True:
         try:
             async with db.pool.acquire() as conn:

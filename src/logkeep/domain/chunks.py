@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
+from functools import cache, cached_property
 from itertools import chain
 from operator import itemgetter
 from typing import Any
@@ -273,9 +273,11 @@ def _filter_builder() -> Callable[[list[tuple[bytes, int]], Hashes], tuple[bytes
     return filter_of_terms
 
 
+@cache
 def load_filter_builder() -> float:
-    """Load numba and the Bloom filter's compiled loops now, as the first chunks a process
-    writes would; the CPU seconds it took (benchmarks leave it out of per-event costs)."""
+    """Load numba and the Bloom filter's compiled loops, as the first chunks a process
+    writes would, once a process; the CPU seconds it took (compaction does it in a thread
+    before its first slice; benchmarks leave it out of per-event costs)."""
     from logkeep.domain.bloom_build import warm_up
 
     started = time.process_time()
