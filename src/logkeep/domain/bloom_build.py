@@ -10,9 +10,10 @@ share of compaction fell from 16.0-17.2 to 12.7-13.9 us an event on bench ingest
 events. Texts over 8 MB are hashed again for each of the two, without an array.
 
 numba loads in half a second and compiles these loops in about two: only the processes
-that write chunks import this module (warm_up does it off the event loop), and the
-machine code is cached beside it (or in NUMBA_CACHE_DIR) for the next process. The cache
-is keyed on this file: the constants it takes from bloom are frozen into it.
+that write chunks import this module (compaction does, in a thread, before its first
+slice: chunks.load_filter_builder), and the machine code is cached beside it (or in
+NUMBA_CACHE_DIR) for the next process. The cache is keyed on this file: the constants it
+takes from bloom are frozen into it.
 """
 
 from __future__ import annotations
