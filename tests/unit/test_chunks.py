@@ -151,9 +151,11 @@ def test_the_compiled_loop_hashes_every_term_as_python_hashes_each(
 
 @pytest.fixture(params=["hashed once", "hashed for each pass"])
 def hashing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Both ways of filter_of_terms: texts over _HASHED_MAX_TERMS are hashed twice."""
+    """Both ways of filter_of_terms: texts over _HASHED_MAX_TERMS are hashed twice, a
+    piece at a time."""
     if request.param == "hashed for each pass":
         monkeypatch.setattr(bloom_build, "_HASHED_MAX_TERMS", 10)
+        monkeypatch.setattr(bloom_build, "_PIECE_BYTES", 64)  # many pieces, cut at separators
 
 
 @pytest.mark.usefixtures("hashing")

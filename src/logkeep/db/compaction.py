@@ -293,9 +293,10 @@ async def compact(
             row = await conn.fetchrow(NEXT_SLICE, horizon, list(reached), list(reached.values()))
             if row is None:
                 break
-            # numba loads and compiles the filter's loops once a process (a second or more
-            # of CPU): in a thread, so that the API serves requests meanwhile.
-            await asyncio.to_thread(load_filter_builder)
+            if not report.slices:
+                # numba loads and compiles the filter's loops once a process (a second or
+                # more of CPU): in a thread, so that the API serves requests meanwhile.
+                await asyncio.to_thread(load_filter_builder)
             start = slice_start(row["timestamp"], slice_length)
             reached[row["source_id"]] = start + slice_length
             events, chunks, merged = await compact_slice(

@@ -7,7 +7,7 @@ another marks each hash once in a sketch, whose unset share estimates how many d
 terms there are (linear counting: the filter's size), then sets each hash's probes in
 the filter. Against numpy passes over the bytes (prefix sums of b[j] * K**j), the Python
 share of compaction fell from 16.0-17.2 to 12.7-13.9 us an event on bench ingest's
-events. Texts over 8 MB are hashed again for each of the two, without an array.
+events. Texts over 8 MB are hashed again for each of the two, 8 MB at a time.
 
 numba loads in half a second and compiles these loops in about two: only the processes
 that write chunks import this module (compaction does, in a thread, before its first
@@ -19,7 +19,7 @@ takes from bloom are frozen into it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -43,9 +43,10 @@ _F2 = np.uint64(FMIX2)
 _SHIFT = np.uint64(33)
 _HIGH = np.uint64(32)
 _LOW31 = np.uint64(0x7FFFFFFF)
-# Texts of up to 8 MB are hashed once into an array (a chunk of 200 KB of messages has
-# 40,000 words); longer ones are hashed for each pass.
+# Texts of up to 8 MB have their hashes kept (a chunk of 200 KB of messages has 40,000
+# words); longer ones are hashed for each pass, 8 MB at a time.
 _HASHED_MAX_TERMS = 1 << 22
+_PIECE_BYTES = 1 << 23
 # The sketch: 4 to 8 bits for each term occurrence, up to this many.
 _SKETCH_MAX_BITS = 1 << 24
 _SET_BITS = np.array([bin(byte).count("1") for byte in range(256)], np.int64)
@@ -84,31 +85,6 @@ def _mark(hashed: np.uint64, bits: Bits, mask: int, probes: int) -> None:
         at = position & mask
         bits[at >> 3] |= np.uint8(1 << (at & 7))
         position += step
-
-
-@_compiled
-def _mark_terms(data: Bits, separator: int, bits: Bits, mask: int, probes: int) -> int:
-    """Mark every term of `data` (a run of bytes other than `separator`); how many terms.
-    A term's polynomial is sum of b[j] * K**j modulo 2**64 (uint64 arithmetic wraps)."""
-    terms = 0
-    value = np.uint64(0)
-    power = np.uint64(1)
-    length = 0
-    for byte in data:
-        if byte != separator:
-            value += np.uint64(byte) * power
-            power *= _K
-            length += 1
-        elif length:
-            _mark(_hash(value, length), bits, mask, probes)
-            terms += 1
-            value = np.uint64(0)
-            power = np.uint64(1)
-            length = 0
-    if length:
-        _mark(_hash(value, length), bits, mask, probes)
-        terms += 1
-    return terms
 
 
 @_compiled
@@ -160,12 +136,19 @@ def _filter_bits(terms: int) -> int:
     return bits
 
 
-def _hashed(texts: Sequence[tuple[bytes, int]], hashes: Hashes) -> Hashes:
-    found = [hashes]
+def _hashed(texts: Sequence[tuple[bytes, int]], hashes: Hashes) -> Iterator[Hashes]:
+    """`hashes`, then the hashes of every term of `texts`, _PIECE_BYTES of text at a time
+    (cut at a separator: every term whole)."""
+    yield hashes
     for text, separator in texts:
-        into = np.empty(len(text) // 2 + 1, np.uint64)  # pages only where terms are written
-        found.append(into[: _hash_terms(np.frombuffer(text, np.uint8), separator, into)])
-    return np.concatenate(found)
+        data = np.frombuffer(text, np.uint8)
+        start = 0
+        while start < len(text):
+            cut = text.find(separator, start + _PIECE_BYTES)
+            stop = len(text) if cut < 0 else cut
+            into = np.empty((stop - start) // 2 + 1, np.uint64)  # pages only where written
+            yield into[: _hash_terms(data[start:stop], separator, into)]
+            start = stop
 
 
 def filter_of_terms(
@@ -176,23 +159,19 @@ def filter_of_terms(
     and how many distinct terms it was sized for: an estimate within a few percent, by
     linear counting (the unset share of a sketch marked with one probe a term).
 
-    The terms are hashed once into an array, whose sketch and filter are small enough to
-    stay in the CPU's cache. Texts that could hold more than _HASHED_MAX_TERMS terms (over
-    8 MB) are hashed again for each of the two instead: no array of their hashes."""
+    The terms are hashed once and their hashes kept, whose sketch and filter are small
+    enough to stay in the CPU's cache. Texts that could hold more than _HASHED_MAX_TERMS
+    terms (over 8 MB) are hashed again for each of the two instead, a piece at a time:
+    memory stays bounded."""
     extra = np.zeros(0, np.uint64) if hashes is None else hashes
     most = len(extra) + sum(len(text) // 2 + 1 for text, _ in texts)  # a term and its end
-    if most <= _HASHED_MAX_TERMS:
-        hashed = _hashed(texts, extra)
-        occurrences, marked_texts = len(hashed), []
-    else:
-        hashed, occurrences = extra, most
-        marked_texts = [(np.frombuffer(text, np.uint8), separator) for text, separator in texts]
+    kept = list(_hashed(texts, extra)) if most <= _HASHED_MAX_TERMS else None
+    occurrences = most if kept is None else sum(map(len, kept))
 
     def marked(size: int, probes: int) -> Bits:
         bits = np.zeros(size // 8, np.uint8)
-        for data, separator in marked_texts:
-            _mark_terms(data, separator, bits, size - 1, probes)
-        _mark_hashes(hashed, bits, size - 1, probes)
+        for found in _hashed(texts, extra) if kept is None else kept:
+            _mark_hashes(found, bits, size - 1, probes)
         return bits
 
     size = min(1 << max(8, (4 * occurrences).bit_length()), _SKETCH_MAX_BITS)
@@ -205,7 +184,5 @@ def filter_of_terms(
 
 
 def warm_up() -> None:
-    """Load or compile every loop, as the first chunks a process writes would."""
+    """Load or compile every loop, as the first chunk a process writes would."""
     filter_of_terms([(b"warm up", 0x20)], np.zeros(0, np.uint64))
-    bits = np.zeros(BLOOM_MIN_BITS // 8, np.uint8)
-    _mark_terms(np.frombuffer(b"warm up", np.uint8), 0x20, bits, BLOOM_MIN_BITS - 1, 1)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache, cached_property
@@ -266,13 +266,6 @@ def _metadata_terms(columns: list[tuple[str, list[int] | None, list[Any]]]) -> t
     return b"", hashes_of_each([term.encode("utf-8", "surrogatepass") for term in terms])
 
 
-def _filter_builder() -> Callable[[list[tuple[bytes, int]], Hashes], tuple[bytes, int]]:
-    # numba takes half a second to load: only the processes that write chunks import it.
-    from logkeep.domain.bloom_build import filter_of_terms
-
-    return filter_of_terms
-
-
 @cache
 def load_filter_builder() -> float:
     """Load numba and the Bloom filter's compiled loops, as the first chunks a process
@@ -290,8 +283,11 @@ def _term_filter(
 ) -> tuple[bytes, int]:
     """The Bloom filter of every word of the messages and every metadata term, and how
     many distinct terms it was sized for."""
+    # numba takes half a second to load: only the processes that write chunks import it.
+    from logkeep.domain.bloom_build import filter_of_terms
+
     text, hashes = _metadata_terms(metadata)
-    return _filter_builder()([(word_text(messages), 0x20), (text, 0)], hashes)
+    return filter_of_terms([(word_text(messages), 0x20), (text, 0)], hashes)
 
 
 def encode_columns(columns: EventColumns) -> EncodedChunk:
